@@ -1,0 +1,133 @@
+"""Django admin for every model. Records that must never change (call attempts, audit, appointments'
+outcomes) are read-only here: changes go through the service functions so they are audited."""
+
+from django.contrib import admin
+
+from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
+from scheduling.caseload.models import (
+    AdminTask,
+    AuditEntry,
+    CaseloadCover,
+    ClinicalNote,
+    Patient,
+    PractitionerProfile,
+    Referral,
+    ServiceSettings,
+    Team,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable and searchable; never added, changed or deleted here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class NoDeleteAdmin(admin.ModelAdmin):
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Team)
+class TeamAdmin(NoDeleteAdmin):
+    search_fields = ["name"]
+
+
+@admin.register(PractitionerProfile)
+class PractitionerProfileAdmin(NoDeleteAdmin):
+    list_display = ["__str__", "team", "job_title", "tries_before_dna", "is_active_clinician"]
+    list_filter = ["team", "is_active_clinician"]
+    search_fields = ["user__first_name", "user__last_name", "user__username"]
+
+
+@admin.register(CaseloadCover)
+class CaseloadCoverAdmin(NoDeleteAdmin):
+    list_display = ["covering", "covered", "starts_on", "ends_on"]
+    list_filter = ["starts_on"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Patient)
+class PatientAdmin(ReadOnlyAdmin):
+    list_display = ["nhs_number", "family_name", "given_name", "date_of_birth", "sms_consent", "sms_opted_out"]
+    search_fields = ["nhs_number", "family_name", "given_name"]
+    list_filter = ["sms_consent", "sms_opted_out", "voicemail_allowed"]
+
+
+@admin.register(Referral)
+class ReferralAdmin(ReadOnlyAdmin):
+    list_display = ["id", "patient", "source", "received_on", "assigned_practitioner", "status", "end_code"]
+    list_filter = ["status", "source", "assigned_practitioner", "received_on", "step"]
+    search_fields = ["patient__nhs_number", "patient__family_name", "patient__given_name", "external_id"]
+    date_hierarchy = "received_on"
+    list_select_related = ["patient", "assigned_practitioner"]
+
+
+@admin.register(Appointment)
+class AppointmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "referral", "practitioner", "appointment_type", "start", "duration_minutes", "outcome"]
+    list_filter = ["outcome", "appointment_type", "practitioner", "start"]
+    search_fields = ["referral__patient__nhs_number", "referral__patient__family_name"]
+    date_hierarchy = "start"
+    list_select_related = ["referral__patient", "practitioner"]
+
+
+@admin.register(Rearrangement)
+class RearrangementAdmin(ReadOnlyAdmin):
+    list_display = ["original", "replacement", "asked_by", "asked_at", "recorded_by"]
+    list_filter = ["asked_by", "asked_at"]
+
+
+@admin.register(ContactAttempt)
+class ContactAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["attempted_at", "referral", "practitioner", "outcome", "minutes_spent"]
+    list_filter = ["outcome", "practitioner", "attempted_at"]
+    search_fields = ["referral__patient__nhs_number", "referral__patient__family_name"]
+    date_hierarchy = "attempted_at"
+    list_select_related = ["referral__patient", "practitioner"]
+
+
+@admin.register(ContactAttemptUndo)
+class ContactAttemptUndoAdmin(ReadOnlyAdmin):
+    list_display = ["attempt", "undone_by", "undone_at", "reason"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["at", "referral", "appointment", "field", "old_value", "new_value", "actor"]
+    list_filter = ["field", "at"]
+    search_fields = ["referral__patient__nhs_number"]
+    date_hierarchy = "at"
+
+
+@admin.register(ClinicalNote)
+class ClinicalNoteAdmin(ReadOnlyAdmin):
+    list_display = ["referral", "author", "written_at"]
+
+
+@admin.register(AdminTask)
+class AdminTaskAdmin(ReadOnlyAdmin):
+    list_display = ["raised_at", "kind", "source", "patient", "resolved_at"]
+    list_filter = ["kind", "source", "resolved_at"]
+
+
+@admin.register(ServiceSettings)
+class ServiceSettingsAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return not ServiceSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,308 @@
+"""Writes to appointments: book, record the outcome, cancel, rearrange, correct."""
+
+import datetime
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.booking.signals import appointment_booked, appointment_cancelled
+from scheduling.caseload.audit import record_change
+from scheduling.caseload.models import Referral, ServiceSettings
+from scheduling.caseload.services import advance_referral_to
+from scheduling.codes import (
+    ATTENDED_OUTCOMES,
+    DEFAULT_DURATION_MINUTES,
+    AppointmentType,
+    AttendanceOutcome,
+    ConsultationMechanism,
+)
+
+Status = Referral.Status
+# Outcomes a clinician records at or after the appointment time (cancellations go through cancel_appointment).
+ATTENDANCE_OUTCOMES = frozenset(
+    o.value
+    for o in (
+        AttendanceOutcome.ATTENDED,
+        AttendanceOutcome.ATTENDED_LATE,
+        AttendanceOutcome.LATE_NOT_SEEN,
+        AttendanceOutcome.DID_NOT_ATTEND,
+    )
+)
+# How early before the start an attendance outcome may be recorded (PWPs sometimes ring a little early).
+EARLIEST_OUTCOME_BEFORE_START = timedelta(minutes=30)
+
+
+class SlotTaken(ValidationError):
+    """The practitioner already holds an overlapping appointment."""
+
+
+def _check_bookable(*, referral: Referral, practitioner, appointment_type: str, start, duration_minutes: int, exclude_pk=None):
+    errors = {}
+    if appointment_type not in AppointmentType.values:
+        errors["appointment_type"] = f"'{appointment_type}' is not an appointment type."
+    if start is None or timezone.is_naive(start):
+        errors["start"] = "The start time must include its time zone."
+    if not duration_minutes or duration_minutes <= 0 or duration_minutes > 240:
+        errors["duration_minutes"] = "The length must be between 1 and 240 minutes."
+    if referral.status == Status.DISCHARGED:
+        errors["referral"] = "This referral is discharged; re-refer before booking."
+    if practitioner is None:
+        errors["practitioner"] = "Choose a practitioner."
+    if errors:
+        raise ValidationError(errors)
+    end = start + timedelta(minutes=duration_minutes)
+    clash = Appointment.objects.overlapping(practitioner=practitioner, start=start, end=end)
+    if exclude_pk:
+        clash = clash.exclude(pk=exclude_pk)
+    clash = clash.first()
+    if clash is not None:
+        local = timezone.localtime(clash.start)
+        raise SlotTaken(
+            f"{practitioner.get_full_name() or practitioner} already has an appointment at "
+            f"{local:%H:%M on %a %d %b %Y} that overlaps this time.",
+            code="slot_taken",
+        )
+
+
+def book_appointment(
+    *,
+    referral: Referral,
+    practitioner,
+    appointment_type: str,
+    start: datetime.datetime,
+    actor=None,
+    duration_minutes: int | None = None,
+    session_number: int | None = None,
+    mechanism: str = ConsultationMechanism.TELEPHONE,
+    booked_at=None,
+    is_demo: bool = False,
+) -> Appointment:
+    duration_minutes = duration_minutes or DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
+    with transaction.atomic():
+        # Lock the referral row: two bookings for one referral serialise here.
+        referral = Referral.objects.select_for_update().get(pk=referral.pk)
+        _check_bookable(
+            referral=referral,
+            practitioner=practitioner,
+            appointment_type=appointment_type,
+            start=start,
+            duration_minutes=duration_minutes,
+        )
+        if session_number is None and appointment_type == AppointmentType.ASSESSMENT:
+            session_number = 1
+        appointment = Appointment.objects.create(
+            referral=referral,
+            practitioner=practitioner,
+            appointment_type=appointment_type,
+            start=start,
+            duration_minutes=duration_minutes,
+            session_number=session_number,
+            mechanism=mechanism,
+            booked_by=actor,
+            booked_at=booked_at or timezone.now(),
+            is_demo=is_demo,
+        )
+        record_change(
+            referral=referral, appointment=appointment, field="booking", old="", new="booked", actor=actor,
+            at=appointment.booked_at,
+        )
+        if appointment_type == AppointmentType.ASSESSMENT:
+            advance_referral_to(
+                referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
+                to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked",
+                at=appointment.booked_at,
+            )
+        appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor)
+    return appointment
+
+
+def record_appointment_outcome(*, appointment: Appointment, outcome: str, actor=None, at=None) -> Appointment:
+    """Record attended (5/6), late not seen (7) or did not attend (3) on a booked appointment."""
+    now = at or timezone.now()
+    if outcome not in ATTENDANCE_OUTCOMES:
+        raise ValidationError(
+            f"Outcome '{outcome}' cannot be recorded here; cancellations are recorded by cancelling.", code="invalid_outcome"
+        )
+    with transaction.atomic():
+        locked = Appointment.objects.select_for_update().select_related("referral").get(pk=appointment.pk)
+        if locked.outcome != AttendanceOutcome.NOT_APPLICABLE:
+            raise ValidationError(
+                f"This appointment already has an outcome ({locked.get_outcome_display()}).", code="invalid_transition"
+            )
+        if now < locked.start - EARLIEST_OUTCOME_BEFORE_START:
+            raise ValidationError("An outcome cannot be recorded for an appointment that has not started.", code="too_early")
+        locked.outcome = outcome
+        locked.outcome_recorded_at = now
+        locked.save(update_fields=["outcome", "outcome_recorded_at"])
+        record_change(
+            referral=locked.referral, appointment=locked, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE,
+            new=outcome, actor=actor, at=now,
+        )
+        _follow_outcome_on_referral(appointment=locked, actor=actor, at=now)
+    appointment.refresh_from_db()
+    return appointment
+
+
+def _follow_outcome_on_referral(*, appointment: Appointment, actor, at):
+    referral = appointment.referral
+    if appointment.outcome in ATTENDED_OUTCOMES:
+        if appointment.appointment_type == AppointmentType.ASSESSMENT:
+            advance_referral_to(
+                referral=referral, from_statuses={Status.ASSESSMENT_BOOKED}, to_status=Status.ASSESSED, actor=actor,
+                reason="Assessment attended", at=at,
+            )
+        elif appointment.appointment_type == AppointmentType.TREATMENT:
+            advance_referral_to(
+                referral=referral, from_statuses={Status.ASSESSED}, to_status=Status.IN_TREATMENT, actor=actor,
+                reason="First treatment session attended", at=at,
+            )
+    elif appointment.appointment_type == AppointmentType.ASSESSMENT:
+        _step_back_if_no_assessment_pending(referral=referral, actor=actor, at=at)
+
+
+def _step_back_if_no_assessment_pending(*, referral: Referral, actor, at=None):
+    """A missed or cancelled assessment leaves the referral needing a new one booked."""
+    pending = referral.appointments.not_cancelled().filter(
+        appointment_type=AppointmentType.ASSESSMENT, outcome=AttendanceOutcome.NOT_APPLICABLE
+    )
+    if not pending.exists():
+        advance_referral_to(
+            referral=referral, from_statuses={Status.ASSESSMENT_BOOKED}, to_status=Status.CONTACTED, actor=actor,
+            reason="Assessment needs rebooking", at=at,
+        )
+
+
+def _cancel(*, appointment: Appointment, cancelled_by: str, reason: str, actor, asked_at, step_back: bool) -> Appointment:
+    if cancelled_by not in Appointment.CancelledBy.values:
+        raise ValidationError({"cancelled_by": "Say whether the patient or the service cancelled."})
+    locked = Appointment.objects.select_for_update().select_related("referral").get(pk=appointment.pk)
+    if locked.outcome != AttendanceOutcome.NOT_APPLICABLE:
+        raise ValidationError(
+            f"This appointment cannot be cancelled: it already has an outcome ({locked.get_outcome_display()}).",
+            code="invalid_transition",
+        )
+    now = timezone.now()
+    asked_at = asked_at or now
+    if asked_at > now:
+        raise ValidationError({"asked_at": "When the cancellation was asked for cannot be in the future."})
+    outcome = AttendanceOutcome.CANCELLED_BY_PATIENT if cancelled_by == "patient" else AttendanceOutcome.CANCELLED_BY_PROVIDER
+    locked.outcome = outcome
+    locked.outcome_recorded_at = now
+    locked.cancelled_at = asked_at
+    locked.cancelled_by = cancelled_by
+    locked.cancellation_reason = (reason or "")[:200]
+    locked.cancellation_recorded_by = actor
+    locked.save(
+        update_fields=[
+            "outcome", "outcome_recorded_at", "cancelled_at", "cancelled_by", "cancellation_reason", "cancellation_recorded_by",
+        ]
+    )
+    record_change(
+        referral=locked.referral, appointment=locked, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE, new=outcome,
+        actor=actor, reason=reason,
+    )
+    appointment_cancelled.send(sender=Appointment, appointment=locked, actor=actor)
+    if step_back and locked.appointment_type == AppointmentType.ASSESSMENT:
+        _step_back_if_no_assessment_pending(referral=locked.referral, actor=actor)
+    return locked
+
+
+def cancel_appointment(*, appointment: Appointment, cancelled_by: str, reason: str, actor=None, asked_at=None) -> Appointment:
+    """Cancel by the patient (NHS code 2) or the service (code 4), recording when it was asked for."""
+    with transaction.atomic():
+        locked = _cancel(
+            appointment=appointment, cancelled_by=cancelled_by, reason=reason, actor=actor, asked_at=asked_at, step_back=True
+        )
+    appointment.refresh_from_db()
+    return locked
+
+
+def rearrange_appointment(
+    *,
+    appointment: Appointment,
+    new_start: datetime.datetime,
+    asked_by: str,
+    reason: str = "",
+    actor=None,
+    asked_at=None,
+    practitioner=None,
+) -> Rearrangement:
+    """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number."""
+    if asked_by not in Rearrangement.AskedBy.values:
+        raise ValidationError({"asked_by": "Say whether the patient or the service asked to rearrange."})
+    asked_at = asked_at or timezone.now()
+    with transaction.atomic():
+        original = _cancel(
+            appointment=appointment, cancelled_by=asked_by, reason=reason or "Rearranged", actor=actor, asked_at=asked_at,
+            step_back=False,
+        )
+        practitioner = practitioner or original.practitioner
+        _check_bookable(
+            referral=original.referral,
+            practitioner=practitioner,
+            appointment_type=original.appointment_type,
+            start=new_start,
+            duration_minutes=original.duration_minutes,
+        )
+        replacement = Appointment.objects.create(
+            referral=original.referral,
+            practitioner=practitioner,
+            appointment_type=original.appointment_type,
+            start=new_start,
+            duration_minutes=original.duration_minutes,
+            session_number=original.session_number,
+            mechanism=original.mechanism,
+            booked_by=actor,
+            is_demo=original.is_demo,
+        )
+        record_change(
+            referral=original.referral, appointment=replacement, field="booking", old="", new="booked", actor=actor,
+            reason=f"Rearranged from appointment {original.pk}",
+        )
+        rearrangement = Rearrangement.objects.create(
+            original=original, replacement=replacement, asked_by=asked_by, reason=(reason or "")[:200], asked_at=asked_at,
+            recorded_by=actor,
+        )
+        appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor)
+    appointment.refresh_from_db()
+    return rearrangement
+
+
+def correct_appointment_outcome(*, appointment: Appointment, outcome: str, actor, reason: str) -> Appointment:
+    """Correct a wrongly recorded attendance outcome (e.g. an undo). Needs a reason; audited."""
+    if not (reason or "").strip():
+        raise ValidationError({"reason": "Say why the outcome is being corrected."})
+    if outcome not in ATTENDANCE_OUTCOMES | {AttendanceOutcome.NOT_APPLICABLE.value}:
+        raise ValidationError({"outcome": "Only attendance outcomes can be corrected; rebook a cancelled appointment."})
+    with transaction.atomic():
+        locked = Appointment.objects.select_for_update().select_related("referral").get(pk=appointment.pk)
+        if locked.is_cancelled:
+            raise ValidationError("A cancelled appointment cannot be corrected; book a new one.", code="invalid_transition")
+        old = locked.outcome
+        if old == outcome:
+            raise ValidationError("The appointment already has that outcome.", code="no_change")
+        locked.outcome = outcome
+        locked.outcome_recorded_at = timezone.now() if outcome != AttendanceOutcome.NOT_APPLICABLE else None
+        locked.save(update_fields=["outcome", "outcome_recorded_at"])
+        record_change(
+            referral=locked.referral, appointment=locked, field="outcome", old=old, new=outcome, actor=actor,
+            reason=f"Correction: {reason}",
+        )
+    appointment.refresh_from_db()
+    return appointment
+
+
+def notice_hours(appointment: Appointment) -> float | None:
+    notice = appointment.notice_given
+    return None if notice is None else notice.total_seconds() / 3600
+
+
+def is_late_cancellation(appointment: Appointment, *, service_settings: ServiceSettings | None = None) -> bool:
+    """A patient cancellation or patient-asked rearrangement with less notice than the threshold."""
+    if appointment.outcome != AttendanceOutcome.CANCELLED_BY_PATIENT or appointment.cancelled_at is None:
+        return False
+    threshold = timedelta(hours=(service_settings or ServiceSettings.current()).late_cancellation_notice_hours)
+    return appointment.notice_given < threshold

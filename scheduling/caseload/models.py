@@ -1,0 +1,308 @@
+"""Who is on the caseload and who works it: staff, patients, referrals, audit and admin tasks."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduling.codes import EndOfCare, ReferralSource
+
+WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+class TimeOfDay(models.TextChoices):
+    MORNING = "morning", "Morning (08:00-12:00)"
+    AFTERNOON = "afternoon", "Afternoon (12:00-17:00)"
+    EVENING = "evening", "Early evening (17:00-20:00)"
+
+
+# Local (Europe/London) hour ranges [start, end) of each part of the day.
+TIME_OF_DAY_HOURS = {
+    TimeOfDay.MORNING: (8, 12),
+    TimeOfDay.AFTERNOON: (12, 17),
+    TimeOfDay.EVENING: (17, 20),
+}
+
+
+def time_of_day_for(local_hour: int) -> str | None:
+    for part, (start, end) in TIME_OF_DAY_HOURS.items():
+        if start <= local_hour < end:
+            return part
+    return None
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+
+    def __str__(self):
+        return self.name
+
+
+class PractitionerProfile(models.Model):
+    """A clinician (usually a PWP). Imported practitioners may have a user with no usable login."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="practitioner")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="practitioners")
+    job_title = models.CharField(max_length=100, default="Psychological Wellbeing Practitioner")
+    # How many unanswered tries within a booked telephone slot before it is recorded as a DNA.
+    tries_before_dna = models.PositiveSmallIntegerField(default=2)
+    is_active_clinician = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["user__last_name", "user__first_name"]
+
+    def __str__(self):
+        return self.user.get_full_name() or self.user.get_username()
+
+
+class CaseloadCover(models.Model):
+    """`covering` works `covered`'s caseload between two dates (leave, sickness, vacancy)."""
+
+    covering = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="covers_given")
+    covered = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="covers_received")
+    starts_on = models.DateField()
+    ends_on = models.DateField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_on__gte=models.F("starts_on")), name="cover_ends_after_start"),
+            models.CheckConstraint(condition=~Q(covering=models.F("covered")), name="cover_not_self"),
+        ]
+
+    def __str__(self):
+        return f"{self.covering} covers {self.covered} {self.starts_on}-{self.ends_on}"
+
+
+class Patient(models.Model):
+    nhs_number = models.CharField("NHS number", max_length=10, unique=True)
+    given_name = models.CharField(max_length=100)
+    family_name = models.CharField(max_length=100)
+    date_of_birth = models.DateField()
+    # E.164 ("+447700900123"); validated and normalised by scheduling.caseload.phones.
+    mobile_phone = models.CharField(max_length=16, blank=True)
+    mobile_is_mobile = models.BooleanField(default=False, editable=False)
+    other_phone = models.CharField(max_length=16, blank=True)
+    sms_consent = models.BooleanField("consents to SMS", default=False)
+    sms_consent_recorded_at = models.DateTimeField(null=True, blank=True)
+    voicemail_allowed = models.BooleanField("voicemail may be left", default=False)
+    # Preferred contact windows: weekdays 0=Mon..6=Sun, and parts of the day (TimeOfDay values).
+    # Both empty means "any time in working hours".
+    preferred_days = models.JSONField(default=list, blank=True)
+    preferred_times = models.JSONField(default=list, blank=True)
+    sms_opted_out = models.BooleanField(default=False)
+    sms_opted_out_at = models.DateTimeField(null=True, blank=True)
+    is_demo = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["family_name", "given_name"]
+        indexes = [models.Index(fields=["mobile_phone"]), models.Index(fields=["family_name", "given_name"])]
+
+    def __str__(self):
+        return self.full_name
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+    @property
+    def nhs_number_display(self) -> str:
+        n = self.nhs_number
+        return f"{n[:3]} {n[3:6]} {n[6:]}"
+
+    def age_on(self, day) -> int:
+        dob = self.date_of_birth
+        return day.year - dob.year - ((day.month, day.day) < (dob.month, dob.day))
+
+    @property
+    def can_receive_sms(self) -> bool:
+        return bool(self.sms_consent and not self.sms_opted_out and self.mobile_phone and self.mobile_is_mobile)
+
+    @property
+    def contact_windows_display(self) -> str:
+        days = sorted(int(d) for d in self.preferred_days)
+        if not days or days == list(range(7)):
+            day_text = "any day"
+        elif days == [0, 1, 2, 3, 4]:
+            day_text = "weekdays"
+        elif set(days) < {0, 1, 2, 3, 4} and len(days) == 4:
+            missing = ({0, 1, 2, 3, 4} - set(days)).pop()
+            day_text = f"weekdays, not {WEEKDAY_NAMES[missing]}"
+        else:
+            day_text = ", ".join(WEEKDAY_NAMES[d] for d in days)
+        labels = {TimeOfDay.MORNING: "mornings", TimeOfDay.AFTERNOON: "afternoons", TimeOfDay.EVENING: "early evenings"}
+        times = [labels[t] for t in TimeOfDay.values if t in self.preferred_times]
+        time_text = " and ".join(times) if times else "any time"
+        return f"{day_text}, {time_text}"
+
+
+class Referral(models.Model):
+    class Status(models.TextChoices):
+        AWAITING_CONTACT = "awaiting_contact", "Awaiting first contact"
+        CONTACTED = "contacted", "Contacted"
+        ASSESSMENT_BOOKED = "assessment_booked", "Assessment booked"
+        ASSESSED = "assessed", "Assessed"
+        IN_TREATMENT = "in_treatment", "In treatment"
+        DISCHARGED = "discharged", "Discharged"
+
+    # Which status changes the service functions allow. Anything else is refused.
+    TRANSITIONS = {
+        Status.AWAITING_CONTACT: {Status.CONTACTED, Status.ASSESSMENT_BOOKED, Status.DISCHARGED},
+        Status.CONTACTED: {Status.ASSESSMENT_BOOKED, Status.DISCHARGED},
+        # Back to "contacted" when the booked assessment is cancelled or missed and must be rebooked.
+        Status.ASSESSMENT_BOOKED: {Status.ASSESSED, Status.CONTACTED, Status.DISCHARGED},
+        Status.ASSESSED: {Status.IN_TREATMENT, Status.DISCHARGED},
+        Status.IN_TREATMENT: {Status.DISCHARGED},
+        Status.DISCHARGED: set(),
+    }
+    OPEN_STATUSES = list(TRANSITIONS)[:-1]  # every status but discharged
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="referrals")
+    source = models.CharField(max_length=2, choices=ReferralSource.choices)
+    received_on = models.DateField()
+    reason = models.CharField("reason for referral", max_length=200)
+    step = models.PositiveSmallIntegerField(choices=[(2, "Step 2"), (3, "Step 3")], default=2)
+    assigned_practitioner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assigned_referrals", null=True, blank=True
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.AWAITING_CONTACT, editable=False)
+    end_code = models.CharField(max_length=2, choices=EndOfCare.choices, blank=True, editable=False)
+    ended_on = models.DateField(null=True, blank=True, editable=False)
+    # Identifier from another system (activity import); unique when present.
+    external_id = models.CharField(max_length=64, blank=True)
+    is_demo = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["received_on", "id"]
+        indexes = [
+            models.Index(fields=["assigned_practitioner", "status"]),
+            models.Index(fields=["status", "received_on"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["external_id"], condition=~Q(external_id=""), name="referral_external_id_unique"),
+        ]
+        permissions = [
+            ("view_all_caseloads", "Can open every practitioner's caseload and call list"),
+            ("book_appointments", "Can book, rebook and cancel appointments"),
+            ("log_contact", "Can log call attempts and session outcomes"),
+            ("view_reports", "Can view capacity and waiting-time reports"),
+            ("manage_service_settings", "Can change service settings, policies and templates"),
+            ("discharge_referral", "Can discharge a referral"),
+        ]
+
+    def __str__(self):
+        return f"Referral {self.pk} for {self.patient}"
+
+
+class ClinicalNote(models.Model):
+    """Free-text clinical note. Admin staff cannot read these (no view_clinicalnote permission)."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="clinical_notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    written_at = models.DateTimeField(default=timezone.now)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["written_at"]
+
+
+class AuditEntry(models.Model):
+    """One state change of a referral or appointment: who, when, from, to. Never edited or deleted."""
+
+    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="audit_entries")
+    appointment = models.ForeignKey(
+        "scheduling.Appointment", on_delete=models.PROTECT, related_name="audit_entries", null=True, blank=True
+    )
+    field = models.CharField(max_length=30)
+    old_value = models.CharField(max_length=40, blank=True)
+    new_value = models.CharField(max_length=40)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["referral", "at"])]
+
+    def __str__(self):
+        target = f"appointment {self.appointment_id}" if self.appointment_id else f"referral {self.referral_id}"
+        return f"{target}: {self.field} {self.old_value or '-'} -> {self.new_value}"
+
+
+class AdminTask(models.Model):
+    """Something admin staff must act on that an event raised (not derivable from other rows)."""
+
+    class Kind(models.TextChoices):
+        REARRANGE_REQUEST = "rearrange_request", "Patient asked to rearrange"
+        SMS_FAILED = "sms_failed", "Text message could not be delivered"
+        SMS_REPLY = "sms_reply", "Text reply to read"
+        WRONG_NUMBER = "wrong_number", "Phone number wrong or not in service"
+
+    class Source(models.TextChoices):
+        CALL_LIST = "call_list", "Call list"
+        SMS = "sms", "Text message"
+        STAFF = "staff", "Staff"
+
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True)
+    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True)
+    appointment = models.ForeignKey(
+        "scheduling.Appointment", on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True
+    )
+    detail = models.CharField(max_length=500, blank=True)
+    raised_at = models.DateTimeField(default=timezone.now)
+    raised_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    resolution = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["raised_at", "id"]
+        indexes = [models.Index(fields=["resolved_at", "raised_at"])]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({'resolved' if self.resolved_at else 'open'})"
+
+
+class ServiceSettings(models.Model):
+    """Service-wide settings a manager changes in the database. A single row (pk=1)."""
+
+    late_cancellation_notice_hours = models.PositiveSmallIntegerField(
+        default=24, help_text="A patient cancellation or rearrangement with less notice than this is a late cancellation."
+    )
+    failed_call_minutes = models.PositiveSmallIntegerField(
+        default=5, help_text="Clinician minutes each unsuccessful call attempt costs (outside booked sessions)."
+    )
+    clinician_hourly_cost_pence = models.PositiveIntegerField(
+        default=3500, help_text="Cost of one clinician hour, in pence, used to show lost time in pounds."
+    )
+    booking_lead_time_hours = models.PositiveSmallIntegerField(
+        default=24, help_text="Earliest a new appointment may be offered, in hours from now."
+    )
+    service_name = models.CharField(max_length=100, default="Pain Platform Talking Therapies")
+    service_phone = models.CharField(max_length=20, default="01632 960000", help_text="Number patients call back on.")
+
+    class Meta:
+        verbose_name_plural = "service settings"
+
+    def __str__(self):
+        return "Service settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def current(cls) -> "ServiceSettings":
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj

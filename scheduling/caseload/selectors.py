@@ -1,0 +1,76 @@
+"""Reads about caseloads, and who may see or work which caseload."""
+
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduling.caseload.models import CaseloadCover, Referral
+from scheduling.roles import is_pwp
+
+
+def can_view_all_caseloads(user) -> bool:
+    return user.is_authenticated and user.has_perm("scheduling.view_all_caseloads")
+
+
+def caseload_owner_ids_worked_by(user, *, on_date=None) -> set[int]:
+    """The practitioners whose caseloads `user` works on a day: their own, plus any they cover."""
+    on_date = on_date or timezone.localdate()
+    covered = CaseloadCover.objects.filter(covering=user, starts_on__lte=on_date, ends_on__gte=on_date).values_list(
+        "covered_id", flat=True
+    )
+    return {user.pk, *covered}
+
+
+def can_open_caseload_of(user, practitioner, *, on_date=None) -> bool:
+    """Managers and admin staff open any caseload; a PWP opens their own and those they cover."""
+    if can_view_all_caseloads(user):
+        return True
+    return is_pwp(user) and practitioner.pk in caseload_owner_ids_worked_by(user, on_date=on_date)
+
+
+def can_log_contact_on_caseload_of(user, practitioner, *, on_date=None) -> bool:
+    """Logging outcomes needs log_contact; a PWP only on their own caseload or one they cover."""
+    if not user.has_perm("scheduling.log_contact"):
+        return False
+    if is_pwp(user):
+        return practitioner.pk in caseload_owner_ids_worked_by(user, on_date=on_date)
+    return can_view_all_caseloads(user)
+
+
+def referrals_visible_to(user):
+    qs = Referral.objects.select_related("patient", "assigned_practitioner")
+    if can_view_all_caseloads(user):
+        return qs
+    if is_pwp(user):
+        return qs.filter(assigned_practitioner_id__in=caseload_owner_ids_worked_by(user))
+    return qs.none()
+
+
+def can_view_referral(user, referral: Referral) -> bool:
+    if can_view_all_caseloads(user):
+        return True
+    return bool(
+        is_pwp(user)
+        and referral.assigned_practitioner_id
+        and referral.assigned_practitioner_id in caseload_owner_ids_worked_by(user)
+    )
+
+
+def can_view_clinical_notes(user) -> bool:
+    return user.has_perm("scheduling.view_clinicalnote")
+
+
+def search_referrals(*, user, query: str = "", status: str = "", practitioner_id=None):
+    qs = referrals_visible_to(user)
+    if status:
+        qs = qs.filter(status=status)
+    if practitioner_id:
+        qs = qs.filter(assigned_practitioner_id=practitioner_id)
+    query = (query or "").strip()
+    if query:
+        digits = query.replace(" ", "")
+        if digits.isdigit():
+            qs = qs.filter(patient__nhs_number__startswith=digits)
+        else:
+            for word in query.split():
+                qs = qs.filter(Q(patient__given_name__icontains=word) | Q(patient__family_name__icontains=word))
+    return qs.order_by("-received_on", "-id")

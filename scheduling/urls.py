@@ -1,0 +1,8 @@
+from django.urls import include, path
+
+from scheduling import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("referrals/", include("scheduling.caseload.urls")),
+]

@@ -1,0 +1,96 @@
+import os
+import shutil
+
+import pytest
+
+from scheduling import roles
+from tests.factories import make_referral, make_user
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # Real PBKDF2 costs ~0.3 s per user; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def pwp(db):
+    return make_user("pwp.one", roles.PWP)
+
+
+@pytest.fixture
+def other_pwp(db):
+    return make_user("pwp.two", roles.PWP)
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("admin.one", roles.ADMIN_STAFF)
+
+
+@pytest.fixture
+def manager(db):
+    return make_user("manager.one", roles.MANAGER, is_staff=True)
+
+
+@pytest.fixture
+def referral(pwp, admin_user):
+    return make_referral(pwp, actor=admin_user)
+
+
+def chromium_paths():
+    """Debian's chromium and chromedriver, or skip (fail in CI, where REQUIRE_BROWSER=1)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        message = "Browser tests need Debian's chromium and chromium-driver packages"
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return browser, driver
+
+
+@pytest.fixture
+def chrome_options_factory():
+    """Build Selenium options for real headless Chromium; javascript=False disables scripts."""
+    from selenium.webdriver.chrome.options import Options
+
+    def build(*, javascript: bool = True):
+        browser, _ = chromium_paths()
+        options = Options()
+        options.binary_location = browser
+        for flag in (
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+            "--no-first-run", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+        ):
+            options.add_argument(flag)
+        if not javascript:
+            options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        return options
+
+    return build
+
+
+@pytest.fixture
+def browser(chrome_options_factory):
+    """A real headless Chromium driven by Selenium (JavaScript on)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    _, driver_path = chromium_paths()
+    driver = webdriver.Chrome(service=Service(driver_path), options=chrome_options_factory())
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def browser_without_js(chrome_options_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    _, driver_path = chromium_paths()
+    driver = webdriver.Chrome(service=Service(driver_path), options=chrome_options_factory(javascript=False))
+    yield driver
+    driver.quit()
