@@ -39,12 +39,12 @@ def referral(pwp, admin_user):
 
 
 def chromium_paths():
-    """Debian's chromium and chromedriver, or skip (fail in CI, where REQUIRE_BROWSER=1)."""
+    """Debian's chromium and chromedriver, or skip (fail in CI, where REQUIRE_SYSTEM_TOOLS=1)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (browser and driver):
         message = "Browser tests need Debian's chromium and chromium-driver packages"
-        if os.environ.get("REQUIRE_BROWSER"):
+        if os.environ.get("REQUIRE_SYSTEM_TOOLS"):
             pytest.fail(message)
         pytest.skip(message)
     return browser, driver

@@ -1,0 +1,16 @@
+"""gunicorn settings for painplatform. Override any of them with GUNICORN_* environment variables."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+max_requests = 2000
+max_requests_jitter = 200
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = "-"
+# The path only (%(U)s), never the query string: searches can carry NHS numbers or names.
+access_log_format = 'ts=%(t)s level=INFO logger=gunicorn.access method=%(m)s path="%(U)s" status=%(s)s bytes=%(B)s duration_us=%(D)s'
+errorlog = "-"
