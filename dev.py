@@ -62,14 +62,17 @@ def run() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C reached the children too; make sure both stop, whichever exited first.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for p in processes:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.terminate()
         for p in processes:
             try:
-                p.wait(timeout=15)
+                p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        print("Stopped the web server and the worker.", flush=True)
     return 0
 
 

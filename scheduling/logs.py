@@ -8,10 +8,11 @@ import logging
 import re
 
 # 10-digit NHS numbers (also written 3-3-4), UK/E.164 phone numbers, and long digit runs in general.
+# Whole tokens only, so hexadecimal ids and timestamps are left alone.
 _PATTERNS = [
-    re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)"),
-    re.compile(r"(?:\+|%2B)\d{10,14}"),
-    re.compile(r"(?<!\d)0\d{3,4}[ -]?\d{3}[ -]?\d{3,4}(?!\d)"),
+    re.compile(r"(?<![0-9A-Za-z])\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Za-z])"),
+    re.compile(r"(?:\+|%2B)\d{10,14}(?![0-9A-Za-z])"),
+    re.compile(r"(?<![0-9A-Za-z])0\d{3,4}[ -]?\d{3}[ -]?\d{3,4}(?![0-9A-Za-z])"),
 ]
 REDACTED = "[redacted]"
 

@@ -116,7 +116,7 @@ def test_patient_identifiers_are_scrubbed_from_log_lines(text):
 
 
 def test_times_ids_and_status_codes_survive_scrubbing():
-    line = "ts=2026-11-22T10:00:00+0000 appointment=1234 status=200 duration_us=15320"
+    line = "ts=2026-11-22T10:00:00+0000 appointment=1234 status=200 duration_us=15320 Process-7108de6417329081b0b2 stopped"
     assert redact(line) == line
 
 
