@@ -54,25 +54,31 @@ DEFAULT_WORKING_PATTERN = [
 ]
 
 
+def load_working_patterns(practitioner_ids) -> dict:
+    """(practitioner_id, weekday) -> [(starts, ends)] local times; the default week for anyone with none."""
+    pattern = defaultdict(list)
+    for pid, weekday, starts, ends in WorkingHours.objects.filter(practitioner_id__in=list(practitioner_ids)).values_list(
+        "practitioner_id", "weekday", "starts", "ends"
+    ):
+        pattern[(pid, weekday)].append((starts, ends))
+    with_pattern = {pid for pid, _ in pattern}
+    for pid in practitioner_ids:
+        if pid not in with_pattern:
+            for weekday, starts, ends in DEFAULT_WORKING_PATTERN:
+                pattern[(pid, weekday)].append((starts, ends))
+    return pattern
+
+
 class Diary:
     """Working hours, exceptions and appointments of some practitioners over a date range, read in
     three queries; answers "what is free on this day" without touching the database again."""
 
-    def __init__(self, *, practitioner_ids, first_day: dt.date, last_day: dt.date, ignore_appointment_ids=()):
+    def __init__(self, *, practitioner_ids, first_day: dt.date, last_day: dt.date, ignore_appointment_ids=(), pattern=None):
         self.practitioner_ids = list(practitioner_ids)
         self.first_day, self.last_day = first_day, last_day
         range_start = lenient_local_datetime(first_day, dt.time(0))
         range_end = lenient_local_datetime(last_day + dt.timedelta(days=1), dt.time(0))
-        self.pattern = defaultdict(list)  # (practitioner_id, weekday) -> [(starts, ends)]
-        for pid, weekday, starts, ends in WorkingHours.objects.filter(practitioner_id__in=self.practitioner_ids).values_list(
-            "practitioner_id", "weekday", "starts", "ends"
-        ):
-            self.pattern[(pid, weekday)].append((starts, ends))
-        with_pattern = {pid for pid, _ in self.pattern}
-        for pid in self.practitioner_ids:
-            if pid not in with_pattern:
-                for weekday, starts, ends in DEFAULT_WORKING_PATTERN:
-                    self.pattern[(pid, weekday)].append((starts, ends))
+        self.pattern = pattern if pattern is not None else load_working_patterns(self.practitioner_ids)
         self.busy = defaultdict(list)  # practitioner_id -> [(start, end)] sorted
         self.exceptions = defaultdict(list)
         for pid, start, end, kind in AvailabilityException.objects.filter(
@@ -117,6 +123,9 @@ class Diary:
         return any(s < end and start < e for s, e in self.busy.get(pid, []))
 
 
+DIARY_CHUNK_DAYS = 7
+
+
 def preference_windows(day: dt.date, preferred_days, preferred_times) -> list[tuple] | None:
     """The patient's preferred windows on `day`: None means any time; [] means not this day."""
     if preferred_days and day.weekday() not in {int(d) for d in preferred_days}:
@@ -146,13 +155,18 @@ def find_free_slots(
     earliest = earliest.astimezone(dt.timezone.utc)  # all arithmetic in UTC (see availability.local_datetime)
     first_day = earliest.astimezone(LONDON).date()
     last_day = first_day + dt.timedelta(weeks=weeks)
-    diary = diary or Diary(
-        practitioner_ids=practitioner_ids, first_day=first_day, last_day=last_day, ignore_appointment_ids=ignore_appointment_ids
-    )
     duration = dt.timedelta(minutes=duration_minutes)
     found: list[Slot] = []
+    pattern = diary.pattern if diary else load_working_patterns(list(practitioner_ids))
     day = first_day
     while day <= last_day and len(found) < limit:
+        # The diary is read a week at a time (three indexed queries), so the usual search, which finds
+        # its slots in the first week or two, never reads the weeks after.
+        if diary is None or day > diary.last_day:
+            diary = Diary(
+                practitioner_ids=practitioner_ids, first_day=day, last_day=min(day + dt.timedelta(days=DIARY_CHUNK_DAYS - 1), last_day),
+                ignore_appointment_ids=ignore_appointment_ids, pattern=pattern,
+            )
         windows = preference_windows(day, preferred_days, preferred_times)
         if windows != []:
             todays = []
