@@ -201,3 +201,21 @@ def test_a_new_referral_can_be_added_for_a_patient_found_by_nhs_number(frozen, a
     })
     assert response.status_code == 302
     assert existing.referrals.count() == 1 and Patient.objects.count() == 1
+
+
+def test_booking_an_assessment_for_an_unassigned_referral_puts_it_on_that_practitioners_caseload(frozen, admin_client, pwp, admin_user):
+    referral = make_referral(None, actor=admin_user)
+    response = admin_client.post(reverse("booking:book", args=[referral.pk]), {
+        "practitioner": pwp.pk, "appointment_type": "assessment", "start": london(2026, 3, 3, 9).isoformat(),
+    })
+    assert response.status_code == 302
+    referral.refresh_from_db()
+    assert referral.assigned_practitioner == pwp
+
+
+def test_the_referral_page_links_admin_staff_to_booking_and_the_booking_page_lists_what_is_booked(frozen, admin_client, referral, pwp, admin_user):
+    appt = book(referral, pwp, london(2026, 3, 4, 10), actor=admin_user)
+    detail = admin_client.get(reverse("caseload:referral_detail", args=[referral.pk])).content.decode()
+    assert reverse("booking:find_slots", args=[referral.pk]) in detail
+    page = admin_client.get(reverse("booking:find_slots", args=[referral.pk])).content.decode()
+    assert reverse("booking:rearrange", args=[appt.pk]) in page and reverse("booking:cancel", args=[appt.pk]) in page

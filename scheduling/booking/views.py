@@ -24,10 +24,15 @@ from scheduling.booking.services import (
     cancel_appointment,
     rearrange_appointment,
 )
-from scheduling.caseload.models import AdminTask, Referral
-from scheduling.caseload.services import DuplicatePatient, create_referral, register_patient, resolve_admin_task
+from scheduling.caseload.models import AdminTask, Patient, Referral
+from scheduling.caseload.services import (
+    DuplicatePatient,
+    assign_practitioner,
+    create_referral,
+    register_patient,
+    resolve_admin_task,
+)
 from scheduling.caseload.nhs_number import normalise_nhs_number
-from scheduling.caseload.models import Patient
 from scheduling.codes import AppointmentType
 
 
@@ -97,6 +102,7 @@ def find_slots(request, pk: int, *, error=None, status=200, manual_form=None):
             "practitioner": referral.assigned_practitioner_id, "appointment_type": appointment_type,
         }),
         types=AppointmentType.choices,
+        upcoming=referral.appointments.not_cancelled().filter(outcome="0", start__gte=timezone.now()).select_related("practitioner"),
     )
     return render(request, "booking/find_slots.html", context, status=status)
 
@@ -132,6 +138,9 @@ def book(request, pk: int):
         return find_slots(request, pk, error=" ".join(_errors(exc)), status=409)
     except ValidationError as exc:
         return find_slots(request, pk, error=" ".join(_errors(exc)), status=400)
+    if referral.assigned_practitioner_id is None and data["appointment_type"] == AppointmentType.ASSESSMENT:
+        # An unassigned referral joins the caseload of the practitioner who assesses it.
+        assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
     messages.success(request, f"Booked: {appointment} with {data['practitioner'].get_full_name()}.")
     return redirect("caseload:referral_detail", pk=pk)
 
