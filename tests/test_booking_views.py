@@ -1,5 +1,3 @@
-from datetime import timedelta
-
 import pytest
 import time_machine
 from django.urls import reverse

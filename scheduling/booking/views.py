@@ -1,7 +1,5 @@
 """Admin booking screens. Thin: parse the form, call a selector or service, show the result."""
 
-import datetime as dt
-
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
