@@ -36,7 +36,7 @@ def test_an_admin_finds_the_next_free_slot_and_books_a_course(browser, live_serv
     # The page opens on treatment for an assessed referral; the first listed slot is the next free one.
     first_slot = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "ol.slots li.slot")))
     slot_text = first_slot.find_element(By.CLASS_NAME, "slot-time").text
-    first_slot.find_element(By.XPATH, ".//button[normalize-space()='Plan course from here']").click()
+    first_slot.find_element(By.XPATH, ".//button[starts-with(normalize-space(), 'Plan course from here')]").click()
 
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "table.course-plan")))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.course-plan tbody tr")

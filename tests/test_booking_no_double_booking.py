@@ -130,3 +130,18 @@ def test_many_simultaneous_bookings_of_one_slot_through_the_service_leave_exactl
         t.join(30)
     assert sorted(outcomes) == ["booked", "taken", "taken", "taken"]
     assert Appointment.objects.filter(practitioner=pwp).count() == 1
+
+
+def test_the_sqlite_guard_is_put_back_after_a_table_rebuild_drops_it(referral, pwp):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite triggers only")
+    from scheduling.booking.db import SQLITE_REVERSE, ensure_sqlite_overlap_guard
+
+    with connection.cursor() as cursor:
+        for sql in SQLITE_REVERSE:  # what Django's table rebuild does to triggers
+            cursor.execute(sql)
+    ensure_sqlite_overlap_guard(using="default")
+    start = timezone.now() + timedelta(days=3)
+    book(referral, pwp, start)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Appointment.objects.create(referral=referral, practitioner=pwp, appointment_type="review", start=start, duration_minutes=30)
