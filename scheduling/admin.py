@@ -131,3 +131,4 @@ class ServiceSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+import scheduling.booking.admin  # noqa: E402,F401  (booking configuration)

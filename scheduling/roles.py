@@ -30,6 +30,8 @@ ROLE_PERMISSIONS = {
         "view_admintask",
         "change_admintask",
         "discharge_referral",
+        "view_availabilityexception",
+        "view_workinghours",
     ],
     # Managers see everything, run reports and change service settings.
     MANAGER: _VIEW_CORE
@@ -53,6 +55,15 @@ ROLE_PERMISSIONS = {
         "view_caseloadcover",
         "add_caseloadcover",
         "change_caseloadcover",
+        "view_bookingsettings",
+        "change_bookingsettings",
+        "view_workinghours",
+        "add_workinghours",
+        "change_workinghours",
+        "delete_workinghours",
+        "view_availabilityexception",
+        "add_availabilityexception",
+        "change_availabilityexception",
     ],
 }
 

@@ -1,6 +1,7 @@
 """Appointments and the rearrangements that replace them."""
 
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.db import models
@@ -81,7 +82,9 @@ class Appointment(models.Model):
         return f"{self.get_appointment_type_display()} {local:%a %d %b %Y %H:%M}"
 
     def save(self, *args, **kwargs):
-        self.end = self.start + timedelta(minutes=self.duration_minutes)
+        # In UTC: adding to a Europe/London datetime adds wall-clock time, wrong across a clock change.
+        start = self.start.astimezone(dt_timezone.utc) if timezone.is_aware(self.start) else self.start
+        self.end = start + timedelta(minutes=self.duration_minutes)
         super().save(*args, **kwargs)
 
     @property
@@ -126,3 +129,108 @@ class Rearrangement(models.Model):
     @property
     def notice_given(self) -> timedelta:
         return self.original.start - self.asked_at
+
+
+# --- Availability and booking configuration (issue 4) ------------------------------------------
+
+
+class BookingSettings(models.Model):
+    """Slot lengths and course shape a manager changes in the database. A single row (pk=1)."""
+
+    assessment_minutes = models.PositiveSmallIntegerField(default=60, help_text="Length of an initial assessment.")
+    treatment_minutes = models.PositiveSmallIntegerField(default=45, help_text="Length of a treatment session.")
+    review_minutes = models.PositiveSmallIntegerField(default=30, help_text="Length of a review session.")
+    course_treatment_sessions = models.PositiveSmallIntegerField(
+        default=7, help_text="Weekly treatment sessions in a course after the assessment."
+    )
+    first_review_months = models.PositiveSmallIntegerField(
+        default=3, help_text="Months after the last treatment session for the first review (0 = none)."
+    )
+    second_review_months = models.PositiveSmallIntegerField(
+        default=6, help_text="Months after the last treatment session for the second review (0 = none)."
+    )
+    search_weeks = models.PositiveSmallIntegerField(default=8, help_text="How far ahead the slot finder looks, in weeks.")
+
+    class Meta:
+        verbose_name_plural = "booking settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(assessment_minutes__gte=5, assessment_minutes__lte=240)
+                & Q(treatment_minutes__gte=5, treatment_minutes__lte=240)
+                & Q(review_minutes__gte=5, review_minutes__lte=240),
+                name="booking_slot_lengths_sensible",
+            ),
+        ]
+
+    def __str__(self):
+        return "Booking settings"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def current(cls) -> "BookingSettings":
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+    def minutes_for(self, appointment_type: str) -> int:
+        return {
+            AppointmentType.ASSESSMENT: self.assessment_minutes,
+            AppointmentType.TREATMENT: self.treatment_minutes,
+            AppointmentType.REVIEW: self.review_minutes,
+        }[appointment_type]
+
+
+class WorkingHours(models.Model):
+    """One block of a practitioner's weekly working pattern, in Europe/London local time.
+
+    Mon-Thu 09:00-17:00 with lunch 12:30-13:30 is eight rows: 09:00-12:30 and 13:30-17:00 each day.
+    """
+
+    WEEKDAYS = [(0, "Monday"), (1, "Tuesday"), (2, "Wednesday"), (3, "Thursday"), (4, "Friday"), (5, "Saturday"), (6, "Sunday")]
+
+    practitioner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="working_hours")
+    weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS)
+    starts = models.TimeField()
+    ends = models.TimeField()
+
+    class Meta:
+        ordering = ["practitioner", "weekday", "starts"]
+        verbose_name_plural = "working hours"
+        constraints = [
+            models.CheckConstraint(condition=Q(ends__gt=models.F("starts")), name="working_hours_end_after_start"),
+            models.CheckConstraint(condition=Q(weekday__lte=6), name="working_hours_weekday_valid"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_weekday_display()} {self.starts:%H:%M}-{self.ends:%H:%M}"
+
+
+class AvailabilityException(models.Model):
+    """Time a practitioner cannot be booked (leave, training, sickness). Never deleted: withdrawn instead."""
+
+    class Kind(models.TextChoices):
+        LEAVE = "leave", "Annual leave"
+        TRAINING = "training", "Training"
+        SICKNESS = "sickness", "Sickness"
+        OTHER = "other", "Other"
+
+    practitioner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="availability_exceptions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    note = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["starts_at"]
+        indexes = [models.Index(fields=["practitioner", "starts_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=models.F("starts_at")), name="exception_ends_after_start"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {timezone.localtime(self.starts_at):%d %b %H:%M}-{timezone.localtime(self.ends_at):%d %b %H:%M}"

@@ -4,13 +4,14 @@ import datetime
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.booking.db import is_overlap_violation
+from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import Referral, ServiceSettings
+from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
 from scheduling.caseload.services import advance_referral_to
 from scheduling.codes import (
     ATTENDED_OUTCOMES,
@@ -39,6 +40,34 @@ class SlotTaken(ValidationError):
     """The practitioner already holds an overlapping appointment."""
 
 
+def _insert_appointment(**values) -> Appointment:
+    """Create the row; if the database's no-overlap guard refuses it (another booking for this time
+    committed after our check), say so as SlotTaken. The caller's transaction then rolls back."""
+    try:
+        with transaction.atomic():
+            return Appointment.objects.create(**values)
+    except IntegrityError as exc:
+        if is_overlap_violation(exc):
+            local = timezone.localtime(values["start"])
+            raise SlotTaken(
+                f"Someone else has just booked {local:%H:%M on %a %d %b %Y} for "
+                f"{values['practitioner'].get_full_name() or values['practitioner']}. Choose another time.",
+                code="slot_taken",
+            ) from exc
+        raise
+
+
+def _check_lead_time(start, *, now=None):
+    hours = ServiceSettings.current().booking_lead_time_hours
+    earliest = (now or timezone.now()) + timedelta(hours=hours)
+    if start is not None and timezone.is_aware(start) and start < earliest:
+        raise ValidationError(
+            f"Appointments must be booked at least {hours} hours ahead "
+            f"(the earliest is {timezone.localtime(earliest):%H:%M on %a %d %b}).",
+            code="too_soon",
+        )
+
+
 def _check_bookable(*, referral: Referral, practitioner, appointment_type: str, start, duration_minutes: int, exclude_pk=None):
     errors = {}
     if appointment_type not in AppointmentType.values:
@@ -53,7 +82,7 @@ def _check_bookable(*, referral: Referral, practitioner, appointment_type: str, 
         errors["practitioner"] = "Choose a practitioner."
     if errors:
         raise ValidationError(errors)
-    end = start + timedelta(minutes=duration_minutes)
+    end = start.astimezone(datetime.timezone.utc) + timedelta(minutes=duration_minutes)  # UTC: see Appointment.save
     clash = Appointment.objects.overlapping(practitioner=practitioner, start=start, end=end)
     if exclude_pk:
         clash = clash.exclude(pk=exclude_pk)
@@ -79,8 +108,15 @@ def book_appointment(
     mechanism: str = ConsultationMechanism.TELEPHONE,
     booked_at=None,
     is_demo: bool = False,
+    enforce_lead_time: bool = False,
 ) -> Appointment:
+    """Book one appointment. Staff screens pass enforce_lead_time=True (the service's booking lead
+    time); imports and the demo, which record the past, do not."""
+    if not duration_minutes and appointment_type in AppointmentType.values:
+        duration_minutes = BookingSettings.current().minutes_for(appointment_type)
     duration_minutes = duration_minutes or DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
+    if enforce_lead_time:
+        _check_lead_time(start)
     with transaction.atomic():
         # Lock the referral row: two bookings for one referral serialise here.
         referral = Referral.objects.select_for_update().get(pk=referral.pk)
@@ -93,7 +129,7 @@ def book_appointment(
         )
         if session_number is None and appointment_type == AppointmentType.ASSESSMENT:
             session_number = 1
-        appointment = Appointment.objects.create(
+        appointment = _insert_appointment(
             referral=referral,
             practitioner=practitioner,
             appointment_type=appointment_type,
@@ -229,10 +265,18 @@ def rearrange_appointment(
     actor=None,
     asked_at=None,
     practitioner=None,
+    enforce_lead_time: bool = False,
 ) -> Rearrangement:
-    """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number."""
+    """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number.
+
+    Open "patient asked to rearrange" admin tasks for the appointment (or for its referral with no
+    appointment named) are resolved in the same transaction. Reminder receivers of
+    appointment_cancelled / appointment_booked cancel and re-plan reminders in it too.
+    """
     if asked_by not in Rearrangement.AskedBy.values:
         raise ValidationError({"asked_by": "Say whether the patient or the service asked to rearrange."})
+    if enforce_lead_time:
+        _check_lead_time(new_start)
     asked_at = asked_at or timezone.now()
     with transaction.atomic():
         original = _cancel(
@@ -247,7 +291,7 @@ def rearrange_appointment(
             start=new_start,
             duration_minutes=original.duration_minutes,
         )
-        replacement = Appointment.objects.create(
+        replacement = _insert_appointment(
             referral=original.referral,
             practitioner=practitioner,
             appointment_type=original.appointment_type,
@@ -267,8 +311,22 @@ def rearrange_appointment(
             recorded_by=actor,
         )
         appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor)
+        _resolve_rearrange_requests(original=original, actor=actor, replacement=replacement)
     appointment.refresh_from_db()
     return rearrangement
+
+
+def _resolve_rearrange_requests(*, original: Appointment, actor, replacement: Appointment):
+    from django.db.models import Q
+
+    from scheduling.caseload.services import resolve_admin_task
+
+    tasks = AdminTask.objects.filter(kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True).filter(
+        Q(appointment=original) | Q(referral=original.referral, appointment__isnull=True)
+    )
+    when = timezone.localtime(replacement.start)
+    for task in tasks:
+        resolve_admin_task(task=task, actor=actor, resolution=f"Rearranged to {when:%a %d %b %Y %H:%M}")
 
 
 def correct_appointment_outcome(*, appointment: Appointment, outcome: str, actor, reason: str) -> Appointment:
@@ -306,3 +364,88 @@ def is_late_cancellation(appointment: Appointment, *, service_settings: ServiceS
         return False
     threshold = timedelta(hours=(service_settings or ServiceSettings.current()).late_cancellation_notice_hours)
     return appointment.notice_given < threshold
+
+
+def is_late_rearrangement(rearrangement: Rearrangement, *, service_settings: ServiceSettings | None = None) -> bool:
+    """A patient-asked rearrangement with less notice than the threshold counts as a late cancellation."""
+    return is_late_cancellation(rearrangement.original, service_settings=service_settings)
+
+
+class CourseConflict(ValidationError):
+    """A course could not be booked as planned; `plan` holds the sessions with their problems."""
+
+    def __init__(self, message, *, plan):
+        self.plan = plan
+        super().__init__(message, code="course_conflict")
+
+
+def book_course(
+    *,
+    referral: Referral,
+    practitioner,
+    first_start: datetime.datetime,
+    actor=None,
+    include_reviews: bool = True,
+    expected_starts: list | None = None,
+    enforce_lead_time: bool = True,
+) -> list[Appointment]:
+    """Book the referral's remaining treatment sessions weekly at the same local time (skipping weeks
+    the practitioner is away, bank holidays included), then the reviews: all of them or none.
+
+    `expected_starts` are the starts the admin saw in the preview; if the diary changed since, nothing
+    is booked and CourseConflict carries the new plan.
+    """
+    from scheduling.booking.selectors import plan_course
+
+    if first_start is None or timezone.is_naive(first_start):
+        raise ValidationError({"first_start": "The first session's start must include its time zone."})
+    if enforce_lead_time:
+        _check_lead_time(first_start)
+    with transaction.atomic():
+        Referral.objects.select_for_update().get(pk=referral.pk)
+        plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
+        if not plan:
+            raise ValidationError("This referral's course is already fully booked.", code="nothing_to_book")
+        problems = [p for p in plan if p.problem]
+        if problems:
+            raise CourseConflict(
+                f"{len(problems)} session{'s' if len(problems) != 1 else ''} cannot be booked at this time; nothing was booked.",
+                plan=plan,
+            )
+        if expected_starts is not None and [p.start for p in plan] != list(expected_starts):
+            raise CourseConflict("The diary changed since the preview; check the new dates. Nothing was booked.", plan=plan)
+        booked = [
+            book_appointment(
+                referral=referral, practitioner=practitioner, appointment_type=p.appointment_type, start=p.start,
+                duration_minutes=p.duration_minutes, session_number=p.session_number, actor=actor,
+            )
+            for p in plan
+        ]
+    return booked
+
+
+def add_availability_exception(
+    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
+) -> AvailabilityException:
+    """Leave, training or sickness. Existing appointments in the period are not moved automatically;
+    the slot finder and course planner stop offering the time."""
+    errors = {}
+    if kind not in AvailabilityException.Kind.values:
+        errors["kind"] = f"'{kind}' is not a kind of absence."
+    if starts_at is None or ends_at is None or timezone.is_naive(starts_at) or timezone.is_naive(ends_at):
+        errors["starts_at"] = "Start and end must include their time zone."
+    elif ends_at <= starts_at:
+        errors["ends_at"] = "The end must be after the start."
+    if errors:
+        raise ValidationError(errors)
+    return AvailabilityException.objects.create(
+        practitioner=practitioner, kind=kind, starts_at=starts_at, ends_at=ends_at, created_by=actor, note=(note or "")[:200]
+    )
+
+
+def withdraw_availability_exception(*, exception: AvailabilityException, actor=None) -> AvailabilityException:
+    updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=timezone.now())
+    if not updated:
+        raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
+    exception.refresh_from_db()
+    return exception

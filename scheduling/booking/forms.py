@@ -1,0 +1,108 @@
+"""Forms for the booking screens. They only parse input; the services validate and write."""
+
+import datetime as dt
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+
+from scheduling.booking.availability import local_datetime
+from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.caseload.models import TimeOfDay
+from scheduling.codes import AppointmentType, ReferralSource
+
+
+def practitioner_choices():
+    return get_user_model().objects.filter(practitioner__is_active_clinician=True, is_active=True).order_by("first_name", "last_name")
+
+
+class PractitionerField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return obj.get_full_name() or obj.get_username()
+
+
+def parse_instant(value: str) -> dt.datetime:
+    """A slot's start as the finder gave it (ISO 8601 with offset)."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValidationError("That time could not be read; choose a slot again.")
+    if moment.tzinfo is None:
+        raise ValidationError("That time has no time zone; choose a slot again.")
+    return moment
+
+
+class SlotChoiceForm(forms.Form):
+    """A slot picked from the finder's list (hidden fields on each slot's button)."""
+
+    practitioner = PractitionerField(queryset=practitioner_choices())
+    appointment_type = forms.ChoiceField(choices=AppointmentType.choices)
+    start = forms.CharField()
+
+    def clean_start(self):
+        return parse_instant(self.cleaned_data["start"])
+
+
+class LocalTimeForm(forms.Form):
+    """A time typed in Europe/London wall-clock time. Times that do not exist or happen twice on a
+    clock-change night are refused with a message saying why."""
+
+    practitioner = PractitionerField(queryset=practitioner_choices())
+    appointment_type = forms.ChoiceField(choices=AppointmentType.choices)
+    day = forms.DateField(label="Date", widget=forms.DateInput(attrs={"type": "date"}))
+    at = forms.TimeField(label="Time", widget=forms.TimeInput(attrs={"type": "time"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("day") and data.get("at"):
+            try:
+                data["start"] = local_datetime(data["day"], data["at"])
+            except ValidationError as exc:
+                self.add_error("at", exc)
+        return data
+
+
+class AskedForm(forms.Form):
+    asked_by = forms.ChoiceField(label="Who asked", choices=Rearrangement.AskedBy.choices, widget=forms.RadioSelect)
+    reason = forms.CharField(max_length=200, required=False)
+    asked_at = forms.DateTimeField(
+        label="When they asked", required=False, help_text="Leave blank for now.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+
+class CancelForm(forms.Form):
+    cancelled_by = forms.ChoiceField(label="Who cancelled", choices=Appointment.CancelledBy.choices, widget=forms.RadioSelect)
+    reason = forms.CharField(max_length=200)
+    asked_at = forms.DateTimeField(
+        label="When they asked", required=False, help_text="Leave blank for now.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+
+class ResolveTaskForm(forms.Form):
+    resolution = forms.CharField(label="What was done", max_length=200)
+
+
+class NhsLookupForm(forms.Form):
+    nhs_number = forms.CharField(label="NHS number", max_length=12)
+
+
+class NewReferralForm(forms.Form):
+    nhs_number = forms.CharField(label="NHS number", max_length=12)
+    given_name = forms.CharField(label="First name", max_length=100, required=False)
+    family_name = forms.CharField(label="Last name", max_length=100, required=False)
+    date_of_birth = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    mobile_phone = forms.CharField(max_length=20, required=False)
+    other_phone = forms.CharField(max_length=20, required=False)
+    sms_consent = forms.BooleanField(label="Consents to text messages", required=False)
+    voicemail_allowed = forms.BooleanField(label="Voicemail may be left", required=False)
+    preferred_days = forms.MultipleChoiceField(
+        choices=[(str(i), d) for i, d in enumerate(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])],
+        required=False, widget=forms.CheckboxSelectMultiple,
+    )
+    preferred_times = forms.MultipleChoiceField(choices=TimeOfDay.choices, required=False, widget=forms.CheckboxSelectMultiple)
+    source = forms.ChoiceField(label="Source of referral", choices=ReferralSource.choices)
+    received_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    reason = forms.CharField(label="Reason for referral", max_length=200)
+    assigned_practitioner = PractitionerField(queryset=practitioner_choices(), required=False)
