@@ -131,3 +131,5 @@ class ServiceSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+from scheduling.calls import admin as calls_admin  # noqa: E402,F401  (contact policy, opt-in invitations)

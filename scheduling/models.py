@@ -1,7 +1,7 @@
 """Django finds the app's models here; each capability keeps its own in its own package."""
 
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
-from scheduling.calls.models import ContactAttempt, ContactAttemptUndo  # noqa: F401
+from scheduling.calls.models import CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation  # noqa: F401
 from scheduling.caseload.models import (  # noqa: F401
     AdminTask,
     AuditEntry,

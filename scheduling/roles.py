@@ -53,6 +53,9 @@ ROLE_PERMISSIONS = {
         "view_caseloadcover",
         "add_caseloadcover",
         "change_caseloadcover",
+        "view_contactpolicy",
+        "change_contactpolicy",
+        "view_optininvitation",
     ],
 }
 
