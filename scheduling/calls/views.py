@@ -45,8 +45,13 @@ def _book_assessment_url(referral) -> str:
     return reverse("caseload:referral_detail", args=[referral.pk])
 
 
-def _row_context(user, *, practitioner_id, day, can_log: bool):
-    return {"can_log": can_log, "practitioner_id": practitioner_id, "day": day, "today": timezone.localdate()}
+def _urls():
+    # Reversed once per page rather than once per row (hundreds of rows on a big caseload).
+    return {"log_url": reverse("calls:log"), "undo_url": reverse("calls:undo")}
+
+
+def _row_context(*, practitioner_id, day, can_log: bool):
+    return {"can_log": can_log, "practitioner_id": practitioner_id, "day": day, "today": timezone.localdate(), **_urls()}
 
 
 def today(request):
@@ -76,6 +81,7 @@ def today(request):
         "practitioner_id": practitioner.pk if practitioner else "",
         "choices": choices,
         "can_log": False,
+        **_urls(),
     }
     if practitioner is not None:
         context["calls"] = call_list(practitioner=practitioner, day=day, viewer=user)
@@ -101,7 +107,7 @@ def _render_row(request, *, referral, appointment, message: str = "", error: str
         rows = people_to_reach(practitioner=referral.assigned_practitioner, viewer=user, referral_ids=[referral.pk], include_spoken=True)
         owner = referral.assigned_practitioner
         template = "calls/_reach_row.html"
-    context = _row_context(user, practitioner_id=owner_id, day=day, can_log=_may_log(user, owner))
+    context = _row_context(practitioner_id=owner_id, day=day, can_log=_may_log(user, owner))
     context.update({"row": rows[0], "message": message, "error": error})
     if appointment is None and rows[0].spoken_to and referral.status != Referral.Status.DISCHARGED:
         context["book_url"] = _book_assessment_url(referral)
