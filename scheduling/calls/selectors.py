@@ -395,7 +395,7 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
                 earliest=earliest, now=now, failed_parts=failed_parts, preferred_days=patient.preferred_days,
                 preferred_times=patient.preferred_times, vary_time_of_day=policy.vary_time_of_day,
             )
-            row.due_at = suggested if failed else min(suggested, datetime.combine(referral.received_on, time(0), tzinfo=LONDON))
+            row.due_at = suggested
             row.suggested_part = part
             row.next_step = f"Attempt {len(failed) + 1} of {policy.max_attempts}: try {PART_LABELS.get(part, part)}, {_fmt_local(suggested)}."
         rows.append(row)
