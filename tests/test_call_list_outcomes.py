@@ -439,3 +439,52 @@ def test_a_rearrange_request_resolved_by_admin_no_longer_shows(assessment, refer
     resolve_admin_task(task=task, actor=admin_user)
     [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)
     assert not row.rearrange_requested
+
+
+# --- the booked list by local day, session labels, the policy in Django admin -------------------
+
+@pytest.mark.parametrize(
+    "day, inside, outside",
+    [
+        # Sunday 29 March 2026: the day is 23 hours long (clocks go forward at 01:00 GMT).
+        ("2026-03-29", london(2026, 3, 29, 23, 30), london(2026, 3, 30, 0, 30)),
+        # Sunday 25 October 2026: the day is 25 hours long (clocks go back at 02:00 BST).
+        ("2026-10-25", london(2026, 10, 25, 23, 15), london(2026, 10, 26, 0, 15)),
+    ],
+)
+def test_booked_calls_belong_to_their_local_day_across_clock_changes(pwp, admin_user, day, inside, outside):
+    from datetime import date
+
+    with time_machine.travel(london(2026, 3, 1, 9, 0), tick=False):
+        first = make_referral(pwp, actor=admin_user)
+        second = make_referral(pwp, actor=admin_user)
+        early = book(first, pwp, admin_user, london(*map(int, day.split("-")), 0, 30))
+        late = book(second, pwp, admin_user, inside)
+        book(make_referral(pwp, actor=admin_user), pwp, admin_user, outside)
+    rows = booked_calls(practitioner=pwp, day=date.fromisoformat(day), viewer=pwp, now=london(2026, 3, 1, 9, 0))
+    assert [r.appointment for r in rows] == [early, late]
+
+
+def test_treatment_sessions_are_labelled_with_their_place_in_the_course(frozen, referral, pwp, admin_user):
+    book(referral, pwp, admin_user, NOW + timedelta(hours=1), kind="treatment", session_number=3)
+    [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)
+    assert row.session_label == "Session 3 of 8"
+    assert row.state == "upcoming" and row.age == 55
+
+
+def test_a_manager_edits_the_contact_policy_in_django_admin(frozen, client, manager):
+    client.force_login(manager)
+    assert client.get("/admin/scheduling/contactpolicy/").status_code == 200
+    assert ContactPolicy.objects.count() == 1
+    response = client.post(
+        "/admin/scheduling/contactpolicy/1/change/",
+        {"max_attempts": 2, "min_working_days_between": 2, "vary_time_of_day": "on", "opt_in_days": 10, "undo_minutes": 3},
+    )
+    assert response.status_code == 302
+    policy = ContactPolicy.current()
+    assert (policy.max_attempts, policy.min_working_days_between, policy.opt_in_days, policy.undo_minutes) == (2, 2, 10, 3)
+
+
+def test_a_pwp_cannot_change_the_contact_policy(frozen, client, pwp):
+    client.force_login(pwp)
+    assert client.get("/admin/scheduling/contactpolicy/").status_code == 302  # not staff: sent to the admin login
