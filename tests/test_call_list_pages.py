@@ -85,6 +85,20 @@ def test_a_plain_form_post_redirects_back_to_the_list(client, pwp, session, refe
     assert "Recorded: Spoke – session held." in page and "Done: Attended" in page
 
 
+def test_without_javascript_spoke_keeps_the_row_with_undo_and_a_booking_link(client, pwp, referral):
+    client.force_login(pwp)
+    response = post_log(client, referral, "spoke")
+    page = client.get(response.url).content.decode()
+    assert "Spoken to" in page and "Book the assessment" in page and "Undo “Answered”" in page
+    assert reverse("caseload:referral_detail", args=[referral.pk]) in page
+
+
+def test_a_callback_time_is_ignored_for_other_buttons(client, pwp, referral):
+    client.force_login(pwp)
+    post_log(client, referral, "no_answer", htmx=True, callback_at="2026-03-10T15:00")
+    assert ContactAttempt.objects.get().callback_at is None
+
+
 def test_a_refused_outcome_is_shown_on_the_row_and_nothing_is_recorded(client, pwp, referral):
     client.force_login(pwp)
     response = post_log(client, referral, "callback", htmx=True)

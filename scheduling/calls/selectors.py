@@ -126,6 +126,7 @@ class PersonToReach:
     undo: Undoable | None = None
     spoken_to: bool = False
     due_now: bool = False
+    book_url: str = ""
     failed_parts: list = field(default_factory=list)
 
     kind = "reach"
@@ -149,6 +150,14 @@ class PersonToReach:
     @property
     def is_open(self) -> bool:
         return not self.spoken_to
+
+    @property
+    def offers_booking(self) -> bool:
+        """Just got through to someone who still needs an assessment booked."""
+        return bool(
+            self.spoken_to and self.last_attempt and self.last_attempt.outcome == Outcome.ANSWERED
+            and self.referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
+        )
 
 
 @dataclass
@@ -330,10 +339,13 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
         missed = referral.last_missed_at is not None and (last is None or last.attempted_at < referral.last_missed_at)
         if missed:
             spoken = False
-        if referral_ids is None and referral.status != Status.AWAITING_CONTACT and not (failed or callback or invitation or missed):
-            continue
-        if spoken and not include_spoken and referral_ids is None:
-            continue
+        # Whoever just got through keeps the row (with its undo and next step) until the undo window closes.
+        just_spoken = spoken and _undoable(last, viewer=viewer, now=now, policy=policy) is not None
+        if referral_ids is None and not just_spoken:
+            if referral.status != Status.AWAITING_CONTACT and not (failed or callback or invitation or missed):
+                continue
+            if spoken and not include_spoken:
+                continue
         patient = referral.patient
         failed_parts = [p for p in (part_of_day(t.attempted_at) for t in failed) if p]
         row = PersonToReach(

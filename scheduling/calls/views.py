@@ -85,6 +85,9 @@ def today(request):
     }
     if practitioner is not None:
         context["calls"] = call_list(practitioner=practitioner, day=day, viewer=user)
+        for row in context["calls"].to_reach:
+            if row.offers_booking:
+                row.book_url = _book_assessment_url(row.referral)
         context["can_log"] = _may_log(user, practitioner)
     return render(request, "calls/today.html", context)
 
@@ -109,8 +112,8 @@ def _render_row(request, *, referral, appointment, message: str = "", error: str
         template = "calls/_reach_row.html"
     context = _row_context(practitioner_id=owner_id, day=day, can_log=_may_log(user, owner))
     context.update({"row": rows[0], "message": message, "error": error})
-    if appointment is None and rows[0].spoken_to and referral.status != Referral.Status.DISCHARGED:
-        context["book_url"] = _book_assessment_url(referral)
+    if appointment is None and rows[0].offers_booking:
+        rows[0].book_url = _book_assessment_url(referral)
     return render(request, template, context)
 
 
@@ -135,7 +138,8 @@ def log_outcome(request):
         try:
             record_call_outcome(
                 referral=referral, button=button, actor=request.user, appointment=appointment,
-                callback_at=form.cleaned_data.get("callback_at"), note=form.cleaned_data.get("note") or "",
+                callback_at=form.cleaned_data.get("callback_at") if button == CallButton.CALLBACK else None,
+                note=form.cleaned_data.get("note") or "",
             )
             message = f"Recorded: {CallButton(button).label}."
         except ValidationError as exc:
