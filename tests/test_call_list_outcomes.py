@@ -491,3 +491,14 @@ def test_a_manager_edits_the_contact_policy_in_django_admin(frozen, client, mana
 def test_a_pwp_cannot_change_the_contact_policy(frozen, client, pwp):
     client.force_login(pwp)
     assert client.get("/admin/scheduling/contactpolicy/").status_code == 302  # not staff: sent to the admin login
+
+
+def test_declined_referrals_are_suggested_for_discharge_only_when_asked_for(frozen, pwp, admin_user):
+    before = make_referral(pwp, actor=admin_user)
+    click(before, CallButton.DECLINED, pwp)
+    treated = make_referral(pwp, actor=admin_user)
+    click(treated, CallButton.SPOKE, pwp)
+    assert referrals_suggested_for_discharge() == []
+    [suggested] = referrals_suggested_for_discharge(include_declined=True)
+    assert suggested == before
+    assert (suggested.discharge_reason, suggested.suggested_end_code, suggested.opt_in_invitation) == ("Declined", "50", None)

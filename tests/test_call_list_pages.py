@@ -6,7 +6,6 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from scheduling import roles
 from scheduling.booking.services import book_appointment
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import CaseloadCover, Referral

@@ -436,10 +436,21 @@ def call_list(*, practitioner, day, viewer=None, now=None) -> CallList:
     )
 
 
-def referrals_suggested_for_discharge(*, now=None) -> list[Referral]:
+def _declined_end_code(*, status: str, assessment_started: bool) -> str:
+    if status == Status.IN_TREATMENT:
+        return EndOfCare.ENDED_BY_PATIENT.value
+    if status == Status.ASSESSED:
+        return EndOfCare.DECLINED_TREATMENT.value
+    return _end_code(status=status, assessment_started=assessment_started)
+
+
+def referrals_suggested_for_discharge(*, now=None, include_declined: bool = False) -> list[Referral]:
     """Open referrals the contact policy suggests discharging as "unable to contact": every attempt failed,
     the opt-in invitation's deadline has passed and nobody got through since. Each carries
-    `suggested_end_code` (50 never assessed, 16 assessment started), `opt_in_invitation` and `discharge_reason`."""
+    `suggested_end_code` (50 never assessed, 16 assessment started), `opt_in_invitation` and `discharge_reason`.
+
+    With include_declined=True, also referrals whose latest call was "patient declined" (discharge_reason
+    "Declined"; end code 50 before assessment, 14 after it, 48 during treatment; opt_in_invitation None)."""
     now = now or timezone.now()
     today = timezone.localdate(now)
     contacted_since = ContactAttempt.objects.effective().filter(
@@ -453,17 +464,31 @@ def referrals_suggested_for_discharge(*, now=None) -> list[Referral]:
         .order_by("deadline", "id")
     )
     latest = {i.referral_id: i for i in invitations}
+    declined_ids = set()
+    if include_declined:
+        latest_outcome = Subquery(
+            ContactAttempt.objects.effective().filter(referral_id=OuterRef("pk")).order_by("-attempted_at", "-id").values("outcome")[:1]
+        )
+        declined_ids = set(
+            Referral.objects.filter(status__in=Referral.OPEN_STATUSES).annotate(latest_outcome=latest_outcome)
+            .filter(latest_outcome=Outcome.DECLINED).values_list("pk", flat=True)
+        )
     referrals = (
-        Referral.objects.filter(pk__in=latest)
+        Referral.objects.filter(pk__in=set(latest) | declined_ids)
         .select_related("patient", "assigned_practitioner")
         .annotate(assessment_started=_assessment_started())
         .order_by("received_on", "id")
     )
     result = []
     for referral in referrals:
-        referral.opt_in_invitation = latest[referral.pk]
-        referral.suggested_end_code = _end_code(status=referral.status, assessment_started=referral.assessment_started)
-        referral.discharge_reason = "Unable to contact"
+        if referral.pk in declined_ids:
+            referral.opt_in_invitation = None
+            referral.suggested_end_code = _declined_end_code(status=referral.status, assessment_started=referral.assessment_started)
+            referral.discharge_reason = "Declined"
+        else:
+            referral.opt_in_invitation = latest[referral.pk]
+            referral.suggested_end_code = _end_code(status=referral.status, assessment_started=referral.assessment_started)
+            referral.discharge_reason = "Unable to contact"
         result.append(referral)
     return result
 
