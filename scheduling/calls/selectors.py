@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, When, Window
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment
@@ -314,14 +314,22 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
         return []
     ids = [r.pk for r in referrals]
     effective = ContactAttempt.objects.effective()
-    # Attempts since (and including) each referral's last successful contact: nothing older matters.
-    later_success = effective.filter(
-        referral_id=OuterRef("referral_id"), outcome__in=ContactAttempt.SUCCESSFUL_OUTCOMES
-    ).filter(Q(attempted_at__gt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__gt=OuterRef("pk")))
-    recent = _attempts_by(
-        effective.filter(referral_id__in=ids).exclude(Exists(later_success)).order_by("attempted_at", "id"), "referral_id"
+    # Attempts since (and including) each referral's last successful contact (nothing older matters), and
+    # each referral's total, in one query: window functions over the referral's effective attempts.
+    success_at = Case(When(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES), then=F("attempted_at")))
+    windowed = (
+        effective.filter(referral_id__in=ids)
+        .annotate(
+            last_success_at=Window(Max(success_at), partition_by=[F("referral_id")]),
+            referral_total=Window(Count("id"), partition_by=[F("referral_id")]),
+        )
+        .filter(Q(last_success_at__isnull=True) | Q(attempted_at__gte=F("last_success_at")))
+        .order_by("attempted_at", "id")
     )
-    counts = dict(effective.filter(referral_id__in=ids).order_by().values("referral_id").annotate(n=Count("id")).values_list("referral_id", "n"))
+    recent, counts = {}, {}
+    for row in windowed.values_list(*_ATTEMPT_FIELDS, "referral_id", "referral_total"):
+        recent.setdefault(row[-2], []).append(AttemptInfo(*row[:-2]))
+        counts[row[-2]] = row[-1]
     invitations = {}
     for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
         invitations[invitation.referral_id] = invitation  # the latest wins

@@ -51,7 +51,10 @@ def _urls():
 
 
 def _row_context(*, practitioner_id, day, can_log: bool):
-    return {"can_log": can_log, "practitioner_id": practitioner_id, "day": day, "today": timezone.localdate(), **_urls()}
+    return {
+        "can_log": can_log, "practitioner_id": practitioner_id, "day": day, "day_iso": day.isoformat(),
+        "today": timezone.localdate(), **_urls(),
+    }
 
 
 def today(request):
@@ -74,6 +77,7 @@ def today(request):
     choices = practitioners_viewable_by(user)
     context = {
         "day": day,
+        "day_iso": day.isoformat(),
         "today": timezone.localdate(),
         "previous_day": day - timedelta(days=1),
         "next_day": day + timedelta(days=1),
