@@ -73,6 +73,9 @@ def test_htmx_no_answer_returns_just_the_updated_row(client, pwp, session, refer
     assert "Recorded: No answer." in html and "Undo “No answer”" in html
     assert "<html" not in html
     assert ContactAttempt.objects.filter(appointment=session, outcome="no_answer", practitioner=pwp).count() == 1
+    response = post_log(client, referral, "rearrange", appointment=session, htmx=True)
+    assert "Undo “Patient wants to rearrange”" in response.content.decode()
+    assert "Asked to rearrange" in response.content.decode()
 
 
 def test_a_plain_form_post_redirects_back_to_the_list(client, pwp, session, referral):
@@ -88,7 +91,7 @@ def test_without_javascript_spoke_keeps_the_row_with_undo_and_a_booking_link(cli
     client.force_login(pwp)
     response = post_log(client, referral, "spoke")
     page = client.get(response.url).content.decode()
-    assert "Spoken to" in page and "Book the assessment" in page and "Undo “Answered”" in page
+    assert "Spoken to" in page and "Book the assessment" in page and "Undo “Spoke to patient”" in page
     assert reverse("caseload:referral_detail", args=[referral.pk]) in page
 
 
@@ -110,7 +113,7 @@ def test_undo_through_the_page(client, pwp, referral):
     post_log(client, referral, "spoke")
     attempt = ContactAttempt.objects.get()
     response = client.post(reverse("calls:undo"), {"attempt": attempt.pk, "date": "2026-03-10"}, HTTP_HX_REQUEST="true")
-    assert "Undone: Answered." in response.content.decode()
+    assert "Undone: Spoke to patient." in response.content.decode()
     assert ContactAttemptUndo.objects.filter(attempt=attempt, undone_by=pwp).exists()
     referral.refresh_from_db()
     assert referral.status == Referral.Status.AWAITING_CONTACT

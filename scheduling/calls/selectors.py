@@ -12,7 +12,7 @@ from scheduling.booking.models import Appointment
 from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation
 from scheduling.calls.policy import LONDON, PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
-from scheduling.calls.services import DEFAULT_TRIES_BEFORE_DNA, POLICY_FAILED_OUTCOMES, UNANSWERED_OUTCOMES
+from scheduling.calls.services import DEFAULT_TRIES_BEFORE_DNA, CallButton, POLICY_FAILED_OUTCOMES, UNANSWERED_OUTCOMES
 from scheduling.caseload.models import AdminTask, CaseloadCover, PractitionerProfile, Referral
 from scheduling.caseload.selectors import can_view_all_caseloads
 from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
@@ -35,10 +35,18 @@ class AttemptInfo:
     callback_at: datetime | None
     recorded_by_id: int | None
     recorded_at: datetime
+    button: str = ""
 
     @property
     def outcome_label(self) -> str:
         return Outcome(self.outcome).label
+
+    @property
+    def action_label(self) -> str:
+        """What was clicked ("Patient wants to rearrange"), else the call outcome."""
+        if self.button == CallButton.SPOKE and self.appointment_id is None:
+            return "Spoke to patient"
+        return CallButton(self.button).label if self.button in CallButton.values else self.outcome_label
 
     @property
     def was_successful(self) -> bool:
@@ -68,7 +76,7 @@ def _undoable(last: AttemptInfo | None, *, viewer, now, policy) -> Undoable | No
     until = last.recorded_at + timedelta(minutes=policy.undo_minutes)
     if now > until:
         return None
-    return Undoable(attempt_pk=last.pk, label=last.outcome_label, until=until)
+    return Undoable(attempt_pk=last.pk, label=last.action_label, until=until)
 
 
 @dataclass
@@ -237,7 +245,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         latest_on_referral = latest.get(a.referral_id)
         undo = None
         if last is not None and latest_on_referral is not None and latest_on_referral.pk == last.pk:
-            undo = _undoable(last, viewer=viewer, now=now, policy=policy)
+            undo = _undoable(latest_on_referral, viewer=viewer, now=now, policy=policy)
         rows.append(
             BookedCall(
                 appointment=a,
@@ -259,14 +267,18 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
 
 
 def _latest_attempts(referral_ids, *, since) -> dict:
-    """The latest effective attempt per referral, among those recorded since `since` (undo candidates)."""
+    """The latest effective attempt per referral, among those recorded since `since` (undo candidates),
+    with the call-list button that recorded it (if any)."""
     latest = {}
     qs = ContactAttempt.objects.effective().filter(referral_id__in=referral_ids, recorded_at__gte=since)
     later = ContactAttempt.objects.effective().filter(referral_id=OuterRef("referral_id")).filter(
         Q(attempted_at__gt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__gt=OuterRef("pk"))
     )
-    for referral_id, attempts in _attempts_by(qs.exclude(Exists(later)), "referral_id").items():
-        latest[referral_id] = attempts[-1]
+    rows = qs.exclude(Exists(later)).order_by("attempted_at", "id").values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id")
+    for row in rows:
+        info = AttemptInfo(*row[:-2])
+        info.button = row[-2] or ""
+        latest[row[-1]] = info
     return latest
 
 
@@ -423,7 +435,7 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
     latest = _latest_attempts(ids, since=now - timedelta(minutes=policy.undo_minutes))
     for row in rows:
         if row.last_attempt is not None and latest.get(row.referral.pk) and latest[row.referral.pk].pk == row.last_attempt.pk:
-            row.undo = _undoable(row.last_attempt, viewer=viewer, now=now, policy=policy)
+            row.undo = _undoable(latest[row.referral.pk], viewer=viewer, now=now, policy=policy)
     for row in rows:
         row.due_now = row.due_at <= now
     rows.sort(key=lambda r: (r.due_at, r.referral.received_on, r.referral.pk))

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from scheduling.booking.models import Appointment
 from scheduling.calls.forms import CallOutcomeForm, UndoForm
-from scheduling.calls.models import ContactAttempt
+from scheduling.calls.models import CallOutcomeEffect, ContactAttempt
 from scheduling.calls.selectors import booked_calls, call_list, people_to_reach, practitioners_viewable_by
 from scheduling.calls.services import CallButton, record_call_outcome, undo_call_outcome
 from scheduling.caseload.models import Referral
@@ -176,7 +176,11 @@ def undo(request):
     message = error = ""
     try:
         undo_call_outcome(attempt=attempt, actor=request.user)
-        message = f"Undone: {attempt.get_outcome_display()}."
+        effect = CallOutcomeEffect.objects.filter(attempt=attempt).values_list("button", flat=True).first()
+        label = CallButton(effect).label if effect in CallButton.values else attempt.get_outcome_display()
+        if effect == CallButton.SPOKE and attempt.appointment_id is None:
+            label = "Spoke to patient"
+        message = f"Undone: {label}."
     except ValidationError as exc:
         error = " ".join(exc.messages)
     referral = attempt.referral
