@@ -55,14 +55,18 @@ def test_no_answer_updates_the_row_in_place_with_javascript(browser, live_server
     assert (attempt.outcome, attempt.practitioner_id) == ("no_answer", alex.pk)
 
 
-def test_no_answer_works_as_a_plain_form_post_without_javascript(browser_without_js, live_server, demo_pwp_with_a_referral):
+def test_no_answer_works_as_a_plain_form_post_without_javascript(
+    browser_without_js, live_server, demo_pwp_with_a_referral
+):
     from selenium.webdriver.common.by import By
 
     driver = browser_without_js
     alex, referral = demo_pwp_with_a_referral
     sign_in(driver, live_server, alex.username)
     wait_for(driver, lambda d: d.find_elements(By.ID, f"referral-{referral.pk}"))
-    driver.find_element(By.ID, f"referral-{referral.pk}").find_element(By.CSS_SELECTOR, "button[value=no_answer]").click()
+    driver.find_element(By.ID, f"referral-{referral.pk}").find_element(
+        By.CSS_SELECTOR, "button[value=no_answer]"
+    ).click()
     wait_for(driver, lambda d: "Recorded: No answer." in d.find_element(By.CSS_SELECTOR, ".messages").text)
     assert f"#referral-{referral.pk}" in driver.current_url
     assert "1 of 3 policy attempts failed" in driver.find_element(By.ID, f"referral-{referral.pk}").text

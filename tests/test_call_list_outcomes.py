@@ -8,7 +8,13 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from scheduling.booking.services import book_appointment
-from scheduling.calls.models import CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation
+from scheduling.calls.models import (
+    CallOutcomeEffect,
+    ContactAttempt,
+    ContactAttemptUndo,
+    ContactPolicy,
+    OptInInvitation,
+)
 from scheduling.calls.selectors import booked_calls, people_to_reach, referrals_suggested_for_discharge
 from scheduling.calls.services import CallButton, record_call_outcome, undo_call_outcome
 from scheduling.calls.signals import opt_in_invitation_due
@@ -46,11 +52,17 @@ def click(referral, button, actor, **kw):
 
 # --- every button on a booked session --------------------------------------------------------
 
+
 def test_spoke_session_held_marks_the_appointment_attended_and_the_referral_assessed(assessment, referral, pwp):
     attempt = click(referral, CallButton.SPOKE, pwp, appointment=assessment)
     assessment.refresh_from_db()
     referral.refresh_from_db()
-    assert (attempt.outcome, attempt.practitioner, attempt.recorded_by, attempt.attempted_at) == (Outcome.ANSWERED, pwp, pwp, NOW)
+    assert (attempt.outcome, attempt.practitioner, attempt.recorded_by, attempt.attempted_at) == (
+        Outcome.ANSWERED,
+        pwp,
+        pwp,
+        NOW,
+    )
     assert assessment.outcome == O.ATTENDED
     assert referral.status == S.ASSESSED
     assert AuditEntry.objects.filter(appointment=assessment, field="outcome", new_value="5", actor=pwp).exists()
@@ -92,7 +104,11 @@ def test_wrong_number_raises_a_task_for_admin_to_fix_the_number(assessment, refe
     task = AdminTask.objects.get()
     assert attempt.outcome == Outcome.WRONG_NUMBER
     assert (task.kind, task.source, task.appointment, task.referral, task.raised_by) == (
-        AdminTask.Kind.WRONG_NUMBER, AdminTask.Source.CALL_LIST, assessment, referral, pwp,
+        AdminTask.Kind.WRONG_NUMBER,
+        AdminTask.Source.CALL_LIST,
+        assessment,
+        referral,
+        pwp,
     )
     assessment.refresh_from_db()
     assert assessment.outcome == O.NOT_APPLICABLE
@@ -101,7 +117,11 @@ def test_wrong_number_raises_a_task_for_admin_to_fix_the_number(assessment, refe
 def test_patient_wants_to_rearrange_hands_it_to_admin_and_shows_on_the_row(assessment, referral, pwp):
     click(referral, CallButton.REARRANGE, pwp, appointment=assessment)
     task = AdminTask.objects.get()
-    assert (task.kind, task.source, task.appointment) == (AdminTask.Kind.REARRANGE_REQUEST, AdminTask.Source.CALL_LIST, assessment)
+    assert (task.kind, task.source, task.appointment) == (
+        AdminTask.Kind.REARRANGE_REQUEST,
+        AdminTask.Source.CALL_LIST,
+        assessment,
+    )
     assessment.refresh_from_db()
     assert assessment.outcome == O.NOT_APPLICABLE
     [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)
@@ -141,12 +161,18 @@ def test_the_row_shows_confirmation_by_sms_and_counts_attempts(assessment, refer
     click(referral, CallButton.NO_ANSWER, pwp, appointment=assessment)
     [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)
     assert row.confirmed_by_sms and not row.rearrange_requested
-    assert (row.attempts_for_appointment, row.attempts_for_referral, row.unanswered_tries, row.tries_before_dna) == (1, 2, 1, 2)
+    assert (row.attempts_for_appointment, row.attempts_for_referral, row.unanswered_tries, row.tries_before_dna) == (
+        1,
+        2,
+        1,
+        2,
+    )
     assert row.session_label == "Initial assessment"
     assert row.state == "now"
 
 
 # --- the to-reach rows -----------------------------------------------------------------------
+
 
 def test_spoke_on_a_to_reach_row_moves_the_referral_to_contacted(frozen, referral, pwp):
     click(referral, CallButton.SPOKE, pwp)
@@ -160,7 +186,9 @@ def test_spoke_on_a_to_reach_row_moves_the_referral_to_contacted(frozen, referra
     assert people_to_reach(practitioner=pwp, viewer=pwp) == []
 
 
-@pytest.mark.parametrize("button", [CallButton.NO_ANSWER, CallButton.VOICEMAIL, CallButton.ENGAGED, CallButton.WRONG_NUMBER])
+@pytest.mark.parametrize(
+    "button", [CallButton.NO_ANSWER, CallButton.VOICEMAIL, CallButton.ENGAGED, CallButton.WRONG_NUMBER]
+)
 def test_a_failed_first_contact_attempt_keeps_the_referral_awaiting_contact(frozen, referral, pwp, button):
     click(referral, button, pwp)
     referral.refresh_from_db()
@@ -204,6 +232,7 @@ def test_a_call_back_request_is_due_at_the_time_asked_for(frozen, pwp, admin_use
 
 
 # --- the contact policy, end to end ----------------------------------------------------------
+
 
 def _policy_sequence(referral, pwp, *, received):
     """Three failed attempts on different days and times of day, as the policy suggests them."""
@@ -266,7 +295,7 @@ def test_without_sms_consent_the_invitation_is_still_recorded_and_the_row_says_n
     with time_machine.travel(london(2026, 3, 13, 9, 0), tick=False):
         [row] = people_to_reach(practitioner=pwp, viewer=pwp)
     assert row.invitation == invitation and row.sms_possible is False
-    assert "no SMS consent" in row.reason
+    assert "no SMS can be sent" in row.reason
 
 
 def test_after_fourteen_days_without_contact_discharge_is_suggested_with_code_50(pwp, admin_user):
@@ -313,7 +342,12 @@ def test_discharge_suggestion_uses_code_16_when_the_assessment_was_started(pwp, 
 
 def test_the_policy_is_read_from_the_database_and_a_manager_can_change_it(frozen, referral, pwp):
     policy = ContactPolicy.current()
-    assert (policy.max_attempts, policy.min_working_days_between, policy.opt_in_days, policy.undo_minutes) == (3, 1, 14, 5)
+    assert (policy.max_attempts, policy.min_working_days_between, policy.opt_in_days, policy.undo_minutes) == (
+        3,
+        1,
+        14,
+        5,
+    )
     policy.max_attempts = 1
     policy.opt_in_days = 7
     policy.save()
@@ -351,7 +385,10 @@ def test_suggested_times_are_local_across_the_clock_changes(pwp, admin_user, mom
 
 # --- undo -------------------------------------------------------------------------------------
 
-def test_undo_of_spoke_session_held_puts_outcome_and_status_back_with_audited_changes(assessment, referral, pwp, frozen):
+
+def test_undo_of_spoke_session_held_puts_outcome_and_status_back_with_audited_changes(
+    assessment, referral, pwp, frozen
+):
     attempt = click(referral, CallButton.SPOKE, pwp, appointment=assessment)
     frozen.shift(timedelta(minutes=2))
     undo = undo_call_outcome(attempt=attempt, actor=pwp)
@@ -361,7 +398,13 @@ def test_undo_of_spoke_session_held_puts_outcome_and_status_back_with_audited_ch
     assert assessment.outcome == O.NOT_APPLICABLE
     assert referral.status == S.ASSESSMENT_BOOKED
     assert AuditEntry.objects.filter(appointment=assessment, field="outcome", old_value="5", new_value="0").exists()
-    assert AuditEntry.objects.filter(referral=referral, field="status", old_value=S.ASSESSED, new_value=S.ASSESSMENT_BOOKED, reason__startswith="Undo").exists()
+    assert AuditEntry.objects.filter(
+        referral=referral,
+        field="status",
+        old_value=S.ASSESSED,
+        new_value=S.ASSESSMENT_BOOKED,
+        reason__startswith="Undo",
+    ).exists()
     assert ContactAttempt.objects.effective().count() == 0
 
 
@@ -446,6 +489,7 @@ def test_a_rearrange_request_resolved_by_admin_no_longer_shows(assessment, refer
 
 # --- the booked list by local day, session labels, the policy in Django admin -------------------
 
+
 @pytest.mark.parametrize(
     "day, inside, outside",
     [
@@ -481,11 +525,22 @@ def test_a_manager_edits_the_contact_policy_in_django_admin(frozen, client, mana
     assert ContactPolicy.objects.count() == 1
     response = client.post(
         "/admin/scheduling/contactpolicy/1/change/",
-        {"max_attempts": 2, "min_working_days_between": 2, "vary_time_of_day": "on", "opt_in_days": 10, "undo_minutes": 3},
+        {
+            "max_attempts": 2,
+            "min_working_days_between": 2,
+            "vary_time_of_day": "on",
+            "opt_in_days": 10,
+            "undo_minutes": 3,
+        },
     )
     assert response.status_code == 302
     policy = ContactPolicy.current()
-    assert (policy.max_attempts, policy.min_working_days_between, policy.opt_in_days, policy.undo_minutes) == (2, 2, 10, 3)
+    assert (policy.max_attempts, policy.min_working_days_between, policy.opt_in_days, policy.undo_minutes) == (
+        2,
+        2,
+        10,
+        3,
+    )
 
 
 def test_a_pwp_cannot_change_the_contact_policy(frozen, client, pwp):
@@ -501,4 +556,8 @@ def test_declined_referrals_are_suggested_for_discharge_only_when_asked_for(froz
     assert referrals_suggested_for_discharge() == []
     [suggested] = referrals_suggested_for_discharge(include_declined=True)
     assert suggested == before
-    assert (suggested.discharge_reason, suggested.suggested_end_code, suggested.opt_in_invitation) == ("Declined", "50", None)
+    assert (suggested.discharge_reason, suggested.suggested_end_code, suggested.opt_in_invitation) == (
+        "Declined",
+        "50",
+        None,
+    )

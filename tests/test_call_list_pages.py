@@ -24,7 +24,9 @@ def frozen():
 
 @pytest.fixture
 def session(referral, pwp, admin_user):
-    return book_appointment(referral=referral, practitioner=pwp, appointment_type="assessment", start=NOW, actor=admin_user)
+    return book_appointment(
+        referral=referral, practitioner=pwp, appointment_type="assessment", start=NOW, actor=admin_user
+    )
 
 
 def post_log(client, referral, button, *, appointment=None, htmx=False, **extra):
@@ -54,7 +56,13 @@ def test_the_page_lists_booked_calls_and_people_to_reach(client, pwp, session, a
 
 
 def test_previous_and_next_days_and_the_date_picker(client, pwp, referral, admin_user):
-    book_appointment(referral=referral, practitioner=pwp, appointment_type="assessment", start=NOW + timedelta(days=1), actor=admin_user)
+    book_appointment(
+        referral=referral,
+        practitioner=pwp,
+        appointment_type="assessment",
+        start=NOW + timedelta(days=1),
+        actor=admin_user,
+    )
     client.force_login(pwp)
     html = client.get(URL + "?date=2026-03-11").content.decode()
     assert "Wednesday 11 March 2026" in html and "?date=2026-03-10" in html and "?date=2026-03-12" in html
@@ -128,7 +136,9 @@ def test_a_pwp_cannot_open_or_log_on_another_pwps_list(client, other_pwp, pwp, s
 
 
 def test_a_covering_pwp_can_open_and_log_on_the_covered_list(client, other_pwp, pwp, session, referral, manager):
-    CaseloadCover.objects.create(covering=other_pwp, covered=pwp, starts_on=NOW.date(), ends_on=NOW.date(), created_by=manager)
+    CaseloadCover.objects.create(
+        covering=other_pwp, covered=pwp, starts_on=NOW.date(), ends_on=NOW.date(), created_by=manager
+    )
     client.force_login(other_pwp)
     html = client.get(URL + f"?practitioner={pwp.pk}").content.decode()
     assert "Log the call" in html

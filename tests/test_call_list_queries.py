@@ -20,7 +20,9 @@ OUTCOMES = ["no_answer", "voicemail", "busy", "answered", "wrong_number", "callb
 
 
 def grow_caseload(pwp, admin_user, *, patients: int, attempts_each: int, start_index: int):
-    referrals = [make_referral(pwp, actor=admin_user, received_on=NOW.date() - timedelta(days=30)) for _ in range(patients)]
+    referrals = [
+        make_referral(pwp, actor=admin_user, received_on=NOW.date() - timedelta(days=30)) for _ in range(patients)
+    ]
     rows = []
     for n, referral in enumerate(referrals):
         for k in range(attempts_each):
@@ -28,7 +30,11 @@ def grow_caseload(pwp, admin_user, *, patients: int, attempts_each: int, start_i
             outcome = OUTCOMES[(n + k) % len(OUTCOMES)]
             rows.append(
                 ContactAttempt(
-                    referral=referral, practitioner=pwp, recorded_by=pwp, attempted_at=at, outcome=outcome,
+                    referral=referral,
+                    practitioner=pwp,
+                    recorded_by=pwp,
+                    attempted_at=at,
+                    outcome=outcome,
                     callback_at=at + timedelta(hours=1) if outcome == "callback_requested" else None,
                 )
             )
@@ -37,8 +43,11 @@ def grow_caseload(pwp, admin_user, *, patients: int, attempts_each: int, start_i
     # Some booked sessions today, one with attempts and a rearrange request; some opt-in invitations.
     for i, referral in enumerate(referrals[:3]):
         appt = book_appointment(
-            referral=referral, practitioner=pwp, appointment_type="assessment",
-            start=NOW + timedelta(minutes=60 * i + 70 * start_index), actor=admin_user,
+            referral=referral,
+            practitioner=pwp,
+            appointment_type="assessment",
+            start=NOW + timedelta(minutes=60 * i + 70 * start_index),
+            actor=admin_user,
         )
         record_call_outcome(referral=referral, button=CallButton.NO_ANSWER, actor=pwp, appointment=appt)
         if i == 0:

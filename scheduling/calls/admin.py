@@ -7,7 +7,14 @@ from scheduling.calls.models import CallOutcomeEffect, ContactPolicy, OptInInvit
 
 @admin.register(ContactPolicy)
 class ContactPolicyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "max_attempts", "min_working_days_between", "vary_time_of_day", "opt_in_days", "undo_minutes"]
+    list_display = [
+        "__str__",
+        "max_attempts",
+        "min_working_days_between",
+        "vary_time_of_day",
+        "opt_in_days",
+        "undo_minutes",
+    ]
 
     def has_add_permission(self, request):
         return not ContactPolicy.objects.exists() and super().has_add_permission(request)
@@ -39,4 +46,11 @@ class OptInInvitationAdmin(_ReadOnly):
 
 @admin.register(CallOutcomeEffect)
 class CallOutcomeEffectAdmin(_ReadOnly):
-    list_display = ["attempt", "button", "appointment_outcome_before", "appointment_outcome_after", "referral_status_before", "referral_status_after"]
+    list_display = [
+        "attempt",
+        "button",
+        "appointment_outcome_before",
+        "appointment_outcome_after",
+        "referral_status_before",
+        "referral_status_after",
+    ]

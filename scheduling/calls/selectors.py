@@ -163,7 +163,9 @@ class PersonToReach:
     def offers_booking(self) -> bool:
         """Just got through to someone who still needs an assessment booked."""
         return bool(
-            self.spoken_to and self.last_attempt and self.last_attempt.outcome == Outcome.ANSWERED
+            self.spoken_to
+            and self.last_attempt
+            and self.last_attempt.outcome == Outcome.ANSWERED
             and self.referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
         )
 
@@ -201,16 +203,24 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         appointments = Appointment.objects.filter(pk__in=appointment_ids)
     else:
         start, end = local_day_bounds(day)
-        appointments = Appointment.objects.not_cancelled().filter(practitioner=practitioner, start__gte=start, start__lt=end)
+        appointments = Appointment.objects.not_cancelled().filter(
+            practitioner=practitioner, start__gte=start, start__lt=end
+        )
     appointments = list(appointments.select_related("referral__patient").order_by("start", "id"))
     if not appointments:
         return []
     ids = [a.pk for a in appointments]
     referral_ids = {a.referral_id for a in appointments}
     effective = ContactAttempt.objects.effective()
-    by_appointment = _attempts_by(effective.filter(appointment_id__in=ids).order_by("attempted_at", "id"), "appointment_id")
+    by_appointment = _attempts_by(
+        effective.filter(appointment_id__in=ids).order_by("attempted_at", "id"), "appointment_id"
+    )
     referral_counts = dict(
-        effective.filter(referral_id__in=referral_ids).order_by().values("referral_id").annotate(n=Count("id")).values_list("referral_id", "n")
+        effective.filter(referral_id__in=referral_ids)
+        .order_by()
+        .values("referral_id")
+        .annotate(n=Count("id"))
+        .values_list("referral_id", "n")
     )
     rearrange = set(
         AdminTask.objects.filter(
@@ -218,11 +228,18 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         ).values_list("appointment_id", flat=True)
     )
     totals = dict(
-        Appointment.objects.not_cancelled().filter(referral_id__in=referral_ids).exclude(appointment_type=AppointmentType.REVIEW)
-        .order_by().values("referral_id").annotate(m=Max("session_number")).values_list("referral_id", "m")
+        Appointment.objects.not_cancelled()
+        .filter(referral_id__in=referral_ids)
+        .exclude(appointment_type=AppointmentType.REVIEW)
+        .order_by()
+        .values("referral_id")
+        .annotate(m=Max("session_number"))
+        .values_list("referral_id", "m")
     )
     tries = dict(
-        PractitionerProfile.objects.filter(user_id__in={a.practitioner_id for a in appointments}).values_list("user_id", "tries_before_dna")
+        PractitionerProfile.objects.filter(user_id__in={a.practitioner_id for a in appointments}).values_list(
+            "user_id", "tries_before_dna"
+        )
     )
     # Latest attempt on each referral (any appointment or none), to offer undo only on the latest.
     latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
@@ -230,7 +247,8 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     for a in appointments:
         attempts = by_appointment.get(a.pk, [])
         in_slot = [
-            t for t in attempts
+            t
+            for t in attempts
             if t.outcome in UNANSWERED_OUTCOMES and t.attempted_at >= a.start - EARLIEST_OUTCOME_BEFORE_START
         ]
         if a.outcome != AttendanceOutcome.NOT_APPLICABLE:
@@ -271,10 +289,19 @@ def _latest_attempts(referral_ids, *, since) -> dict:
     with the call-list button that recorded it (if any)."""
     latest = {}
     qs = ContactAttempt.objects.effective().filter(referral_id__in=referral_ids, recorded_at__gte=since)
-    later = ContactAttempt.objects.effective().filter(referral_id=OuterRef("referral_id")).filter(
-        Q(attempted_at__gt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__gt=OuterRef("pk"))
+    later = (
+        ContactAttempt.objects.effective()
+        .filter(referral_id=OuterRef("referral_id"))
+        .filter(
+            Q(attempted_at__gt=OuterRef("attempted_at"))
+            | Q(attempted_at=OuterRef("attempted_at"), pk__gt=OuterRef("pk"))
+        )
     )
-    rows = qs.exclude(Exists(later)).order_by("attempted_at", "id").values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id")
+    rows = (
+        qs.exclude(Exists(later))
+        .order_by("attempted_at", "id")
+        .values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id")
+    )
     for row in rows:
         info = AttemptInfo(*row[:-2])
         info.button = row[-2] or ""
@@ -291,7 +318,9 @@ def _end_code(*, status: str, assessment_started: bool) -> str:
 def _assessment_started():
     return Exists(
         Appointment.objects.filter(
-            referral_id=OuterRef("pk"), appointment_type=AppointmentType.ASSESSMENT, outcome__in=ASSESSMENT_STARTED_OUTCOMES
+            referral_id=OuterRef("pk"),
+            appointment_type=AppointmentType.ASSESSMENT,
+            outcome__in=ASSESSMENT_STARTED_OUTCOMES,
         )
     )
 
@@ -305,7 +334,9 @@ def _fmt_local(moment: datetime) -> str:
     return f"{local:%a} {local.day} {local:%b} {local:%H:%M}"
 
 
-def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False) -> list[PersonToReach]:
+def people_to_reach(
+    *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False
+) -> list[PersonToReach]:
     """Referrals awaiting first contact, or whose last attempts failed, ordered by when the next attempt is due."""
     now = now or timezone.now()
     policy = policy or ContactPolicy.current()
@@ -314,13 +345,16 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
         assessment_started=_assessment_started(),
         last_missed_at=Subquery(
             Appointment.objects.filter(referral_id=OuterRef("pk"), outcome__in=sorted(MISSED_OUTCOMES))
-            .order_by("-start").values("start")[:1]
+            .order_by("-start")
+            .values("start")[:1]
         ),
     )
     if referral_ids is not None:
         referrals = referrals.filter(pk__in=referral_ids)
     else:
-        referrals = referrals.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(_nothing_pending())
+        referrals = referrals.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(
+            _nothing_pending()
+        )
     referrals = list(referrals)
     if not referrals:
         return []
@@ -389,19 +423,31 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
                 row.next_step = "Admin staff discharge the referral."
             else:
                 row.reason = "Spoke to the patient."
-                row.next_step = "Book the initial assessment." if referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED) else "Book the next session."
+                row.next_step = (
+                    "Book the initial assessment."
+                    if referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
+                    else "Book the next session."
+                )
         elif invitation is not None:
             if today > invitation.deadline:
                 row.suggest_discharge = True
-                row.suggested_end_code = _end_code(status=referral.status, assessment_started=referral.assessment_started)
-                row.due_at = datetime.combine(invitation.deadline + timedelta(days=1), time(0), tzinfo=LONDON)
-                row.reason = (
-                    f"{len(failed)} attempts failed and no reply to the opt-in invitation by {invitation.deadline:%d %b %Y}."
+                row.suggested_end_code = _end_code(
+                    status=referral.status, assessment_started=referral.assessment_started
                 )
+                row.due_at = datetime.combine(invitation.deadline + timedelta(days=1), time(0), tzinfo=LONDON)
+                row.reason = f"{len(failed)} attempts failed and no reply to the opt-in invitation by {invitation.deadline:%d %b %Y}."
                 row.next_step = f"Suggest discharge: unable to contact (NHS end code {row.suggested_end_code})."
             else:
                 row.due_at = datetime.combine(invitation.deadline, time(23, 59), tzinfo=LONDON)
-                sent = "sent" if invitation.sent_at else ("due to be sent by SMS" if patient.can_receive_sms else "due (no SMS consent: write or ring)")
+                sent = (
+                    "sent"
+                    if invitation.sent_at
+                    else (
+                        "due to be sent by SMS"
+                        if patient.can_receive_sms
+                        else "due, but no SMS can be sent (no consent, opted out or no mobile): write or ring"
+                    )
+                )
                 row.reason = f"{len(failed)} attempts failed; opt-in invitation {sent}."
                 row.next_step = f"Wait for the patient to get in touch by {invitation.deadline:%a %d %b %Y}."
         elif callback is not None:
@@ -424,8 +470,12 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
                 earliest = today
                 row.reason = f"Awaiting first contact since {referral.received_on:%d %b %Y}."
             suggested, part = suggest_next_attempt(
-                earliest=earliest, now=now, failed_parts=failed_parts, preferred_days=patient.preferred_days,
-                preferred_times=patient.preferred_times, vary_time_of_day=policy.vary_time_of_day,
+                earliest=earliest,
+                now=now,
+                failed_parts=failed_parts,
+                preferred_days=patient.preferred_days,
+                preferred_times=patient.preferred_times,
+                vary_time_of_day=policy.vary_time_of_day,
             )
             row.due_at = suggested
             row.suggested_part = part
@@ -434,7 +484,11 @@ def people_to_reach(*, practitioner, viewer=None, now=None, policy=None, referra
     # Latest attempt per referral for undo (only the latest attempt on a referral can be undone).
     latest = _latest_attempts(ids, since=now - timedelta(minutes=policy.undo_minutes))
     for row in rows:
-        if row.last_attempt is not None and latest.get(row.referral.pk) and latest[row.referral.pk].pk == row.last_attempt.pk:
+        if (
+            row.last_attempt is not None
+            and latest.get(row.referral.pk)
+            and latest[row.referral.pk].pk == row.last_attempt.pk
+        ):
             row.undo = _undoable(latest[row.referral.pk], viewer=viewer, now=now, policy=policy)
     for row in rows:
         row.due_now = row.due_at <= now
@@ -474,24 +528,37 @@ def referrals_suggested_for_discharge(*, now=None, include_declined: bool = Fals
     now = now or timezone.now()
     today = timezone.localdate(now)
     contacted_since = ContactAttempt.objects.effective().filter(
-        referral_id=OuterRef("referral_id"), outcome__in=ContactAttempt.SUCCESSFUL_OUTCOMES, attempted_at__gte=OuterRef("due_at")
+        referral_id=OuterRef("referral_id"),
+        outcome__in=ContactAttempt.SUCCESSFUL_OUTCOMES,
+        attempted_at__gte=OuterRef("due_at"),
     )
     invitations = (
         OptInInvitation.objects.active()
         .filter(deadline__lt=today, referral__status__in=TO_REACH_STATUSES)
         .exclude(Exists(contacted_since))
-        .filter(~Exists(Appointment.objects.filter(referral_id=OuterRef("referral_id"), outcome=AttendanceOutcome.NOT_APPLICABLE)))
+        .filter(
+            ~Exists(
+                Appointment.objects.filter(
+                    referral_id=OuterRef("referral_id"), outcome=AttendanceOutcome.NOT_APPLICABLE
+                )
+            )
+        )
         .order_by("deadline", "id")
     )
     latest = {i.referral_id: i for i in invitations}
     declined_ids = set()
     if include_declined:
         latest_outcome = Subquery(
-            ContactAttempt.objects.effective().filter(referral_id=OuterRef("pk")).order_by("-attempted_at", "-id").values("outcome")[:1]
+            ContactAttempt.objects.effective()
+            .filter(referral_id=OuterRef("pk"))
+            .order_by("-attempted_at", "-id")
+            .values("outcome")[:1]
         )
         declined_ids = set(
-            Referral.objects.filter(status__in=Referral.OPEN_STATUSES).annotate(latest_outcome=latest_outcome)
-            .filter(latest_outcome=Outcome.DECLINED).values_list("pk", flat=True)
+            Referral.objects.filter(status__in=Referral.OPEN_STATUSES)
+            .annotate(latest_outcome=latest_outcome)
+            .filter(latest_outcome=Outcome.DECLINED)
+            .values_list("pk", flat=True)
         )
     referrals = (
         Referral.objects.filter(pk__in=set(latest) | declined_ids)
@@ -503,11 +570,15 @@ def referrals_suggested_for_discharge(*, now=None, include_declined: bool = Fals
     for referral in referrals:
         if referral.pk in declined_ids:
             referral.opt_in_invitation = None
-            referral.suggested_end_code = _declined_end_code(status=referral.status, assessment_started=referral.assessment_started)
+            referral.suggested_end_code = _declined_end_code(
+                status=referral.status, assessment_started=referral.assessment_started
+            )
             referral.discharge_reason = "Declined"
         else:
             referral.opt_in_invitation = latest[referral.pk]
-            referral.suggested_end_code = _end_code(status=referral.status, assessment_started=referral.assessment_started)
+            referral.suggested_end_code = _end_code(
+                status=referral.status, assessment_started=referral.assessment_started
+            )
             referral.discharge_reason = "Unable to contact"
         result.append(referral)
     return result
@@ -519,5 +590,7 @@ def practitioners_viewable_by(user, *, on_date=None):
     if can_view_all_caseloads(user):
         return users.order_by("first_name", "last_name")
     on_date = on_date or timezone.localdate()
-    covered = CaseloadCover.objects.filter(covering=user, starts_on__lte=on_date, ends_on__gte=on_date).values("covered_id")
+    covered = CaseloadCover.objects.filter(covering=user, starts_on__lte=on_date, ends_on__gte=on_date).values(
+        "covered_id"
+    )
     return get_user_model().objects.filter(Q(pk=user.pk) | Q(pk__in=covered)).order_by("first_name", "last_name")

@@ -52,8 +52,12 @@ def _urls():
 
 def _row_context(*, practitioner_id, day, can_log: bool):
     return {
-        "can_log": can_log, "practitioner_id": practitioner_id, "day": day, "day_iso": day.isoformat(),
-        "today": timezone.localdate(), **_urls(),
+        "can_log": can_log,
+        "practitioner_id": practitioner_id,
+        "day": day,
+        "day_iso": day.isoformat(),
+        "today": timezone.localdate(),
+        **_urls(),
     }
 
 
@@ -97,7 +101,11 @@ def today(request):
 
 
 def _redirect_back(request, anchor: str = ""):
-    params = {k: v for k, v in (("date", request.POST.get("date", "")), ("practitioner", request.POST.get("practitioner", ""))) if v}
+    params = {
+        k: v
+        for k, v in (("date", request.POST.get("date", "")), ("practitioner", request.POST.get("practitioner", "")))
+        if v
+    }
     url = reverse("calls:today") + (f"?{urlencode(params)}" if params else "")
     return redirect(url + (f"#{anchor}" if anchor else ""))
 
@@ -107,11 +115,15 @@ def _render_row(request, *, referral, appointment, message: str = "", error: str
     day = _parse_day(request.POST.get("date"))
     owner_id = request.POST.get("practitioner") or ""
     if appointment is not None:
-        rows = booked_calls(practitioner=appointment.practitioner, day=day, viewer=user, appointment_ids=[appointment.pk])
+        rows = booked_calls(
+            practitioner=appointment.practitioner, day=day, viewer=user, appointment_ids=[appointment.pk]
+        )
         owner = appointment.practitioner
         template = "calls/_booked_row.html"
     else:
-        rows = people_to_reach(practitioner=referral.assigned_practitioner, viewer=user, referral_ids=[referral.pk], include_spoken=True)
+        rows = people_to_reach(
+            practitioner=referral.assigned_practitioner, viewer=user, referral_ids=[referral.pk], include_spoken=True
+        )
         owner = referral.assigned_practitioner
         template = "calls/_reach_row.html"
     context = _row_context(practitioner_id=owner_id, day=day, can_log=_may_log(user, owner))
@@ -127,10 +139,14 @@ def log_outcome(request):
     if not form.is_valid():
         if "referral" in form.errors or "button" in form.errors:
             return HttpResponseBadRequest("Unknown call or outcome.")
-    referral = get_object_or_404(Referral.objects.select_related("patient", "assigned_practitioner"), pk=form.cleaned_data["referral"])
+    referral = get_object_or_404(
+        Referral.objects.select_related("patient", "assigned_practitioner"), pk=form.cleaned_data["referral"]
+    )
     appointment = None
     if form.cleaned_data.get("appointment"):
-        appointment = get_object_or_404(Appointment.objects.select_related("practitioner"), pk=form.cleaned_data["appointment"])
+        appointment = get_object_or_404(
+            Appointment.objects.select_related("practitioner"), pk=form.cleaned_data["appointment"]
+        )
     owner = appointment.practitioner if appointment is not None else referral.assigned_practitioner
     if not _may_log(request.user, owner):
         raise PermissionDenied
@@ -141,7 +157,10 @@ def log_outcome(request):
         button = form.cleaned_data["button"]
         try:
             record_call_outcome(
-                referral=referral, button=button, actor=request.user, appointment=appointment,
+                referral=referral,
+                button=button,
+                actor=request.user,
+                appointment=appointment,
                 callback_at=form.cleaned_data.get("callback_at") if button == CallButton.CALLBACK else None,
                 note=form.cleaned_data.get("note") or "",
             )
@@ -167,7 +186,9 @@ def undo(request):
     if not form.is_valid():
         return HttpResponseBadRequest("Unknown call.")
     attempt = get_object_or_404(
-        ContactAttempt.objects.select_related("referral__patient", "referral__assigned_practitioner", "appointment__practitioner"),
+        ContactAttempt.objects.select_related(
+            "referral__patient", "referral__assigned_practitioner", "appointment__practitioner"
+        ),
         pk=form.cleaned_data["attempt"],
     )
     owner = attempt.appointment.practitioner if attempt.appointment_id else attempt.referral.assigned_practitioner

@@ -58,7 +58,9 @@ class Command(BaseCommand):
     def _build(self, *, patients: int, attempts: int):
         rng = random.Random(2026)
         User = get_user_model()
-        pwp = User.objects.create_user(username=f"bench.pwp.{rng.randrange(10**9)}", first_name="Bench", last_name="PWP")
+        pwp = User.objects.create_user(
+            username=f"bench.pwp.{rng.randrange(10**9)}", first_name="Bench", last_name="PWP"
+        )
         pwp.groups.add(Group.objects.get(name=roles.PWP))
         PractitionerProfile.objects.create(user=pwp)
         taken = set(Patient.objects.values_list("nhs_number", flat=True))
@@ -68,14 +70,25 @@ class Command(BaseCommand):
         referrals = []
         for i in range(patients):
             patient = register_patient(
-                nhs_number=next(numbers), given_name="Bench", family_name=f"Patient{i}",
-                date_of_birth=today - timedelta(days=365 * 40 + i), mobile_phone=f"07700 900{i % 1000:03d}",
-                sms_consent=i % 4 != 0, voicemail_allowed=i % 3 != 0,
-                preferred_days=[[], [0, 1, 2, 3, 4], [1, 3]][i % 3], preferred_times=[[], ["morning"], ["evening"]][i % 3],
+                nhs_number=next(numbers),
+                given_name="Bench",
+                family_name=f"Patient{i}",
+                date_of_birth=today - timedelta(days=365 * 40 + i),
+                mobile_phone=f"07700 900{i % 1000:03d}",
+                sms_consent=i % 4 != 0,
+                voicemail_allowed=i % 3 != 0,
+                preferred_days=[[], [0, 1, 2, 3, 4], [1, 3]][i % 3],
+                preferred_times=[[], ["morning"], ["evening"]][i % 3],
             )
             referrals.append(
-                create_referral(patient=patient, source="A1", received_on=today - timedelta(days=60), reason="Chronic widespread pain",
-                                assigned_practitioner=pwp, actor=pwp)
+                create_referral(
+                    patient=patient,
+                    source="A1",
+                    received_on=today - timedelta(days=60),
+                    reason="Chronic widespread pain",
+                    assigned_practitioner=pwp,
+                    actor=pwp,
+                )
             )
         # Past attempts in bulk: their number is what is being measured, not how they were logged.
         rows = []
@@ -83,10 +96,17 @@ class Command(BaseCommand):
             for k in range(attempts):
                 at = now - timedelta(days=58 - (k * 58) // max(attempts, 1), hours=rng.randrange(0, 9))
                 outcome = rng.choice(OUTCOMES)
-                rows.append(ContactAttempt(
-                    referral=referral, practitioner=pwp, recorded_by=pwp, attempted_at=at, recorded_at=at, outcome=outcome,
-                    callback_at=at + timedelta(hours=2) if outcome == "callback_requested" else None,
-                ))
+                rows.append(
+                    ContactAttempt(
+                        referral=referral,
+                        practitioner=pwp,
+                        recorded_by=pwp,
+                        attempted_at=at,
+                        recorded_at=at,
+                        outcome=outcome,
+                        callback_at=at + timedelta(hours=2) if outcome == "callback_requested" else None,
+                    )
+                )
         ContactAttempt.objects.bulk_create(rows, batch_size=1000)
         for slot, referral in enumerate(referrals[:8]):
             start = datetime.combine(today, clock(9 + slot), tzinfo=LONDON)
