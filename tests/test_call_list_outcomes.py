@@ -561,3 +561,36 @@ def test_declined_referrals_are_suggested_for_discharge_only_when_asked_for(froz
         "50",
         None,
     )
+
+
+def test_attempts_logged_outside_the_call_list_can_still_make_the_invitation_due(frozen, referral, pwp):
+    from scheduling.calls.services import invite_to_opt_in, log_contact_attempt
+
+    for hours in (50, 26, 2):
+        log_contact_attempt(
+            referral=referral, practitioner=pwp, outcome="no_answer", attempted_at=NOW - timedelta(hours=hours)
+        )
+    [row] = people_to_reach(practitioner=pwp, viewer=pwp)
+    assert row.invitation_needed and "Record the opt-in invitation" in row.next_step
+    sent = []
+    receiver = lambda sender, referral, actor, **kw: sent.append(referral.pk)  # noqa: E731
+    opt_in_invitation_due.connect(receiver)
+    try:
+        invitation = invite_to_opt_in(referral=referral, actor=pwp)
+        with pytest.raises(ValidationError, match="already due"):
+            invite_to_opt_in(referral=referral, actor=pwp)
+    finally:
+        opt_in_invitation_due.disconnect(receiver)
+    assert sent == [referral.pk]
+    assert (invitation.attempt, invitation.deadline) == (None, NOW.date() + timedelta(days=14))
+    [row] = people_to_reach(practitioner=pwp, viewer=pwp)
+    assert row.invitation == invitation and not row.invitation_needed
+
+
+def test_the_invitation_cannot_be_recorded_before_the_attempts_are_used_up(frozen, referral, pwp):
+    from scheduling.calls.services import invite_to_opt_in
+
+    click(referral, CallButton.NO_ANSWER, pwp)
+    with pytest.raises(ValidationError, match="Only 1 of the policy's 3"):
+        invite_to_opt_in(referral=referral, actor=pwp)
+    assert not OptInInvitation.objects.exists()

@@ -188,3 +188,21 @@ def test_login_is_required(client):
 def test_get_is_not_allowed_on_the_log_endpoint(client, pwp):
     client.force_login(pwp)
     assert client.get(reverse("calls:log")).status_code == 405
+
+
+def test_the_opt_in_invitation_button_records_it_and_needs_permission(client, pwp, other_pwp, referral):
+    from scheduling.calls.models import OptInInvitation
+    from scheduling.calls.services import log_contact_attempt
+
+    for hours in (50, 26, 2):
+        log_contact_attempt(
+            referral=referral, practitioner=pwp, outcome="busy", attempted_at=NOW - timedelta(hours=hours)
+        )
+    client.force_login(other_pwp)
+    assert client.post(reverse("calls:invite"), {"referral": referral.pk}).status_code == 403
+    client.force_login(pwp)
+    assert "Record opt-in invitation" in client.get(URL).content.decode()
+    response = client.post(reverse("calls:invite"), {"referral": referral.pk}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "Opt-in invitation recorded." in html and "Record opt-in invitation" not in html
+    assert OptInInvitation.objects.get().recorded_by == pwp

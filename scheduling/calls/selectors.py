@@ -134,6 +134,7 @@ class PersonToReach:
     undo: Undoable | None = None
     spoken_to: bool = False
     due_now: bool = False
+    invitation_needed: bool = False
     book_url: str = ""
     failed_parts: list = field(default_factory=list)
 
@@ -456,7 +457,8 @@ def people_to_reach(
             row.next_step = "Ring back at the time they asked for."
         elif len(failed) >= policy.max_attempts:
             row.reason = f"All {policy.max_attempts} attempts failed."
-            row.next_step = "Opt-in invitation due: it is recorded with the next failed attempt."
+            row.next_step = "Record the opt-in invitation (sent by SMS if the patient consents)."
+            row.invitation_needed = True
         else:
             if failed:
                 last_failed_day = timezone.localdate(failed[-1].attempted_at)

@@ -164,6 +164,28 @@ def _maybe_invite_to_opt_in(*, referral, attempt, actor, policy: ContactPolicy, 
     return invitation
 
 
+def invite_to_opt_in(*, referral: Referral, actor, now=None) -> OptInInvitation:
+    """Record that an opt-in invitation is due for a referral whose policy attempts have all failed but has
+    none yet (attempts logged before the policy applied, imported, or the policy was changed). Same record,
+    audit entry and signal as when the last failed attempt is logged on the call list."""
+    now = now or timezone.now()
+    policy = ContactPolicy.current()
+    with transaction.atomic():
+        referral = Referral.objects.select_for_update().select_related("patient").get(pk=referral.pk)
+        if referral.status == Referral.Status.DISCHARGED:
+            raise ValidationError("This referral is discharged.", code="invalid_transition")
+        failed = policy_attempts_since_last_contact(referral)
+        if len(failed) < policy.max_attempts:
+            raise ValidationError(
+                f"Only {len(failed)} of the policy's {policy.max_attempts} call attempts have failed.",
+                code="too_early",
+            )
+        invitation = _maybe_invite_to_opt_in(referral=referral, attempt=None, actor=actor, policy=policy, now=now)
+        if invitation is None:
+            raise ValidationError("An opt-in invitation is already due for this person.", code="already_invited")
+    return invitation
+
+
 def record_call_outcome(
     *,
     referral: Referral,

@@ -7,4 +7,5 @@ urlpatterns = [
     path("", views.today, name="today"),
     path("log/", views.log_outcome, name="log"),
     path("undo/", views.undo, name="undo"),
+    path("invite/", views.invite, name="invite"),
 ]

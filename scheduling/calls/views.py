@@ -16,7 +16,7 @@ from scheduling.booking.models import Appointment
 from scheduling.calls.forms import CallOutcomeForm, UndoForm
 from scheduling.calls.models import CallOutcomeEffect, ContactAttempt
 from scheduling.calls.selectors import booked_calls, call_list, people_to_reach, practitioners_viewable_by
-from scheduling.calls.services import CallButton, record_call_outcome, undo_call_outcome
+from scheduling.calls.services import CallButton, invite_to_opt_in, record_call_outcome, undo_call_outcome
 from scheduling.caseload.models import Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
 
@@ -47,7 +47,7 @@ def _book_assessment_url(referral) -> str:
 
 def _urls():
     # Reversed once per page rather than once per row (hundreds of rows on a big caseload).
-    return {"log_url": reverse("calls:log"), "undo_url": reverse("calls:undo")}
+    return {"log_url": reverse("calls:log"), "undo_url": reverse("calls:undo"), "invite_url": reverse("calls:invite")}
 
 
 def _row_context(*, practitioner_id, day, can_log: bool):
@@ -217,3 +217,27 @@ def undo(request):
         messages.success(request, f"{referral.patient.full_name}: {message}")
     anchor = f"appointment-{appointment.pk}" if appointment is not None else f"referral-{referral.pk}"
     return _redirect_back(request, anchor)
+
+
+@require_POST
+def invite(request):
+    """Record the opt-in invitation for someone whose policy attempts have all failed."""
+    referral_id = request.POST.get("referral") or ""
+    if not referral_id.isdigit():
+        return HttpResponseBadRequest("Unknown referral.")
+    referral = get_object_or_404(Referral.objects.select_related("patient", "assigned_practitioner"), pk=referral_id)
+    if not _may_log(request.user, referral.assigned_practitioner):
+        raise PermissionDenied
+    message = error = ""
+    try:
+        invite_to_opt_in(referral=referral, actor=request.user)
+        message = "Opt-in invitation recorded."
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
+    if request.headers.get("HX-Request"):
+        return _render_row(request, referral=referral, appointment=None, message=message, error=error)
+    if error:
+        messages.error(request, f"{referral.patient.full_name}: {error}")
+    else:
+        messages.success(request, f"{referral.patient.full_name}: {message}")
+    return _redirect_back(request, f"referral-{referral.pk}")
