@@ -132,3 +132,5 @@ class ServiceSettingsAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 import scheduling.booking.admin  # noqa: E402,F401  (booking configuration)
+
+from scheduling.calls import admin as calls_admin  # noqa: E402,F401  (contact policy, opt-in invitations)

@@ -2,7 +2,7 @@
 
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
 from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours  # noqa: F401
-from scheduling.calls.models import ContactAttempt, ContactAttemptUndo  # noqa: F401
+from scheduling.calls.models import CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation  # noqa: F401
 from scheduling.caseload.models import (  # noqa: F401
     AdminTask,
     AuditEntry,

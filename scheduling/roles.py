@@ -64,6 +64,9 @@ ROLE_PERMISSIONS = {
         "view_availabilityexception",
         "add_availabilityexception",
         "change_availabilityexception",
+        "view_contactpolicy",
+        "change_contactpolicy",
+        "view_optininvitation",
     ],
 }
 

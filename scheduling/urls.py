@@ -6,4 +6,5 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("referrals/", include("scheduling.caseload.urls")),
     path("booking/", include("scheduling.booking.urls")),
+    path("calls/", include("scheduling.calls.urls")),
 ]

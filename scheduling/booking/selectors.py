@@ -1,6 +1,7 @@
 """Reads for booking: free slots, course plans (no writes) and the admin worklist."""
 
 import datetime as dt
+from urllib.parse import urlencode
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -389,9 +390,33 @@ def referrals_without_assessment():
     )
 
 
-def _unbooked_referral_items(*, now) -> list[WorklistItem]:
+def _suggested_discharge_items(*, now) -> list[WorklistItem]:
+    """The contact policy's "unable to contact" suggestions (scheduling.calls), with the NHS end code to use."""
+    from scheduling.calls.selectors import referrals_suggested_for_discharge
+
     items = []
-    for referral in referrals_without_assessment():
+    for referral in referrals_suggested_for_discharge(now=now):
+        invitation = referral.opt_in_invitation
+        items.append(WorklistItem(
+            kind="suggest_discharge",
+            label=f"Suggest discharge: {referral.discharge_reason.lower()} (end code {referral.suggested_end_code})",
+            since=lenient_local_datetime(invitation.deadline, dt.time(0)) if invitation else now,
+            patient_name=referral.patient.full_name, referral_id=referral.pk,
+            action_url=reverse("caseload:discharge", args=[referral.pk])
+            + "?" + urlencode({"end_code": referral.suggested_end_code, "reason": referral.discharge_reason}),
+            action_label="Discharge",
+            detail=(f"Opt-in invitation deadline {invitation.deadline:%d %b %Y} passed with no contact" if invitation else ""),
+        ))
+    return items
+
+
+def _unbooked_referral_items(*, now) -> list[WorklistItem]:
+    from scheduling.calls.selectors import referrals_suggested_for_discharge
+
+    # A referral suggested for discharge is listed once, under that suggestion.
+    suggested = {r.pk for r in referrals_suggested_for_discharge(now=now)}
+    items = []
+    for referral in referrals_without_assessment().exclude(pk__in=suggested):
         contacted = referral.status == Referral.Status.CONTACTED
         items.append(WorklistItem(
             kind="no_assessment",
@@ -407,8 +432,7 @@ def _unbooked_referral_items(*, now) -> list[WorklistItem]:
 
 
 # Each section is a function (*, now) -> list[WorklistItem]; the worklist merges them oldest first.
-# Another capability's section (e.g. the call list's suggested discharges) is one more function here.
-WORKLIST_SECTIONS = [_task_items, _unbooked_referral_items]
+WORKLIST_SECTIONS = [_task_items, _suggested_discharge_items, _unbooked_referral_items]
 
 
 def admin_worklist(*, now=None) -> list[WorklistItem]:

@@ -69,3 +69,88 @@ class ContactAttemptUndo(models.Model):
     undone_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     undone_at = models.DateTimeField(default=timezone.now)
     reason = models.CharField(max_length=200, default="Logged by mistake")
+
+
+class ContactPolicy(models.Model):
+    """How the service tries to reach people it has not yet spoken to. A single row (pk=1) a manager
+    changes in Django admin; created with the defaults the first time it is read."""
+
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3, help_text="Call attempts before an opt-in invitation is sent."
+    )
+    min_working_days_between = models.PositiveSmallIntegerField(
+        default=1, help_text="Working days to leave between failed attempts (so attempts fall on different days)."
+    )
+    vary_time_of_day = models.BooleanField(
+        default=True, help_text="Suggest a part of the day (morning, afternoon, early evening) that has not already failed."
+    )
+    opt_in_days = models.PositiveSmallIntegerField(
+        default=14, help_text="Days the patient has to get in touch after the opt-in invitation, before discharge is suggested."
+    )
+    undo_minutes = models.PositiveSmallIntegerField(
+        default=5, help_text="Minutes during which the person who logged a call outcome can undo it."
+    )
+
+    class Meta:
+        verbose_name = "contact policy"
+        verbose_name_plural = "contact policy"
+
+    def __str__(self):
+        return "Contact policy"
+
+    def save(self, *args, **kwargs):
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def current(cls) -> "ContactPolicy":
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class OptInInvitationQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(withdrawn_at__isnull=True)
+
+
+class OptInInvitation(models.Model):
+    """Every policy attempt failed: the patient is (or should be) invited to get in touch by `deadline`.
+    Recorded whether or not an SMS can be sent; the reminders capability sends it and sets `sent_at`."""
+
+    referral = models.ForeignKey("scheduling.Referral", on_delete=models.PROTECT, related_name="opt_in_invitations")
+    # The failed attempt that used up the policy's attempts.
+    attempt = models.OneToOneField(ContactAttempt, on_delete=models.PROTECT, related_name="opt_in_invitation", null=True, blank=True)
+    due_at = models.DateTimeField(default=timezone.now)
+    deadline = models.DateField(help_text="After this day with no contact, discharge is suggested.")
+    sms_possible = models.BooleanField(default=False, help_text="Whether the patient could be sent an SMS when it fell due.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+    # Withdrawn when the attempt that made it due is undone. Never deleted.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+
+    objects = OptInInvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        indexes = [models.Index(fields=["referral", "due_at"]), models.Index(fields=["deadline"])]
+
+    def __str__(self):
+        return f"Opt-in invitation for referral {self.referral_id}, reply by {self.deadline:%d %b %Y}"
+
+
+class CallOutcomeEffect(models.Model):
+    """What one click on the call list changed besides the attempt itself, so an undo can reverse exactly
+    that (with new audited changes: nothing here or there is edited or deleted)."""
+
+    attempt = models.OneToOneField(ContactAttempt, on_delete=models.PROTECT, related_name="effect")
+    button = models.CharField(max_length=20)
+    appointment_outcome_before = models.CharField(max_length=1, blank=True)
+    appointment_outcome_after = models.CharField(max_length=1, blank=True)
+    referral_status_before = models.CharField(max_length=20)
+    referral_status_after = models.CharField(max_length=20)
+    admin_task = models.ForeignKey("scheduling.AdminTask", on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+
+    def __str__(self):
+        return f"Effect of {self.button} (attempt {self.attempt_id})"

@@ -1,14 +1,29 @@
-"""Writes to contact attempts."""
+"""Writes to contact attempts, and the call list's one-click outcomes and their undo."""
 
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q, TextChoices
 from django.utils import timezone
 
-from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import Referral
-from scheduling.caseload.services import advance_referral_to
+from scheduling.booking.models import Appointment
+from scheduling.booking.services import (
+    EARLIEST_OUTCOME_BEFORE_START,
+    correct_appointment_outcome,
+    record_appointment_outcome,
+)
+from scheduling.calls.models import CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation
+from scheduling.calls.signals import opt_in_invitation_due
+from scheduling.caseload.audit import record_change
+from scheduling.caseload.models import AdminTask, PractitionerProfile, Referral
+from scheduling.caseload.services import (
+    advance_referral_to,
+    raise_admin_task,
+    resolve_admin_task,
+    revert_referral_status,
+)
+from scheduling.codes import AttendanceOutcome
 
 Outcome = ContactAttempt.Outcome
 
@@ -68,3 +83,262 @@ def log_contact_attempt(
                 at=attempted_at,
             )
     return attempt
+
+
+# --- The call list's one-click outcomes ---------------------------------------------------------
+
+class CallButton(TextChoices):
+    """The outcome buttons on a call-list row, and the call outcome each one records."""
+
+    SPOKE = "spoke", "Spoke – session held"
+    NO_ANSWER = "no_answer", "No answer"
+    VOICEMAIL = "voicemail", "Voicemail left"
+    ENGAGED = "engaged", "Engaged"
+    WRONG_NUMBER = "wrong_number", "Wrong number / not in service"
+    CALLBACK = "callback", "Call back requested"
+    REARRANGE = "rearrange", "Patient wants to rearrange"
+    DECLINED = "declined", "Patient declined"
+
+
+BUTTON_OUTCOMES = {
+    CallButton.SPOKE: Outcome.ANSWERED,
+    CallButton.NO_ANSWER: Outcome.NO_ANSWER,
+    CallButton.VOICEMAIL: Outcome.VOICEMAIL,
+    CallButton.ENGAGED: Outcome.BUSY,
+    CallButton.WRONG_NUMBER: Outcome.WRONG_NUMBER,
+    CallButton.CALLBACK: Outcome.CALLBACK_REQUESTED,
+    CallButton.REARRANGE: Outcome.ANSWERED,
+    CallButton.DECLINED: Outcome.DECLINED,
+}
+# Tries that did not reach the patient; at a booked session they count towards a DNA.
+UNANSWERED_OUTCOMES = frozenset({Outcome.NO_ANSWER.value, Outcome.VOICEMAIL.value, Outcome.BUSY.value})
+# Failed attempts that count towards the contact policy (a wrong number is a failed attempt too).
+POLICY_FAILED_OUTCOMES = UNANSWERED_OUTCOMES | {Outcome.WRONG_NUMBER.value, Outcome.NOT_IN_SERVICE.value}
+DEFAULT_TRIES_BEFORE_DNA = 2
+
+
+def tries_before_dna_for(practitioner) -> int:
+    value = (
+        PractitionerProfile.objects.filter(user_id=getattr(practitioner, "pk", practitioner))
+        .values_list("tries_before_dna", flat=True)
+        .first()
+    )
+    return max(1, value or DEFAULT_TRIES_BEFORE_DNA)
+
+
+def policy_attempts_since_last_contact(referral) -> list[ContactAttempt]:
+    """Effective first-contact attempts (not tied to an appointment) since the last successful call."""
+    attempts = list(
+        ContactAttempt.objects.effective().filter(referral=referral).order_by("attempted_at", "id")
+    )
+    since = []
+    for attempt in attempts:
+        if attempt.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
+            since = []
+        elif attempt.appointment_id is None and attempt.outcome in POLICY_FAILED_OUTCOMES:
+            since.append(attempt)
+    return since
+
+
+def _maybe_invite_to_opt_in(*, referral, attempt, actor, policy: ContactPolicy, now) -> OptInInvitation | None:
+    failed = policy_attempts_since_last_contact(referral)
+    if len(failed) < policy.max_attempts:
+        return None
+    already = OptInInvitation.objects.active().filter(referral=referral, due_at__gte=failed[0].attempted_at).exists()
+    if already:
+        return None
+    invitation = OptInInvitation.objects.create(
+        referral=referral,
+        attempt=attempt,
+        due_at=now,
+        deadline=timezone.localdate(now) + timedelta(days=policy.opt_in_days),
+        sms_possible=referral.patient.can_receive_sms,
+        recorded_by=actor,
+        recorded_at=now,
+    )
+    record_change(
+        referral=referral, field="opt_in_invitation", old="", new="due", actor=actor, at=now,
+        reason=f"{len(failed)} call attempts failed; invited to get in touch within {policy.opt_in_days} days",
+    )
+    opt_in_invitation_due.send(sender=Referral, referral=referral, actor=actor)
+    return invitation
+
+
+def invite_to_opt_in(*, referral: Referral, actor, now=None) -> OptInInvitation:
+    """Record that an opt-in invitation is due for a referral whose policy attempts have all failed but has
+    none yet (attempts logged before the policy applied, imported, or the policy was changed). Same record,
+    audit entry and signal as when the last failed attempt is logged on the call list."""
+    now = now or timezone.now()
+    policy = ContactPolicy.current()
+    with transaction.atomic():
+        referral = Referral.objects.select_for_update().select_related("patient").get(pk=referral.pk)
+        if referral.status == Referral.Status.DISCHARGED:
+            raise ValidationError("This referral is discharged.", code="invalid_transition")
+        failed = policy_attempts_since_last_contact(referral)
+        if len(failed) < policy.max_attempts:
+            raise ValidationError(
+                f"Only {len(failed)} of the policy's {policy.max_attempts} call attempts have failed.",
+                code="too_early",
+            )
+        invitation = _maybe_invite_to_opt_in(referral=referral, attempt=None, actor=actor, policy=policy, now=now)
+        if invitation is None:
+            raise ValidationError("An opt-in invitation is already due for this person.", code="already_invited")
+    return invitation
+
+
+def record_call_outcome(
+    *,
+    referral: Referral,
+    button: str,
+    actor,
+    appointment: Appointment | None = None,
+    callback_at=None,
+    note: str = "",
+    now=None,
+) -> ContactAttempt:
+    """One click on the call list: record the attempt (by `actor`, now) and make the state change it means.
+
+    - spoke on a booked session: the appointment is attended (5); on a to-reach row the referral is contacted;
+    - no answer / voicemail / engaged at a booked session: after the practitioner's `tries_before_dna`
+      such tries within the slot, the appointment is did not attend (3);
+    - a failed first-contact attempt that uses up the contact policy makes an opt-in invitation due;
+    - wrong number raises a WRONG_NUMBER admin task; wants to rearrange raises a REARRANGE_REQUEST task.
+    """
+    now = now or timezone.now()
+    errors = {}
+    if button not in CallButton.values:
+        errors["button"] = f"'{button}' is not a call-list outcome."
+    if button == CallButton.REARRANGE and appointment is None:
+        errors["button"] = "Rearranging needs a booked appointment."
+    if button == CallButton.CALLBACK and callback_at is None:
+        errors["callback_at"] = "Enter when the patient asked to be called back."
+    if appointment is not None and appointment.referral_id != referral.pk:
+        errors["appointment"] = "That appointment belongs to another referral."
+    if appointment is not None and appointment.is_cancelled:
+        errors["appointment"] = "That appointment was cancelled."
+    if (
+        button == CallButton.SPOKE
+        and appointment is not None
+        and (appointment.outcome != AttendanceOutcome.NOT_APPLICABLE or now < appointment.start - EARLIEST_OUTCOME_BEFORE_START)
+    ):
+        errors["button"] = (
+            "This session already has an outcome." if appointment.outcome != AttendanceOutcome.NOT_APPLICABLE
+            else "A session cannot be recorded as held before it starts."
+        )
+    if errors:
+        raise ValidationError(errors)
+    policy = ContactPolicy.current()
+    with transaction.atomic():
+        status_before = Referral.objects.select_for_update().values_list("status", flat=True).get(pk=referral.pk)
+        referral.status = status_before
+        outcome_before = appointment.outcome if appointment is not None else ""
+        attempt = log_contact_attempt(
+            referral=referral, practitioner=actor, outcome=BUTTON_OUTCOMES[CallButton(button)], actor=actor,
+            appointment=appointment, attempted_at=now, callback_at=callback_at, note=note,
+        )
+        task = None
+        if appointment is not None and button == CallButton.SPOKE:
+            record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.ATTENDED, actor=actor, at=now)
+        elif (
+            appointment is not None
+            and attempt.outcome in UNANSWERED_OUTCOMES
+            and appointment.outcome == AttendanceOutcome.NOT_APPLICABLE
+            and now >= appointment.start - EARLIEST_OUTCOME_BEFORE_START
+        ):
+            tries = ContactAttempt.objects.effective().filter(
+                appointment=appointment, outcome__in=UNANSWERED_OUTCOMES,
+                attempted_at__gte=appointment.start - EARLIEST_OUTCOME_BEFORE_START,
+            ).count()
+            if tries >= tries_before_dna_for(appointment.practitioner_id):
+                record_appointment_outcome(
+                    appointment=appointment, outcome=AttendanceOutcome.DID_NOT_ATTEND, actor=actor, at=now
+                )
+        if button == CallButton.WRONG_NUMBER:
+            task = raise_admin_task(
+                kind=AdminTask.Kind.WRONG_NUMBER, source=AdminTask.Source.CALL_LIST, referral=referral,
+                appointment=appointment, actor=actor, detail="Number wrong or not in service: please check it with the patient or referrer.",
+            )
+        elif button == CallButton.REARRANGE:
+            task = raise_admin_task(
+                kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.CALL_LIST, appointment=appointment,
+                actor=actor, detail=note or "Patient asked on the phone to rearrange this appointment.",
+            )
+        if appointment is None and attempt.outcome in POLICY_FAILED_OUTCOMES:
+            _maybe_invite_to_opt_in(referral=referral, attempt=attempt, actor=actor, policy=policy, now=now)
+        if appointment is not None:
+            appointment.refresh_from_db(fields=["outcome", "outcome_recorded_at"])
+        status_after = Referral.objects.values_list("status", flat=True).get(pk=referral.pk)
+        referral.status = status_after
+        CallOutcomeEffect.objects.create(
+            attempt=attempt,
+            button=button,
+            appointment_outcome_before=outcome_before,
+            appointment_outcome_after=appointment.outcome if appointment is not None else "",
+            referral_status_before=status_before,
+            referral_status_after=status_after,
+            admin_task=task,
+        )
+    return attempt
+
+
+def undo_deadline(attempt: ContactAttempt, *, policy: ContactPolicy | None = None):
+    policy = policy or ContactPolicy.current()
+    return attempt.recorded_at + timedelta(minutes=policy.undo_minutes)
+
+
+def undo_call_outcome(*, attempt: ContactAttempt, actor, reason: str = "Logged by mistake", now=None) -> ContactAttemptUndo:
+    """Undo an accidental click: only by the person who made it, within the policy's undo window, and only
+    for the latest attempt on the referral. The attempt stays; a ContactAttemptUndo row marks it, and each
+    change the click made is reversed by a new audited change."""
+    now = now or timezone.now()
+    policy = ContactPolicy.current()
+    with transaction.atomic():
+        Referral.objects.select_for_update().filter(pk=attempt.referral_id).first()
+        attempt = ContactAttempt.objects.select_related("referral", "appointment").get(pk=attempt.pk)
+        if ContactAttemptUndo.objects.filter(attempt=attempt).exists():
+            raise ValidationError("This call outcome has already been undone.", code="already_undone")
+        if attempt.recorded_by_id != getattr(actor, "pk", None):
+            raise ValidationError("Only the person who logged this call outcome can undo it.", code="not_yours")
+        if now > undo_deadline(attempt, policy=policy):
+            raise ValidationError(
+                f"Call outcomes can only be undone within {policy.undo_minutes} minutes.", code="too_late"
+            )
+        later = ContactAttempt.objects.effective().filter(referral_id=attempt.referral_id).filter(
+            Q(attempted_at__gt=attempt.attempted_at) | Q(attempted_at=attempt.attempted_at, pk__gt=attempt.pk)
+        )
+        if later.exists():
+            raise ValidationError("A later call has been logged for this person; undo that first.", code="not_latest")
+        undo = ContactAttemptUndo.objects.create(attempt=attempt, undone_by=actor, undone_at=now, reason=reason[:200])
+        referral = attempt.referral
+        effect = CallOutcomeEffect.objects.filter(attempt=attempt).select_related("admin_task").first()
+        label = effect.button if effect else attempt.outcome
+        if effect is not None:
+            appointment = attempt.appointment
+            if appointment is not None and effect.appointment_outcome_after != effect.appointment_outcome_before:
+                appointment.refresh_from_db()
+                if appointment.outcome == effect.appointment_outcome_after:
+                    correct_appointment_outcome(
+                        appointment=appointment, outcome=effect.appointment_outcome_before, actor=actor,
+                        reason=f"Undo of call outcome '{label}'",
+                    )
+            if effect.referral_status_after != effect.referral_status_before:
+                revert_referral_status(
+                    referral=referral, from_status=effect.referral_status_after, to_status=effect.referral_status_before,
+                    actor=actor, reason=f"call outcome '{label}' undone",
+                )
+            if effect.admin_task is not None and effect.admin_task.resolved_at is None:
+                resolve_admin_task(task=effect.admin_task, actor=actor, resolution="Withdrawn: the call outcome was undone")
+        withdrawn = OptInInvitation.objects.active().filter(attempt=attempt).update(withdrawn_at=now, withdrawn_by=actor)
+        if withdrawn:
+            record_change(
+                referral=referral, field="opt_in_invitation", old="due", new="withdrawn", actor=actor, at=now,
+                reason=f"Undo: call outcome '{label}' undone",
+            )
+    return undo
+
+
+def mark_opt_in_invitation_sent(*, invitation: OptInInvitation, sent_at=None) -> OptInInvitation:
+    """For the reminders capability: the opt-in SMS was queued. Only the first call sets the time."""
+    OptInInvitation.objects.filter(pk=invitation.pk, sent_at__isnull=True).update(sent_at=sent_at or timezone.now())
+    invitation.refresh_from_db(fields=["sent_at"])
+    return invitation

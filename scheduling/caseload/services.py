@@ -181,6 +181,24 @@ def change_referral_status(*, referral: Referral, to_status: str, actor=None, re
     return referral
 
 
+def revert_referral_status(*, referral: Referral, from_status: str, to_status: str, actor, reason: str) -> bool:
+    """Put a referral back to the status it had before a change made by mistake (an undo), only while it
+    still has `from_status`. Audited like any change; discharge is never reverted here. Returns whether it moved."""
+    if not (reason or "").strip():
+        raise ValidationError({"reason": "Say why the status is being put back."})
+    if Status.DISCHARGED in (from_status, to_status) or to_status not in Status.values:
+        raise ValidationError("A discharge cannot be undone here; re-refer instead.", code="invalid_transition")
+    with transaction.atomic():
+        locked = Referral.objects.select_for_update().get(pk=referral.pk)
+        if locked.status != from_status or from_status == to_status:
+            return False
+        locked.status = to_status
+        locked.save(update_fields=["status"])
+        record_change(referral=locked, field="status", old=from_status, new=to_status, actor=actor, reason=f"Undo: {reason}")
+    referral.status = to_status
+    return True
+
+
 def advance_referral_to(
     *, referral: Referral, from_statuses: set[str], to_status: str, actor=None, reason: str = "", at=None
 ) -> bool:

@@ -6,4 +6,5 @@ app_name = "caseload"
 urlpatterns = [
     path("", views.referral_list, name="referral_list"),
     path("<int:pk>/", views.referral_detail, name="referral_detail"),
+    path("<int:pk>/discharge/", views.discharge, name="discharge"),
 ]

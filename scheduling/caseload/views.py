@@ -1,10 +1,16 @@
+from django import forms
+from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 
 from scheduling.caseload.models import Referral
 from scheduling.caseload.selectors import can_view_clinical_notes, can_view_referral, search_referrals
+from scheduling.caseload.services import discharge_referral
+from scheduling.codes import EndOfCare
+from scheduling.roles import is_admin_staff
 
 
 def referral_list(request):
@@ -45,3 +51,37 @@ def referral_detail(request, pk: int):
             "notes": referral.clinical_notes.select_related("author") if show_notes else [],
         },
     )
+
+
+class DischargeForm(forms.Form):
+    end_code = forms.ChoiceField(label="End of care (NHS code)", choices=EndOfCare.choices)
+    reason = forms.CharField(label="Reason", max_length=200)
+
+
+def discharge(request, pk: int):
+    """Discharge a referral with an NHS end-of-care code (e.g. the contact policy's "unable to contact")."""
+    if not request.user.has_perm("scheduling.discharge_referral"):
+        raise PermissionDenied
+    referral = get_object_or_404(Referral.objects.select_related("patient"), pk=pk)
+    if not can_view_referral(request.user, referral):
+        raise PermissionDenied
+    if request.method == "POST":
+        form = DischargeForm(request.POST)
+        if form.is_valid():
+            try:
+                discharge_referral(
+                    referral=referral, end_code=form.cleaned_data["end_code"], reason=form.cleaned_data["reason"],
+                    actor=request.user,
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"{referral.patient.full_name} was discharged ({referral.get_end_code_display()}).")
+                return redirect("booking:worklist" if is_admin_staff(request.user) else referral_url(referral))
+    else:
+        form = DischargeForm(initial={"end_code": request.GET.get("end_code", ""), "reason": request.GET.get("reason", "")})
+    return render(request, "caseload/discharge.html", {"referral": referral, "form": form})
+
+
+def referral_url(referral) -> str:
+    return reverse("caseload:referral_detail", args=[referral.pk])

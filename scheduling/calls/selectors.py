@@ -1,0 +1,598 @@
+"""Reads for the call list. A fixed number of queries whatever the size of the caseload or the number
+of past attempts (asserted by tests/test_call_list_queries.py)."""
+
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, When, Window
+from django.utils import timezone
+
+from scheduling.booking.models import Appointment
+from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
+from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation
+from scheduling.calls.policy import LONDON, PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
+from scheduling.calls.services import DEFAULT_TRIES_BEFORE_DNA, CallButton, POLICY_FAILED_OUTCOMES, UNANSWERED_OUTCOMES
+from scheduling.caseload.models import AdminTask, CaseloadCover, PractitionerProfile, Referral
+from scheduling.caseload.selectors import can_view_all_caseloads
+from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
+
+Status = Referral.Status
+Outcome = ContactAttempt.Outcome
+# Referrals the contact policy works on: not yet (or no longer) reachable before treatment starts.
+TO_REACH_STATUSES = [Status.AWAITING_CONTACT, Status.CONTACTED, Status.ASSESSED]
+# A course is 1 assessment + 7 treatment sessions unless more are booked (see DOMAIN.md).
+DEFAULT_COURSE_SESSIONS = 8
+ASSESSMENT_STARTED_OUTCOMES = ["5", "6", "7"]
+
+
+@dataclass
+class AttemptInfo:
+    pk: int
+    attempted_at: datetime
+    outcome: str
+    appointment_id: int | None
+    callback_at: datetime | None
+    recorded_by_id: int | None
+    recorded_at: datetime
+    button: str = ""
+
+    @property
+    def outcome_label(self) -> str:
+        return Outcome(self.outcome).label
+
+    @property
+    def action_label(self) -> str:
+        """What was clicked ("Patient wants to rearrange"), else the call outcome."""
+        if self.button == CallButton.SPOKE and self.appointment_id is None:
+            return "Spoke to patient"
+        return CallButton(self.button).label if self.button in CallButton.values else self.outcome_label
+
+    @property
+    def was_successful(self) -> bool:
+        return self.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES
+
+
+_ATTEMPT_FIELDS = ["pk", "attempted_at", "outcome", "appointment_id", "callback_at", "recorded_by_id", "recorded_at"]
+
+
+def _attempts_by(qs, key: str):
+    grouped = {}
+    for row in qs.values_list(*_ATTEMPT_FIELDS, key):
+        grouped.setdefault(row[-1], []).append(AttemptInfo(*row[:-1]))
+    return grouped
+
+
+@dataclass
+class Undoable:
+    attempt_pk: int
+    label: str
+    until: datetime
+
+
+def _undoable(last: AttemptInfo | None, *, viewer, now, policy) -> Undoable | None:
+    if last is None or viewer is None or last.recorded_by_id != viewer.pk:
+        return None
+    until = last.recorded_at + timedelta(minutes=policy.undo_minutes)
+    if now > until:
+        return None
+    return Undoable(attempt_pk=last.pk, label=last.action_label, until=until)
+
+
+@dataclass
+class BookedCall:
+    appointment: Appointment
+    referral: Referral
+    age: int
+    session_label: str
+    attempts_for_appointment: int
+    attempts_for_referral: int
+    unanswered_tries: int
+    tries_before_dna: int
+    confirmed_by_sms: bool
+    rearrange_requested: bool
+    state: str  # upcoming, now, past (no outcome yet), done (has an outcome)
+    last_attempt: AttemptInfo | None
+    undo: Undoable | None
+
+    kind = "booked"
+
+    @property
+    def patient(self):
+        return self.referral.patient
+
+    @property
+    def row_id(self) -> str:
+        return f"appointment-{self.appointment.pk}"
+
+    @property
+    def state_label(self) -> str:
+        if self.state == "done":
+            return f"Done: {self.appointment.get_outcome_display()}"
+        return {"upcoming": "Upcoming", "now": "Due now", "past": "Past: no outcome recorded"}[self.state]
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != "done"
+
+
+@dataclass
+class PersonToReach:
+    referral: Referral
+    age: int
+    due_at: datetime
+    reason: str
+    next_step: str
+    failed_attempts: int
+    max_attempts: int
+    attempts_for_referral: int
+    suggested_part: str = ""
+    invitation: OptInInvitation | None = None
+    suggest_discharge: bool = False
+    suggested_end_code: str = ""
+    last_attempt: AttemptInfo | None = None
+    undo: Undoable | None = None
+    spoken_to: bool = False
+    due_now: bool = False
+    invitation_needed: bool = False
+    book_url: str = ""
+    failed_parts: list = field(default_factory=list)
+
+    kind = "reach"
+
+    @property
+    def patient(self):
+        return self.referral.patient
+
+    @property
+    def row_id(self) -> str:
+        return f"referral-{self.referral.pk}"
+
+    @property
+    def sms_possible(self) -> bool:
+        return self.referral.patient.can_receive_sms
+
+    @property
+    def suggested_end_label(self) -> str:
+        return EndOfCare(self.suggested_end_code).label if self.suggested_end_code else ""
+
+    @property
+    def is_open(self) -> bool:
+        return not self.spoken_to
+
+    @property
+    def offers_booking(self) -> bool:
+        """Just got through to someone who still needs an assessment booked."""
+        return bool(
+            self.spoken_to
+            and self.last_attempt
+            and self.last_attempt.outcome == Outcome.ANSWERED
+            and self.referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
+        )
+
+
+@dataclass
+class CallList:
+    practitioner: object
+    day: object
+    now: datetime
+    booked: list
+    to_reach: list
+    policy: ContactPolicy
+
+
+def local_day_bounds(day):
+    start = datetime.combine(day, time(0), tzinfo=LONDON)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=LONDON)
+    return start, end
+
+
+def _session_label(appointment: Appointment, total: int) -> str:
+    if appointment.appointment_type == AppointmentType.ASSESSMENT:
+        return "Initial assessment"
+    if appointment.appointment_type == AppointmentType.REVIEW:
+        return "Review" + (f" (session {appointment.session_number})" if appointment.session_number else "")
+    if appointment.session_number:
+        return f"Session {appointment.session_number} of {max(total, appointment.session_number)}"
+    return "Treatment session"
+
+
+def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appointment_ids=None) -> list[BookedCall]:
+    now = now or timezone.now()
+    policy = policy or ContactPolicy.current()
+    if appointment_ids is not None:
+        appointments = Appointment.objects.filter(pk__in=appointment_ids)
+    else:
+        start, end = local_day_bounds(day)
+        appointments = Appointment.objects.not_cancelled().filter(
+            practitioner=practitioner, start__gte=start, start__lt=end
+        )
+    appointments = list(appointments.select_related("referral__patient").order_by("start", "id"))
+    if not appointments:
+        return []
+    ids = [a.pk for a in appointments]
+    referral_ids = {a.referral_id for a in appointments}
+    effective = ContactAttempt.objects.effective()
+    by_appointment = _attempts_by(
+        effective.filter(appointment_id__in=ids).order_by("attempted_at", "id"), "appointment_id"
+    )
+    referral_counts = dict(
+        effective.filter(referral_id__in=referral_ids)
+        .order_by()
+        .values("referral_id")
+        .annotate(n=Count("id"))
+        .values_list("referral_id", "n")
+    )
+    rearrange = set(
+        AdminTask.objects.filter(
+            kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True, appointment_id__in=ids
+        ).values_list("appointment_id", flat=True)
+    )
+    totals = dict(
+        Appointment.objects.not_cancelled()
+        .filter(referral_id__in=referral_ids)
+        .exclude(appointment_type=AppointmentType.REVIEW)
+        .order_by()
+        .values("referral_id")
+        .annotate(m=Max("session_number"))
+        .values_list("referral_id", "m")
+    )
+    tries = dict(
+        PractitionerProfile.objects.filter(user_id__in={a.practitioner_id for a in appointments}).values_list(
+            "user_id", "tries_before_dna"
+        )
+    )
+    # Latest attempt on each referral (any appointment or none), to offer undo only on the latest.
+    latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
+    rows = []
+    for a in appointments:
+        attempts = by_appointment.get(a.pk, [])
+        in_slot = [
+            t
+            for t in attempts
+            if t.outcome in UNANSWERED_OUTCOMES and t.attempted_at >= a.start - EARLIEST_OUTCOME_BEFORE_START
+        ]
+        if a.outcome != AttendanceOutcome.NOT_APPLICABLE:
+            state = "done"
+        elif now > a.end:
+            state = "past"
+        elif now >= a.start - EARLIEST_OUTCOME_BEFORE_START:
+            state = "now"
+        else:
+            state = "upcoming"
+        last = attempts[-1] if attempts else None
+        latest_on_referral = latest.get(a.referral_id)
+        undo = None
+        if last is not None and latest_on_referral is not None and latest_on_referral.pk == last.pk:
+            undo = _undoable(latest_on_referral, viewer=viewer, now=now, policy=policy)
+        rows.append(
+            BookedCall(
+                appointment=a,
+                referral=a.referral,
+                age=a.referral.patient.age_on(timezone.localdate(a.start)),
+                session_label=_session_label(a, max(totals.get(a.referral_id) or 0, DEFAULT_COURSE_SESSIONS)),
+                attempts_for_appointment=len(attempts),
+                attempts_for_referral=referral_counts.get(a.referral_id, 0),
+                unanswered_tries=len(in_slot),
+                tries_before_dna=max(1, tries.get(a.practitioner_id) or DEFAULT_TRIES_BEFORE_DNA),
+                confirmed_by_sms=a.confirmed_at is not None,
+                rearrange_requested=a.pk in rearrange,
+                state=state,
+                last_attempt=last,
+                undo=undo,
+            )
+        )
+    return rows
+
+
+def _latest_attempts(referral_ids, *, since) -> dict:
+    """The latest effective attempt per referral, among those recorded since `since` (undo candidates),
+    with the call-list button that recorded it (if any)."""
+    latest = {}
+    qs = ContactAttempt.objects.effective().filter(referral_id__in=referral_ids, recorded_at__gte=since)
+    later = (
+        ContactAttempt.objects.effective()
+        .filter(referral_id=OuterRef("referral_id"))
+        .filter(
+            Q(attempted_at__gt=OuterRef("attempted_at"))
+            | Q(attempted_at=OuterRef("attempted_at"), pk__gt=OuterRef("pk"))
+        )
+    )
+    rows = (
+        qs.exclude(Exists(later))
+        .order_by("attempted_at", "id")
+        .values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id")
+    )
+    for row in rows:
+        info = AttemptInfo(*row[:-2])
+        info.button = row[-2] or ""
+        latest[row[-1]] = info
+    return latest
+
+
+def _end_code(*, status: str, assessment_started: bool) -> str:
+    if assessment_started or status == Status.ASSESSED:
+        return EndOfCare.INCOMPLETE_ASSESSMENT.value
+    return EndOfCare.NOT_ASSESSED.value
+
+
+def _assessment_started():
+    return Exists(
+        Appointment.objects.filter(
+            referral_id=OuterRef("pk"),
+            appointment_type=AppointmentType.ASSESSMENT,
+            outcome__in=ASSESSMENT_STARTED_OUTCOMES,
+        )
+    )
+
+
+def _nothing_pending():
+    return ~Exists(Appointment.objects.filter(referral_id=OuterRef("pk"), outcome=AttendanceOutcome.NOT_APPLICABLE))
+
+
+def _fmt_local(moment: datetime) -> str:
+    local = moment.astimezone(LONDON)
+    return f"{local:%a} {local.day} {local:%b} {local:%H:%M}"
+
+
+def people_to_reach(
+    *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False
+) -> list[PersonToReach]:
+    """Referrals awaiting first contact, or whose last attempts failed, ordered by when the next attempt is due."""
+    now = now or timezone.now()
+    policy = policy or ContactPolicy.current()
+    today = timezone.localdate(now)
+    referrals = Referral.objects.select_related("patient").annotate(
+        assessment_started=_assessment_started(),
+        last_missed_at=Subquery(
+            Appointment.objects.filter(referral_id=OuterRef("pk"), outcome__in=sorted(MISSED_OUTCOMES))
+            .order_by("-start")
+            .values("start")[:1]
+        ),
+    )
+    if referral_ids is not None:
+        referrals = referrals.filter(pk__in=referral_ids)
+    else:
+        referrals = referrals.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(
+            _nothing_pending()
+        )
+    referrals = list(referrals)
+    if not referrals:
+        return []
+    ids = [r.pk for r in referrals]
+    effective = ContactAttempt.objects.effective()
+    # Attempts since (and including) each referral's last successful contact (nothing older matters), and
+    # each referral's total, in one query: window functions over the referral's effective attempts.
+    success_at = Case(When(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES), then=F("attempted_at")))
+    windowed = (
+        effective.filter(referral_id__in=ids)
+        .annotate(
+            last_success_at=Window(Max(success_at), partition_by=[F("referral_id")]),
+            referral_total=Window(Count("id"), partition_by=[F("referral_id")]),
+        )
+        .filter(Q(last_success_at__isnull=True) | Q(attempted_at__gte=F("last_success_at")))
+        .order_by("attempted_at", "id")
+    )
+    recent, counts = {}, {}
+    for row in windowed.values_list(*_ATTEMPT_FIELDS, "referral_id", "referral_total"):
+        recent.setdefault(row[-2], []).append(AttemptInfo(*row[:-2]))
+        counts[row[-2]] = row[-1]
+    invitations = {}
+    for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
+        invitations[invitation.referral_id] = invitation  # the latest wins
+    rows = []
+    for referral in referrals:
+        attempts = recent.get(referral.pk, [])
+        last_success = attempts[0] if attempts and attempts[0].was_successful else None
+        failed = [t for t in attempts if t.appointment_id is None and t.outcome in POLICY_FAILED_OUTCOMES]
+        invitation = invitations.get(referral.pk)
+        if invitation is not None and last_success is not None and last_success.attempted_at >= invitation.due_at:
+            invitation = None
+        last = attempts[-1] if attempts else None
+        callback = last if last is not None and last.outcome == Outcome.CALLBACK_REQUESTED else None
+        spoken = last is not None and last.outcome in (Outcome.ANSWERED, Outcome.DECLINED)
+        missed = referral.last_missed_at is not None and (last is None or last.attempted_at < referral.last_missed_at)
+        if missed:
+            spoken = False
+        # Whoever just got through keeps the row (with its undo and next step) until the undo window closes.
+        just_spoken = spoken and _undoable(last, viewer=viewer, now=now, policy=policy) is not None
+        if referral_ids is None and not just_spoken:
+            if referral.status != Status.AWAITING_CONTACT and not (failed or callback or invitation or missed):
+                continue
+            if spoken and not include_spoken:
+                continue
+        patient = referral.patient
+        failed_parts = [p for p in (part_of_day(t.attempted_at) for t in failed) if p]
+        row = PersonToReach(
+            referral=referral,
+            age=patient.age_on(today),
+            due_at=now,
+            reason="",
+            next_step="",
+            failed_attempts=len(failed),
+            max_attempts=policy.max_attempts,
+            attempts_for_referral=counts.get(referral.pk, 0),
+            invitation=invitation,
+            last_attempt=last,
+            spoken_to=spoken,
+            failed_parts=failed_parts,
+        )
+        if spoken:
+            row.due_at = last.attempted_at
+            if last.outcome == Outcome.DECLINED:
+                row.reason = "Spoke to the patient: they declined."
+                row.next_step = "Admin staff discharge the referral."
+            else:
+                row.reason = "Spoke to the patient."
+                row.next_step = (
+                    "Book the initial assessment."
+                    if referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
+                    else "Book the next session."
+                )
+        elif invitation is not None:
+            if today > invitation.deadline:
+                row.suggest_discharge = True
+                row.suggested_end_code = _end_code(
+                    status=referral.status, assessment_started=referral.assessment_started
+                )
+                row.due_at = datetime.combine(invitation.deadline + timedelta(days=1), time(0), tzinfo=LONDON)
+                row.reason = f"{len(failed)} attempts failed and no reply to the opt-in invitation by {invitation.deadline:%d %b %Y}."
+                row.next_step = f"Suggest discharge: unable to contact (NHS end code {row.suggested_end_code})."
+            else:
+                row.due_at = datetime.combine(invitation.deadline, time(23, 59), tzinfo=LONDON)
+                sent = (
+                    "sent"
+                    if invitation.sent_at
+                    else (
+                        "due to be sent by SMS"
+                        if patient.can_receive_sms
+                        else "due, but no SMS can be sent (no consent, opted out or no mobile): write or ring"
+                    )
+                )
+                row.reason = f"{len(failed)} attempts failed; opt-in invitation {sent}."
+                row.next_step = f"Wait for the patient to get in touch by {invitation.deadline:%a %d %b %Y}."
+        elif callback is not None:
+            row.due_at = callback.callback_at
+            row.reason = f"Asked to be called back at {_fmt_local(callback.callback_at)}."
+            row.next_step = "Ring back at the time they asked for."
+        elif len(failed) >= policy.max_attempts:
+            row.reason = f"All {policy.max_attempts} attempts failed."
+            row.next_step = "Record the opt-in invitation (sent by SMS if the patient consents)."
+            row.invitation_needed = True
+        else:
+            if failed:
+                last_failed_day = timezone.localdate(failed[-1].attempted_at)
+                earliest = add_working_days(last_failed_day, policy.min_working_days_between)
+                tried = ", ".join(PART_LABELS.get(p, p) for p in dict.fromkeys(failed_parts)) or "outside working hours"
+                row.reason = f"{len(failed)} of {policy.max_attempts} attempts failed (tried: {tried})."
+            elif missed:
+                earliest = today
+                row.reason = f"Missed the appointment on {timezone.localtime(referral.last_missed_at):%d %b %Y}: needs reaching to rebook."
+            else:
+                earliest = today
+                row.reason = f"Awaiting first contact since {referral.received_on:%d %b %Y}."
+            suggested, part = suggest_next_attempt(
+                earliest=earliest,
+                now=now,
+                failed_parts=failed_parts,
+                preferred_days=patient.preferred_days,
+                preferred_times=patient.preferred_times,
+                vary_time_of_day=policy.vary_time_of_day,
+            )
+            row.due_at = suggested
+            row.suggested_part = part
+            row.next_step = f"Attempt {len(failed) + 1} of {policy.max_attempts}: try {PART_LABELS.get(part, part)}, {_fmt_local(suggested)}."
+        rows.append(row)
+    # Latest attempt per referral for undo (only the latest attempt on a referral can be undone).
+    latest = _latest_attempts(ids, since=now - timedelta(minutes=policy.undo_minutes))
+    for row in rows:
+        if (
+            row.last_attempt is not None
+            and latest.get(row.referral.pk)
+            and latest[row.referral.pk].pk == row.last_attempt.pk
+        ):
+            row.undo = _undoable(latest[row.referral.pk], viewer=viewer, now=now, policy=policy)
+    for row in rows:
+        row.due_now = row.due_at <= now
+    rows.sort(key=lambda r: (r.due_at, r.referral.received_on, r.referral.pk))
+    return rows
+
+
+def call_list(*, practitioner, day, viewer=None, now=None) -> CallList:
+    now = now or timezone.now()
+    policy = ContactPolicy.current()
+    is_today = day == timezone.localdate(now)
+    return CallList(
+        practitioner=practitioner,
+        day=day,
+        now=now,
+        booked=booked_calls(practitioner=practitioner, day=day, viewer=viewer, now=now, policy=policy),
+        to_reach=people_to_reach(practitioner=practitioner, viewer=viewer, now=now, policy=policy) if is_today else [],
+        policy=policy,
+    )
+
+
+def _declined_end_code(*, status: str, assessment_started: bool) -> str:
+    if status == Status.IN_TREATMENT:
+        return EndOfCare.ENDED_BY_PATIENT.value
+    if status == Status.ASSESSED:
+        return EndOfCare.DECLINED_TREATMENT.value
+    return _end_code(status=status, assessment_started=assessment_started)
+
+
+def referrals_suggested_for_discharge(*, now=None, include_declined: bool = False) -> list[Referral]:
+    """Open referrals the contact policy suggests discharging as "unable to contact": every attempt failed,
+    the opt-in invitation's deadline has passed and nobody got through since. Each carries
+    `suggested_end_code` (50 never assessed, 16 assessment started), `opt_in_invitation` and `discharge_reason`.
+
+    With include_declined=True, also referrals whose latest call was "patient declined" (discharge_reason
+    "Declined"; end code 50 before assessment, 14 after it, 48 during treatment; opt_in_invitation None)."""
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    contacted_since = ContactAttempt.objects.effective().filter(
+        referral_id=OuterRef("referral_id"),
+        outcome__in=ContactAttempt.SUCCESSFUL_OUTCOMES,
+        attempted_at__gte=OuterRef("due_at"),
+    )
+    invitations = (
+        OptInInvitation.objects.active()
+        .filter(deadline__lt=today, referral__status__in=TO_REACH_STATUSES)
+        .exclude(Exists(contacted_since))
+        .filter(
+            ~Exists(
+                Appointment.objects.filter(
+                    referral_id=OuterRef("referral_id"), outcome=AttendanceOutcome.NOT_APPLICABLE
+                )
+            )
+        )
+        .order_by("deadline", "id")
+    )
+    latest = {i.referral_id: i for i in invitations}
+    declined_ids = set()
+    if include_declined:
+        latest_outcome = Subquery(
+            ContactAttempt.objects.effective()
+            .filter(referral_id=OuterRef("pk"))
+            .order_by("-attempted_at", "-id")
+            .values("outcome")[:1]
+        )
+        declined_ids = set(
+            Referral.objects.filter(status__in=Referral.OPEN_STATUSES)
+            .annotate(latest_outcome=latest_outcome)
+            .filter(latest_outcome=Outcome.DECLINED)
+            .values_list("pk", flat=True)
+        )
+    referrals = (
+        Referral.objects.filter(pk__in=set(latest) | declined_ids)
+        .select_related("patient", "assigned_practitioner")
+        .annotate(assessment_started=_assessment_started())
+        .order_by("received_on", "id")
+    )
+    result = []
+    for referral in referrals:
+        if referral.pk in declined_ids:
+            referral.opt_in_invitation = None
+            referral.suggested_end_code = _declined_end_code(
+                status=referral.status, assessment_started=referral.assessment_started
+            )
+            referral.discharge_reason = "Declined"
+        else:
+            referral.opt_in_invitation = latest[referral.pk]
+            referral.suggested_end_code = _end_code(
+                status=referral.status, assessment_started=referral.assessment_started
+            )
+            referral.discharge_reason = "Unable to contact"
+        result.append(referral)
+    return result
+
+
+def practitioners_viewable_by(user, *, on_date=None):
+    """Whose call lists `user` may open: everyone's for managers and admin staff; own and covered for PWPs."""
+    users = get_user_model().objects.filter(practitioner__isnull=False, practitioner__is_active_clinician=True)
+    if can_view_all_caseloads(user):
+        return users.order_by("first_name", "last_name")
+    on_date = on_date or timezone.localdate()
+    covered = CaseloadCover.objects.filter(covering=user, starts_on__lte=on_date, ends_on__gte=on_date).values(
+        "covered_id"
+    )
+    return get_user_model().objects.filter(Q(pk=user.pk) | Q(pk__in=covered)).order_by("first_name", "last_name")

@@ -1,0 +1,78 @@
+"""The call list's query count does not grow with the caseload or the number of past attempts."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from scheduling.booking.services import book_appointment
+from scheduling.calls.models import ContactAttempt, OptInInvitation
+from scheduling.calls.services import CallButton, record_call_outcome
+from tests.factories import london, make_referral
+
+pytestmark = pytest.mark.django_db
+NOW = london(2026, 3, 10, 15, 0)
+QUERY_BOUND = 24
+OUTCOMES = ["no_answer", "voicemail", "busy", "answered", "wrong_number", "callback_requested"]
+
+
+def grow_caseload(pwp, admin_user, *, patients: int, attempts_each: int, start_index: int):
+    referrals = [
+        make_referral(pwp, actor=admin_user, received_on=NOW.date() - timedelta(days=30)) for _ in range(patients)
+    ]
+    rows = []
+    for n, referral in enumerate(referrals):
+        for k in range(attempts_each):
+            at = NOW - timedelta(days=29 - k % 28, hours=k % 7)
+            outcome = OUTCOMES[(n + k) % len(OUTCOMES)]
+            rows.append(
+                ContactAttempt(
+                    referral=referral,
+                    practitioner=pwp,
+                    recorded_by=pwp,
+                    attempted_at=at,
+                    outcome=outcome,
+                    callback_at=at + timedelta(hours=1) if outcome == "callback_requested" else None,
+                )
+            )
+    # Bulk insert: past history only matters here for its size (the services are tested elsewhere).
+    ContactAttempt.objects.bulk_create(rows)
+    # Some booked sessions today, one with attempts and a rearrange request; some opt-in invitations.
+    for i, referral in enumerate(referrals[:3]):
+        appt = book_appointment(
+            referral=referral,
+            practitioner=pwp,
+            appointment_type="assessment",
+            start=NOW + timedelta(minutes=60 * i + 70 * start_index),
+            actor=admin_user,
+        )
+        record_call_outcome(referral=referral, button=CallButton.NO_ANSWER, actor=pwp, appointment=appt)
+        if i == 0:
+            record_call_outcome(referral=referral, button=CallButton.REARRANGE, actor=pwp, appointment=appt)
+    for referral in referrals[3:5]:
+        OptInInvitation.objects.create(referral=referral, deadline=NOW.date() - timedelta(days=1))
+    record_call_outcome(referral=referrals[-1], button=CallButton.NO_ANSWER, actor=pwp)
+
+
+def render_count(client, pwp):
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(reverse("calls:today") + f"?practitioner={pwp.pk}")
+    assert response.status_code == 200
+    return len(ctx.captured_queries), response.content.decode()
+
+
+def test_the_call_list_needs_the_same_queries_for_5_and_200_patients(client, pwp, admin_user):
+    with time_machine.travel(NOW, tick=False):
+        client.force_login(pwp)
+        grow_caseload(pwp, admin_user, patients=5, attempts_each=20, start_index=0)
+        small, html_small = render_count(client, pwp)
+        grow_caseload(pwp, admin_user, patients=195, attempts_each=20, start_index=4)
+        large, html_large = render_count(client, pwp)
+    assert ContactAttempt.objects.count() > 4000
+    assert html_large.count('class="call-row') > html_small.count('class="call-row') >= 5
+    assert "Suggest discharge" in html_large and "Asked to rearrange" in html_large
+    assert small == large, (small, large)
+    assert large <= QUERY_BOUND
