@@ -5,4 +5,5 @@ from scheduling import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("referrals/", include("scheduling.caseload.urls")),
+    path("reports/", include("scheduling.reports.urls")),
 ]
