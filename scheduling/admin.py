@@ -131,3 +131,4 @@ class ServiceSettingsAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+from scheduling.reports import admin as reports_admin  # noqa: E402,F401

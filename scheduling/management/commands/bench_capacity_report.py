@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import ContactAttempt
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, ServiceSettings, Team
-from scheduling.reports.selectors import ReportParams, build_report
+from scheduling.reports.selectors import ReportParams, build_report, report_session
 
 LONDON = ZoneInfo("Europe/London")
 SOURCES = ["A1", "A1", "A1", "A3", "B1", "H2", "H2", "M7"]
@@ -176,7 +176,7 @@ class Command(BaseCommand):
         return times, value
 
     def _hand_written(self, params, settings):
-        with connection.cursor() as cursor:
+        with report_session(), connection.cursor() as cursor:  # same session settings as the report (JIT off)
             cursor.execute(
                 HAND_WRITTEN_SQL,
                 {
@@ -225,11 +225,15 @@ class Command(BaseCommand):
             practitioner = self.practitioners[r % len(self.practitioners)]
             # Received so that the whole course (assessment ~2 weeks later, then weekly) stays inside the year.
             received = first_day + timedelta(days=rng.randrange(0, 365 - 50))
+            first = datetime.datetime.combine(received + timedelta(days=rng.randrange(7, 21)), datetime.time(rng.randrange(9, 17)), LONDON)
+            # Courses that ended more than two weeks ago are discharged (completed); the rest stay open.
+            ended_on = first.date() + timedelta(days=7 * 4 + 14)
+            finished = ended_on < self.last_day
             referrals.append(
                 cr.row(id=rid, patient_id=pid, source=rng.choice(SOURCES), received_on=received, reason="Synthetic benchmark",
-                       assigned_practitioner_id=practitioner, status="in_treatment")
+                       assigned_practitioner_id=practitioner, status="discharged" if finished else "in_treatment",
+                       end_code="46" if finished else "", ended_on=ended_on if finished else None)
             )
-            first = datetime.datetime.combine(received + timedelta(days=rng.randrange(7, 21)), datetime.time(rng.randrange(9, 17)), LONDON)
             for k in range(5):
                 aid = appointment_id + r * 5 + k
                 start = first + timedelta(days=7 * k)
