@@ -263,3 +263,25 @@ def test_a_period_ending_before_it_starts_is_refused(manager_client):
     page = get(manager_client, reverse("reports:capacity"), **{"from": "2026-03-29", "to": "2026-03-23"})
     assert page.status_code == 400
     assert "before its start" in page.content.decode()
+
+
+@pytest.mark.browser
+def test_a_manager_follows_a_chart_bar_to_its_rows_without_javascript_at_phone_width(transactional_db, service, live_server, browser_without_js, client):
+    from django.conf import settings as django_settings
+    from selenium.webdriver.common.by import By
+
+    manager = make_user("manager.one", roles.MANAGER)
+    client.force_login(manager)
+    driver = browser_without_js
+    driver.set_window_size(390, 900)
+    driver.get(live_server.url + "/login/")
+    driver.add_cookie({"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value, "path": "/"})
+    driver.get(f"{live_server.url}{reverse('reports:capacity')}?from=2026-03-23&to=2026-03-29")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Capacity and slot wastage"
+    bars = driver.find_elements(By.CSS_SELECTOR, "figure svg a")
+    assert len(bars) >= 5
+    assert driver.find_element(By.CSS_SELECTOR, "figure svg").size["width"] <= 390
+    dna_link = driver.find_element(By.XPATH, "//th[normalize-space()='Did not attend (3, 7)']/following-sibling::td/a")
+    dna_link.click()
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Did not attend (3, 7)"
+    assert "Minutes: 105" in driver.find_element(By.CSS_SELECTOR, "p.meta").text

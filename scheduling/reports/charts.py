@@ -47,7 +47,7 @@ def _axis(ticks_top: int, *, left: int, top: int, width: int, height: int, unit:
 
 def weekly_lost_chart(weeks: list[dict], link_for) -> str:
     """Stacked bars of lost minutes per week, one segment per cause. link_for(week, cause) -> URL."""
-    left, top, plot_w, plot_h = 56, 12, 640, 200
+    left, top, plot_w, plot_h = 56, 24, 640, 200
     width, height = left + plot_w + 10, top + plot_h + 60
     n = max(len(weeks), 1)
     slot = plot_w / n
@@ -85,7 +85,7 @@ def weekly_lost_chart(weeks: list[dict], link_for) -> str:
         parts.append(f'<rect x="{lx}" y="{height - 22}" width="12" height="12" fill="{_fill(cause)}" stroke="#0b0c0c" stroke-width="0.5"/>')
         parts.append(f'<text x="{lx + 16}" y="{height - 12}" font-size="11">{escape(label)}</text>')
         lx += 30 + len(label) * 6
-    parts.append(f'<text x="4" y="{top + 10}" font-size="11">min</text>')
+    parts.append('<text x="4" y="11" font-size="11">minutes</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
