@@ -285,3 +285,10 @@ def test_a_manager_follows_a_chart_bar_to_its_rows_without_javascript_at_phone_w
     dna_link.click()
     assert driver.find_element(By.TAG_NAME, "h1").text == "Did not attend (3, 7)"
     assert "Minutes: 105" in driver.find_element(By.CSS_SELECTOR, "p.meta").text
+
+
+def test_the_rows_behind_late_cancellations_show_the_notice_given(manager_client):
+    page = get(manager_client, reverse("reports:rows"), figure="late_cancellation", **{"from": "2026-03-23", "to": "2026-03-29"})
+    assert "23 h 59 min notice" in page.content.decode()
+    released = get(manager_client, reverse("reports:rows"), figure="booked", **{"from": "2026-03-23", "to": "2026-03-29"})
+    assert "24 h 00 min" not in released.content.decode()  # the cancellation exactly at the threshold is not booked

@@ -119,6 +119,15 @@ def export(request, fmt: str):
     return response
 
 
+def _notice_text(notice) -> str:
+    if notice is None:
+        return ""
+    minutes = int(notice.total_seconds() // 60)
+    sign = "-" if minutes < 0 else ""
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{sign}{hours} h {minutes:02d} min"
+
+
 def rows(request):
     """The rows behind one figure, with the same conditions the figure was computed from."""
     _require_reports(request)
@@ -159,6 +168,9 @@ def rows(request):
             title += f", within {within} days of referral"
         qs = qs.select_related("referral__patient", "practitioner")
     page = Paginator(qs, 100).get_page(request.GET.get("page"))
+    if kind == "appointments":
+        for appointment in page:
+            appointment.notice_text = _notice_text(appointment.notice_given)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
