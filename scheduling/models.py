@@ -14,3 +14,4 @@ from scheduling.caseload.models import (  # noqa: F401
     ServiceSettings,
     Team,
 )
+from scheduling.reports.models import ImportedEvent  # noqa: F401

@@ -7,4 +7,5 @@ urlpatterns = [
     path("referrals/", include("scheduling.caseload.urls")),
     path("booking/", include("scheduling.booking.urls")),
     path("calls/", include("scheduling.calls.urls")),
+    path("reports/", include("scheduling.reports.urls")),
 ]

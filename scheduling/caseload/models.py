@@ -79,7 +79,7 @@ class Patient(models.Model):
     nhs_number = models.CharField("NHS number", max_length=10, unique=True)
     given_name = models.CharField(max_length=100)
     family_name = models.CharField(max_length=100)
-    date_of_birth = models.DateField()
+    date_of_birth = models.DateField(null=True, blank=True)  # nullable: the activity import has no date of birth
     # E.164 ("+447700900123"); validated and normalised by scheduling.caseload.phones.
     mobile_phone = models.CharField(max_length=16, blank=True)
     mobile_is_mobile = models.BooleanField(default=False, editable=False)
@@ -112,8 +112,10 @@ class Patient(models.Model):
         n = self.nhs_number
         return f"{n[:3]} {n[3:6]} {n[6:]}"
 
-    def age_on(self, day) -> int:
+    def age_on(self, day) -> int | None:
         dob = self.date_of_birth
+        if dob is None:
+            return None
         return day.year - dob.year - ((day.month, day.day) < (dob.month, dob.day))
 
     @property

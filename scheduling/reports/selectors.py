@@ -1,0 +1,522 @@
+"""Capacity and slot-wastage figures. Every number is computed by the database (aggregates, subqueries and
+window functions) and the same conditions select the rows behind each figure, so any figure can be checked
+by hand. The definitions are written out in docs/capacity-report.md; keep the two in step."""
+
+from __future__ import annotations
+
+import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import (
+    Count,
+    DateField,
+    Exists,
+    F,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    Window,
+)
+from django.db.models.functions import Coalesce, RowNumber, TruncDate, TruncWeek
+from django.utils import timezone
+
+from scheduling.booking.models import Appointment
+from scheduling.calls.models import ContactAttempt
+from scheduling.caseload.models import Referral, ServiceSettings
+from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome
+
+LONDON = ZoneInfo("Europe/London")
+LOST_CAUSES = ("dna", "late_cancellation", "service_cancellation", "failed_calls")
+APPOINTMENT_CAUSES = ("dna", "late_cancellation", "service_cancellation")
+# "Equivalent sessions lost" divides lost minutes by one treatment session (codes.DEFAULT_DURATION_MINUTES).
+SESSION_MINUTES = 45
+SIX_WEEKS_DAYS = 42
+EIGHTEEN_WEEKS_DAYS = 126
+LONGEST_HELD_LIMIT = 20
+CONTACT_BUCKETS = ("0", "1", "2", "3", "4+")
+_ATTENDED = sorted(ATTENDED_OUTCOMES)
+_MISSED = [AttendanceOutcome.DID_NOT_ATTEND.value, AttendanceOutcome.LATE_NOT_SEEN.value]
+_CANCELLED = [AttendanceOutcome.CANCELLED_BY_PATIENT.value, AttendanceOutcome.CANCELLED_BY_PROVIDER.value]
+_SUCCESSFUL_CALLS = sorted(ContactAttempt.SUCCESSFUL_OUTCOMES)
+
+
+class DaysBetween(Func):
+    """Whole days from `earlier` to `later` (both dates), as an integer, on PostgreSQL and SQLite."""
+
+    output_field = IntegerField()
+    arg_joiner = " - "
+    template = "(%(expressions)s)"
+
+    def __init__(self, later, earlier, **extra):
+        super().__init__(later, earlier, **extra)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(
+            compiler, connection, template="CAST(julianday(%(expressions)s) AS INTEGER)", arg_joiner=") - julianday(", **extra
+        )
+
+
+def local_date(expression: str):
+    return TruncDate(expression, tzinfo=LONDON)
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """A period (local dates, both included) and the filters."""
+
+    date_from: datetime.date
+    date_to: datetime.date
+    team_id: int | None = None
+    practitioner_id: int | None = None
+    source: str = ""
+    appointment_type: str = ""
+    settings: ServiceSettings | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def start(self) -> datetime.datetime:
+        return datetime.datetime.combine(self.date_from, datetime.time(0), LONDON)
+
+    @property
+    def end(self) -> datetime.datetime:
+        """Exclusive: local midnight after the last day (a 23- or 25-hour day is handled by zoneinfo)."""
+        return datetime.datetime.combine(self.date_to + timedelta(days=1), datetime.time(0), LONDON)
+
+    @property
+    def service_settings(self) -> ServiceSettings:
+        return self.settings or ServiceSettings.current()
+
+    def with_settings(self) -> ReportParams:
+        return self if self.settings else _replace(self, settings=ServiceSettings.current())
+
+    def narrowed(self, **changes) -> ReportParams:
+        return _replace(self, **changes)
+
+    def query_dict(self) -> dict:
+        values = {"from": self.date_from.isoformat(), "to": self.date_to.isoformat()}
+        if self.team_id:
+            values["team"] = self.team_id
+        if self.practitioner_id:
+            values["practitioner"] = self.practitioner_id
+        if self.source:
+            values["source"] = self.source
+        if self.appointment_type:
+            values["type"] = self.appointment_type
+        return values
+
+
+def _replace(params: ReportParams, **changes) -> ReportParams:
+    import dataclasses
+
+    return dataclasses.replace(params, **changes)
+
+
+# ---- conditions shared by the aggregates and by the row lists behind them ----------------------------------
+
+
+def threshold(params: ReportParams) -> timedelta:
+    return timedelta(hours=params.service_settings.late_cancellation_notice_hours)
+
+
+def short_notice_q(params: ReportParams) -> Q:
+    """Cancelled with less notice than the threshold: start - cancelled_at < threshold."""
+    return Q(cancelled_at__gt=F("start") - threshold(params))
+
+
+def appointment_conditions(params: ReportParams) -> dict[str, Q]:
+    short = short_notice_q(params)
+    dna = Q(outcome__in=_MISSED)
+    late = Q(outcome=AttendanceOutcome.CANCELLED_BY_PATIENT.value) & short
+    service = Q(outcome=AttendanceOutcome.CANCELLED_BY_PROVIDER.value) & short
+    return {
+        "booked": ~Q(outcome__in=_CANCELLED) | short,
+        "attended": Q(outcome__in=_ATTENDED),
+        "dna": dna,
+        "late_cancellation": late,
+        "service_cancellation": service,
+        "lost": dna | late | service,
+    }
+
+
+def failed_call_q() -> Q:
+    return Q(appointment__isnull=True) & ~Q(outcome__in=_SUCCESSFUL_CALLS)
+
+
+def appointments_in_period(params: ReportParams):
+    qs = Appointment.objects.filter(start__gte=params.start, start__lt=params.end)
+    if params.practitioner_id:
+        qs = qs.filter(practitioner_id=params.practitioner_id)
+    if params.team_id:
+        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
+    if params.source:
+        qs = qs.filter(referral__source=params.source)
+    if params.appointment_type:
+        qs = qs.filter(appointment_type=params.appointment_type)
+    return qs
+
+
+def failed_calls_in_period(params: ReportParams):
+    """Unsuccessful, not undone attempts not made at a booked appointment. They belong to no appointment
+    type, so an appointment-type filter leaves none."""
+    if params.appointment_type:
+        return ContactAttempt.objects.none()
+    qs = ContactAttempt.objects.effective().filter(failed_call_q(), attempted_at__gte=params.start, attempted_at__lt=params.end)
+    if params.practitioner_id:
+        qs = qs.filter(practitioner_id=params.practitioner_id)
+    if params.team_id:
+        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
+    if params.source:
+        qs = qs.filter(referral__source=params.source)
+    return qs
+
+
+def _minutes(condition: Q):
+    return Coalesce(Sum("duration_minutes", filter=condition), 0)
+
+
+def _appointment_aggregates(params: ReportParams) -> dict:
+    conditions = appointment_conditions(params)
+    aggregates = {}
+    for name in ("booked", "attended", *APPOINTMENT_CAUSES):
+        aggregates[f"{name}_minutes"] = _minutes(conditions[name])
+        aggregates[f"{name}_count"] = Count("pk", filter=conditions[name])
+    return aggregates
+
+
+# ---- first events of a referral (the cohorts for pre-assessment and waits) ---------------------------------
+
+
+def _attended_of_type(appointment_type: str):
+    return Appointment.objects.filter(appointment_type=appointment_type, outcome__in=_ATTENDED)
+
+
+def first_attended_in_period(params: ReportParams, appointment_type: str):
+    """Attended appointments of a type starting in the period that are the referral's first attended one of it
+    (NOT EXISTS an earlier one: the (referral, start) index answers it per candidate)."""
+    same = _attended_of_type(appointment_type)
+    earlier = same.filter(referral=OuterRef("referral")).filter(
+        Q(start__lt=OuterRef("start")) | Q(start=OuterRef("start"), pk__lt=OuterRef("pk"))
+    )
+    qs = same.filter(start__gte=params.start, start__lt=params.end).exclude(Exists(earlier))
+    if params.practitioner_id:
+        qs = qs.filter(practitioner_id=params.practitioner_id)
+    if params.team_id:
+        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
+    if params.source:
+        qs = qs.filter(referral__source=params.source)
+    return qs.annotate(wait_days=DaysBetween(local_date("start"), F("referral__received_on")))
+
+
+def first_contacts_in_period(params: ReportParams):
+    """Each referral's first successful (not undone) call attempt, when it falls in the period."""
+    successful = ContactAttempt.objects.effective().filter(outcome__in=_SUCCESSFUL_CALLS)
+    earlier = successful.filter(referral=OuterRef("referral")).filter(
+        Q(attempted_at__lt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__lt=OuterRef("pk"))
+    )
+    qs = successful.filter(attempted_at__gte=params.start, attempted_at__lt=params.end).exclude(Exists(earlier))
+    if params.practitioner_id:
+        qs = qs.filter(practitioner_id=params.practitioner_id)
+    if params.team_id:
+        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
+    if params.source:
+        qs = qs.filter(referral__source=params.source)
+    return qs.annotate(wait_days=DaysBetween(local_date("attempted_at"), F("referral__received_on")))
+
+
+def _count_subquery(qs):
+    return Coalesce(
+        Subquery(qs.order_by().values("referral").annotate(n=Count("pk")).values("n")[:1], output_field=IntegerField()), 0
+    )
+
+
+def _lost_before(params: ReportParams, before, referral_ref: str):
+    """A referral's lost minutes (all causes) before `before` (an outer field name or a datetime):
+    appointment causes plus failed calls."""
+    lost = appointment_conditions(params)["lost"]
+    outer_start = OuterRef(before) if isinstance(before, str) else before
+    appointment_minutes = Coalesce(
+        Subquery(
+            Appointment.objects.filter(lost, referral=OuterRef(referral_ref), start__lt=outer_start)
+            .order_by()
+            .values("referral")
+            .annotate(m=Sum("duration_minutes"))
+            .values("m")[:1],
+            output_field=IntegerField(),
+        ),
+        0,
+    )
+    failed = _count_subquery(
+        ContactAttempt.objects.effective().filter(failed_call_q(), referral=OuterRef(referral_ref), attempted_at__lt=outer_start)
+    )
+    return appointment_minutes + failed * Value(params.service_settings.failed_call_minutes)
+
+
+def pre_assessment_rows(params: ReportParams):
+    """Each referral whose first attended assessment is in the period, with contacts and lost minutes before it."""
+    contacts = _count_subquery(
+        ContactAttempt.objects.effective().filter(referral=OuterRef("referral"), attempted_at__lt=OuterRef("start"))
+    )
+    return first_attended_in_period(params, AppointmentType.ASSESSMENT).annotate(
+        contacts_before=contacts, lost_before=_lost_before(params, "start", "referral")
+    )
+
+
+def contacts_bucket_q(bucket: str) -> Q:
+    if bucket == "4+":
+        return Q(contacts_before__gte=4)
+    return Q(contacts_before=int(bucket))
+
+
+# ---- percentiles by window function -------------------------------------------------------------------------
+
+
+def median_and_p90(qs, value: str, n: int) -> tuple[float | None, int | None]:
+    """Median (mean of the two middle values when n is even) and 90th percentile (nearest rank: the value at
+    rank ceil(0.9 n)) of `value` over `qs`, ranked in the database with ROW_NUMBER()."""
+    if not n:
+        return None, None
+    low, high = (n + 1) // 2, n // 2 + 1
+    p90_rank = (9 * n + 9) // 10
+    ranked = (
+        qs.order_by()
+        .annotate(_rank=Window(RowNumber(), order_by=[F(value).asc(), F("pk").asc()]))
+        .filter(_rank__in={low, high, p90_rank})
+        .values_list("_rank", value)
+    )
+    by_rank = dict(ranked)
+    median = by_rank[low] if n % 2 else (by_rank[low] + by_rank[high]) / 2
+    if isinstance(median, float) and median.is_integer():
+        median = int(median)
+    return median, by_rank[p90_rank]
+
+
+# ---- the report ----------------------------------------------------------------------------------------------
+
+
+def _weeks(params: ReportParams) -> list[datetime.date]:
+    monday = params.date_from - timedelta(days=params.date_from.weekday())
+    weeks = []
+    while monday <= params.date_to:
+        weeks.append(monday)
+        monday += timedelta(days=7)
+    return weeks
+
+
+def _as_local_date(value) -> datetime.date:
+    if isinstance(value, datetime.datetime):
+        if timezone.is_aware(value):
+            value = value.astimezone(LONDON)
+        return value.date()
+    return value
+
+
+def weekly_lost(params: ReportParams) -> list[dict]:
+    """Lost minutes by cause per week (Monday to Sunday, Europe/London), every week of the period listed."""
+    conditions = appointment_conditions(params)
+    rows = {
+        _as_local_date(row["week"]): row
+        for row in appointments_in_period(params)
+        .annotate(week=TruncWeek("start", tzinfo=LONDON))
+        .order_by()
+        .values("week")
+        .annotate(**{cause: _minutes(conditions[cause]) for cause in APPOINTMENT_CAUSES})
+    }
+    failed = {
+        _as_local_date(row["week"]): row["n"]
+        for row in failed_calls_in_period(params)
+        .annotate(week=TruncWeek("attempted_at", tzinfo=LONDON))
+        .order_by()
+        .values("week")
+        .annotate(n=Count("pk"))
+    }
+    minutes_per_call = params.service_settings.failed_call_minutes
+    result = []
+    for monday in _weeks(params):
+        row = rows.get(monday, {})
+        week = {
+            "week_starting": monday.isoformat(),
+            "from": max(monday, params.date_from).isoformat(),
+            "to": min(monday + timedelta(days=6), params.date_to).isoformat(),
+        }
+        for cause in APPOINTMENT_CAUSES:
+            week[cause] = int(row.get(cause, 0) or 0)
+        week["failed_calls"] = int(failed.get(monday, 0)) * minutes_per_call
+        week["total"] = sum(week[cause] for cause in LOST_CAUSES)
+        result.append(week)
+    return result
+
+
+def practitioner_rows(params: ReportParams) -> list[dict]:
+    minutes_per_call = params.service_settings.failed_call_minutes
+    by_practitioner = {
+        row["practitioner_id"]: row
+        for row in appointments_in_period(params).order_by().values("practitioner_id").annotate(**_appointment_aggregates(params))
+    }
+    failed = {
+        row["practitioner_id"]: row["n"]
+        for row in failed_calls_in_period(params).order_by().values("practitioner_id").annotate(n=Count("pk"))
+    }
+    users = get_user_model().objects.filter(pk__in=set(by_practitioner) | set(failed))
+    rows = []
+    for user in users:
+        agg = by_practitioner.get(user.pk, {})
+        row = {
+            "practitioner_id": user.pk,
+            "username": user.get_username(),
+            "name": user.get_full_name() or user.get_username(),
+            "booked_minutes": int(agg.get("booked_minutes", 0)),
+            "attended_minutes": int(agg.get("attended_minutes", 0)),
+        }
+        lost = {cause: int(agg.get(f"{cause}_minutes", 0)) for cause in APPOINTMENT_CAUSES}
+        lost["failed_calls"] = int(failed.get(user.pk, 0)) * minutes_per_call
+        lost["total"] = sum(lost.values())
+        row["lost_minutes"] = lost
+        row["booked_lost_pct"] = _pct(lost["total"] - lost["failed_calls"], row["booked_minutes"])
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["lost_minutes"]["total"], r["name"]))
+    return rows
+
+
+def longest_held_without_assessment(params: ReportParams, *, limit: int = LONGEST_HELD_LIMIT):
+    """Open referrals with no attended assessment, oldest first (as of today, not limited to the period)."""
+    attended_assessment = _attended_of_type(AppointmentType.ASSESSMENT).filter(referral=OuterRef("pk"))
+    qs = Referral.objects.filter(status__in=Referral.OPEN_STATUSES).exclude(Exists(attended_assessment))
+    if params.practitioner_id:
+        qs = qs.filter(assigned_practitioner_id=params.practitioner_id)
+    if params.team_id:
+        qs = qs.filter(assigned_practitioner__practitioner__team_id=params.team_id)
+    if params.source:
+        qs = qs.filter(source=params.source)
+    contacts = _count_subquery(ContactAttempt.objects.effective().filter(referral=OuterRef("pk")))
+    return (
+        qs.select_related("patient", "assigned_practitioner")
+        .annotate(
+            days_held=DaysBetween(Value(timezone.localdate(), output_field=DateField()), F("received_on")),
+            contacts=contacts,
+            lost_so_far=_lost_before(params, timezone.now(), "pk"),
+        )
+        .order_by("received_on", "pk")[:limit]
+    )
+
+
+def _pct(part, whole) -> float | None:
+    if not whole:
+        return None
+    return round(100 * part / whole, 1)
+
+
+@contextmanager
+def report_session():
+    """One read transaction for the whole report. On PostgreSQL, JIT compilation is switched off for it:
+    these are many short index-driven queries, and JIT adds hundreds of milliseconds of compile time each."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
+        yield
+
+
+def build_report(params: ReportParams, *, include_lists: bool = True) -> dict:
+    """The whole report as plain data (the JSON export). Minutes are integers."""
+    with report_session():
+        return _build_report(params, include_lists=include_lists)
+
+
+def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
+    params = params.with_settings()
+    service = params.service_settings
+    agg = appointments_in_period(params).aggregate(**_appointment_aggregates(params))
+    failed_count = failed_calls_in_period(params).count()
+    lost = {cause: int(agg[f"{cause}_minutes"]) for cause in APPOINTMENT_CAUSES}
+    lost["failed_calls"] = failed_count * service.failed_call_minutes
+    lost["total"] = sum(lost.values())
+    booked = int(agg["booked_minutes"])
+
+    pre = pre_assessment_rows(params)
+    pre_agg = pre.aggregate(
+        n=Count("pk"),
+        lost=Coalesce(Sum("lost_before"), 0),
+        **{
+            f"b{i}": Count("pk", filter=contacts_bucket_q(bucket))
+            for i, bucket in enumerate(CONTACT_BUCKETS)
+        },
+    )
+    n_assessed = pre_agg["n"]
+    contacts_median, contacts_p90 = median_and_p90(pre, "contacts_before", n_assessed)
+
+    waits = {}
+    first_contacts = first_contacts_in_period(params)
+    assessments = first_attended_in_period(params, AppointmentType.ASSESSMENT)
+    treatments = first_attended_in_period(params, AppointmentType.TREATMENT)
+    n_contacts = first_contacts.count()
+    treatment_agg = treatments.aggregate(
+        n=Count("pk"),
+        within_6=Count("pk", filter=Q(wait_days__lte=SIX_WEEKS_DAYS)),
+        within_18=Count("pk", filter=Q(wait_days__lte=EIGHTEEN_WEEKS_DAYS)),
+    )
+    waits["to_first_contact_median_days"] = median_and_p90(first_contacts, "wait_days", n_contacts)[0]
+    waits["to_assessment_median_days"] = median_and_p90(assessments, "wait_days", n_assessed)[0]
+    waits["to_first_treatment_median_days"] = median_and_p90(treatments, "wait_days", treatment_agg["n"])[0]
+    waits["within_6_weeks_pct"] = _pct(treatment_agg["within_6"], treatment_agg["n"])
+    waits["within_18_weeks_pct"] = _pct(treatment_agg["within_18"], treatment_agg["n"])
+    waits["first_contacts"] = n_contacts
+    waits["assessments"] = n_assessed
+    waits["first_treatments"] = treatment_agg["n"]
+
+    cost_pence = lost["total"] * service.clinician_hourly_cost_pence / 60
+    report = {
+        "period": {"from": params.date_from.isoformat(), "to": params.date_to.isoformat()},
+        "filters": {
+            "team": params.team_id,
+            "practitioner": params.practitioner_id,
+            "source": params.source or None,
+            "appointment_type": params.appointment_type or None,
+        },
+        "settings": {
+            "late_cancellation_notice_hours": service.late_cancellation_notice_hours,
+            "failed_call_minutes": service.failed_call_minutes,
+            "clinician_hourly_cost_pounds": round(service.clinician_hourly_cost_pence / 100, 2),
+        },
+        "booked_minutes": booked,
+        "attended_minutes": int(agg["attended_minutes"]),
+        "lost_minutes": lost,
+        "appointment_counts": {
+            name: agg[f"{name}_count"] for name in ("booked", "attended", *APPOINTMENT_CAUSES)
+        },
+        "failed_call_count": failed_count,
+        "booked_lost_pct": _pct(lost["total"] - lost["failed_calls"], booked),
+        "lost_hours": round(lost["total"] / 60, 1),
+        "equivalent_sessions_lost": round(lost["total"] / SESSION_MINUTES, 1),
+        "pre_assessment": {
+            "referrals_assessed": n_assessed,
+            "contacts_distribution": {bucket: pre_agg[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
+            "contacts_median": contacts_median,
+            "contacts_p90": contacts_p90,
+            "lost_minutes": int(pre_agg["lost"]),
+        },
+        "waits": waits,
+        "cost_pounds": round(cost_pence / 100, 2),
+    }
+    if include_lists:
+        report["weekly_lost_minutes"] = weekly_lost(params)
+        report["practitioners"] = practitioner_rows(params)
+        report["longest_held_without_assessment"] = [
+            {
+                "referral_id": r.pk,
+                "received_on": r.received_on.isoformat(),
+                "days_held": r.days_held,
+                "status": r.status,
+                "contacts": r.contacts,
+                "lost_minutes": r.lost_so_far,
+            }
+            for r in longest_held_without_assessment(params)
+        ]
+    return report

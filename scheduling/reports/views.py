@@ -1,0 +1,191 @@
+from urllib.parse import urlencode
+
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q, Sum
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+from scheduling.codes import AppointmentType
+from scheduling.reports import charts, selectors
+from scheduling.reports.exports import report_csv, report_json
+from scheduling.reports.forms import ReportFilterForm
+
+APPOINTMENT_FIGURES = {
+    "booked": "Booked (not cancelled with enough notice)",
+    "attended": "Attended (5, 6)",
+    "dna": "Did not attend (3, 7)",
+    "late_cancellation": "Late patient cancellations and rearrangements",
+    "service_cancellation": "Late service cancellations and rearrangements",
+    "lost": "Lost appointments (all appointment causes)",
+}
+OTHER_FIGURES = {
+    "failed_calls": "Failed calls (not at a booked appointment)",
+    "pre_assessment": "Referrals with their first attended assessment in the period",
+    "wait_first_contact": "First successful contacts in the period",
+    "wait_assessment": "First attended assessments in the period",
+    "wait_first_treatment": "First attended treatment sessions in the period",
+}
+
+
+def _require_reports(request):
+    if not request.user.has_perm("scheduling.view_reports"):
+        raise PermissionDenied
+
+
+def _form(request):
+    form = ReportFilterForm(request.GET)
+    if not form.is_valid():
+        return form, None
+    return form, form.params().with_settings()
+
+
+def rows_url(params, figure: str, **extra) -> str:
+    query = params.query_dict()
+    query.update({k: v for k, v in extra.items() if v not in (None, "")})
+    query["figure"] = figure
+    return f"{reverse('reports:rows')}?{urlencode(query)}"
+
+
+def capacity(request):
+    _require_reports(request)
+    form, params = _form(request)
+    context = {"form": form}
+    if params is not None:
+        report = selectors.build_report(params)
+        weeks = report["weekly_lost_minutes"]
+
+        def week_link(week, cause):
+            figure = "failed_calls" if cause == "failed_calls" else cause
+            narrowed = params.narrowed(date_from=selectors_date(week["from"]), date_to=selectors_date(week["to"]))
+            return rows_url(narrowed, figure)
+
+        dist = report["pre_assessment"]["contacts_distribution"]
+        waits = report["waits"]
+        links = {name: rows_url(params, name) for name in [*APPOINTMENT_FIGURES, *OTHER_FIGURES]}
+        for row in report["practitioners"]:
+            narrowed = params.narrowed(practitioner_id=row["practitioner_id"])
+            row["links"] = {name: rows_url(narrowed, name) for name in ["booked", "attended", *selectors.LOST_CAUSES]}
+        export_query = urlencode(params.query_dict())
+        context.update(
+            report=report,
+            params=params,
+            links=links,
+            export_query=export_query,
+            weekly_chart=charts.weekly_lost_chart(weeks, week_link),
+            weeks_with_links=list(zip(weeks, [{c: week_link(w, c) for c in selectors.LOST_CAUSES} for w in weeks])),
+            contacts_chart=charts.bar_chart(
+                [(bucket, count, rows_url(params, "pre_assessment", contacts=bucket)) for bucket, count in dist.items()],
+                title="Referrals by number of contact attempts before their assessment",
+            ),
+            contact_links={bucket: rows_url(params, "pre_assessment", contacts=bucket) for bucket in dist},
+            waits_chart=charts.waits_chart(
+                [
+                    ("Referral to first contact", waits["to_first_contact_median_days"], links["wait_first_contact"]),
+                    ("Referral to assessment", waits["to_assessment_median_days"], links["wait_assessment"]),
+                    ("Referral to first treatment", waits["to_first_treatment_median_days"], links["wait_first_treatment"]),
+                ]
+            ),
+            within_links={
+                "6": rows_url(params, "wait_first_treatment", within=selectors.SIX_WEEKS_DAYS),
+                "18": rows_url(params, "wait_first_treatment", within=selectors.EIGHTEEN_WEEKS_DAYS),
+            },
+            longest=selectors.longest_held_without_assessment(params),
+        )
+    return render(request, "reports/capacity.html", context, status=200 if params else 400)
+
+
+def selectors_date(value: str):
+    from datetime import date
+
+    return date.fromisoformat(value)
+
+
+def export(request, fmt: str):
+    _require_reports(request)
+    if fmt not in ("csv", "json"):
+        raise Http404("Exports are CSV or JSON")
+    form, params = _form(request)
+    if params is None:
+        return HttpResponse("; ".join(" ".join(e) for e in form.errors.values()), status=400, content_type="text/plain")
+    report = selectors.build_report(params)
+    name = f"capacity-{params.date_from.isoformat()}-to-{params.date_to.isoformat()}"
+    if fmt == "csv":
+        response = HttpResponse(report_csv(report), content_type="text/csv; charset=utf-8")
+    else:
+        response = HttpResponse(report_json(report), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
+
+
+def _notice_text(notice) -> str:
+    if notice is None:
+        return ""
+    minutes = int(notice.total_seconds() // 60)
+    sign = "-" if minutes < 0 else ""
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{sign}{hours} h {minutes:02d} min"
+
+
+def rows(request):
+    """The rows behind one figure, with the same conditions the figure was computed from."""
+    _require_reports(request)
+    form, params = _form(request)
+    figure = request.GET.get("figure", "")
+    if params is None or figure not in APPOINTMENT_FIGURES | OTHER_FIGURES:
+        raise Http404("Unknown figure or filters")
+    kind = "appointments"
+    total_label, total = "", None
+    title = (APPOINTMENT_FIGURES | OTHER_FIGURES)[figure]
+    if figure in APPOINTMENT_FIGURES:
+        qs = selectors.appointments_in_period(params).filter(selectors.appointment_conditions(params)[figure])
+        qs = qs.select_related("referral__patient", "practitioner", "rearranged_to").order_by("start", "pk")
+        total_label, total = "Minutes", qs.aggregate(m=Sum("duration_minutes"))["m"] or 0
+    elif figure == "failed_calls":
+        kind = "attempts"
+        qs = selectors.failed_calls_in_period(params).select_related("referral__patient", "practitioner").order_by("attempted_at", "pk")
+        total_label, total = f"Minutes ({params.service_settings.failed_call_minutes} per call)", qs.count() * params.service_settings.failed_call_minutes
+    elif figure == "pre_assessment":
+        kind = "pre_assessment"
+        qs = selectors.pre_assessment_rows(params)
+        bucket = request.GET.get("contacts", "")
+        if bucket in selectors.CONTACT_BUCKETS:
+            qs = qs.filter(selectors.contacts_bucket_q(bucket))
+            title += f", {bucket} contact attempts before it"
+        qs = qs.select_related("referral__patient", "practitioner").order_by("start", "pk")
+        total_label, total = "Lost minutes before assessment", qs.aggregate(m=Sum("lost_before"))["m"] or 0
+    else:
+        kind = "waits"
+        if figure == "wait_first_contact":
+            qs = selectors.first_contacts_in_period(params).order_by("attempted_at", "pk")
+        else:
+            appointment_type = AppointmentType.ASSESSMENT if figure == "wait_assessment" else AppointmentType.TREATMENT
+            qs = selectors.first_attended_in_period(params, appointment_type).order_by("start", "pk")
+        within = request.GET.get("within", "")
+        if within.isdigit():
+            qs = qs.filter(Q(wait_days__lte=int(within)))
+            title += f", within {within} days of referral"
+        qs = qs.select_related("referral__patient", "practitioner")
+    page = Paginator(qs, 100).get_page(request.GET.get("page"))
+    if kind == "appointments":
+        for appointment in page:
+            appointment.notice_text = _notice_text(appointment.notice_given)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "reports/rows.html",
+        {
+            "figure": figure,
+            "title": title,
+            "kind": kind,
+            "page": page,
+            "params": params,
+            "total": total,
+            "total_label": total_label,
+            "back_query": urlencode(params.query_dict()),
+            "page_query": query.urlencode(),
+            "threshold_hours": params.service_settings.late_cancellation_notice_hours,
+        },
+    )
