@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Load run: 50 concurrent PWPs working their call lists against the production-mode stack on loopback.
+
+Starts the same stack as deploy/stack_smoke.py (PostgreSQL, Redis, gunicorn x2, qcluster), creates
+50 PWPs with 20 people each still to reach, runs locust headless for a bounded time (default 2
+minutes, at most LOAD_MAX_REQUESTS_PER_USER requests per user), then reports p50/p95 latency, the
+error count and whether every outcome the server said it recorded is in the database.
+
+    .venv/bin/pip install locust && .venv/bin/python deploy/load_test.py [--users 50] [--minutes 2]
+"""
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stack_smoke  # noqa: E402
+
+SETUP = """
+from datetime import date, timedelta
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+from scheduling.caseload.models import PractitionerProfile, Team
+from scheduling.caseload.nhs_number import check_digit
+from scheduling.caseload.services import create_referral, register_patient
+team = Team.objects.create(name="Load team")
+pwp_group = Group.objects.get(name="PWP")
+numbers = (f"999{i:06d}" for i in range(100000, 999999))
+def nhs():
+    for first_nine in numbers:
+        d = check_digit(first_nine)
+        if d is not None:
+            return f"{first_nine}{d}"
+n = 0
+for p in range(1, USERS + 1):
+    user = User.objects.create_user(f"load.pwp{p:02d}", password="load-test-password-1", first_name=f"Load{p}", last_name="PWP")
+    user.groups.add(pwp_group)
+    PractitionerProfile.objects.create(user=user, team=team)
+    for r in range(20):
+        patient = register_patient(nhs_number=nhs(), given_name="Load", family_name=f"Patient{n}",
+            date_of_birth=date(1970, 1, 1), mobile_phone=f"07700 900{n % 1000:03d}", sms_consent=False)
+        create_referral(patient=patient, source="A1", received_on=timezone.localdate() - timedelta(days=3),
+            reason="Chronic widespread pain", assigned_practitioner=user)
+        n += 1
+print(n)
+"""
+
+COUNT = "from scheduling.calls.models import ContactAttempt; print(ContactAttempt.objects.count())"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--minutes", type=float, default=2)
+    args = parser.parse_args()
+    stack_smoke.ensure_services()
+    stack_smoke.reset_database()
+    stack = stack_smoke.Stack()
+    stack.env["GUNICORN_THREADS"] = "4"
+    results = stack.logs / "load"
+    try:
+        stack.manage("migrate", "--noinput", "-v", "0")
+        stack.manage("collectstatic", "--noinput", "-v", "0")
+        stack.manage("shell", stdin=f"USERS = {args.users}\n" + SETUP)
+        gunicorn = str(Path(stack_smoke.PYTHON).parent / "gunicorn")
+        stack.start("web", [gunicorn, "--config", "deploy/gunicorn.conf.py", "--workers", "2",
+                            "--bind", f"127.0.0.1:{stack.web_port}", "painplatform.wsgi:application"])
+        stack.start("worker", [stack_smoke.PYTHON, "manage.py", "qcluster"])
+        stack.wait_for_http(stack.web_port, "/login/")
+        before = int(stack.manage("shell", "-c", COUNT).strip().splitlines()[-1])
+        locust = str(Path(stack_smoke.PYTHON).parent / "locust")
+        env = dict(stack.env, LOAD_RESULT_FILE=str(results.with_suffix(".json")))
+        subprocess.run(
+            [locust, "-f", "deploy/locustfile.py", "--headless", "-u", str(args.users), "-r", "10",
+             "--run-time", f"{int(args.minutes * 60)}s", "--stop-timeout", "10",
+             "--host", f"http://127.0.0.1:{stack.web_port}", "--csv", str(results), "--only-summary"],
+            cwd=stack_smoke.ROOT, env=env, check=False, timeout=args.minutes * 60 + 120,
+        )
+        after = int(stack.manage("shell", "-c", COUNT).strip().splitlines()[-1])
+        counts = json.loads(results.with_suffix(".json").read_text())
+        rows = {row["Name"]: row for row in csv.DictReader(open(f"{results}_stats.csv"))}
+        print("\nendpoint          requests  failures  p50 ms  p95 ms  max ms")
+        for name in ["/calls/", "/calls/log/", "/login/", "Aggregated"]:
+            row = rows.get(name)
+            if row:
+                print(f"{name:16} {row['Request Count']:>9} {row['Failure Count']:>9} {row['50%']:>7} "
+                      f"{row['95%']:>7} {row['Max Response Time']:>7}")
+        failures = int(rows["Aggregated"]["Failure Count"])
+        stored = after - before
+        print(f"\noutcomes the server said it recorded: {counts['ok']} (refused with a reason: {counts['refused']})")
+        print(f"contact attempts stored in the database: {stored}")
+        lost = counts["ok"] - stored
+        print(f"errors: {failures}; attempts lost: {lost}")
+        return 0 if failures == 0 and lost == 0 and counts["ok"] > 0 else 1
+    finally:
+        stack.stop_all()
+        stack_smoke.drop_database()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
