@@ -150,14 +150,20 @@ def failed_call_q() -> Q:
     return Q(appointment__isnull=True) & ~Q(outcome__in=_SUCCESSFUL_CALLS)
 
 
+def filter_by_people(qs, params: ReportParams, *, practitioner: str = "practitioner", referral: str = "referral__"):
+    """The practitioner, team and referral-source filters, on whichever field holds each."""
+    if params.practitioner_id:
+        qs = qs.filter(**{f"{practitioner}_id": params.practitioner_id})
+    if params.team_id:
+        qs = qs.filter(**{f"{practitioner}__practitioner__team_id": params.team_id})
+    if params.source:
+        qs = qs.filter(**{f"{referral}source": params.source})
+    return qs
+
+
 def appointments_in_period(params: ReportParams):
     qs = Appointment.objects.filter(start__gte=params.start, start__lt=params.end)
-    if params.practitioner_id:
-        qs = qs.filter(practitioner_id=params.practitioner_id)
-    if params.team_id:
-        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
-    if params.source:
-        qs = qs.filter(referral__source=params.source)
+    qs = filter_by_people(qs, params)
     if params.appointment_type:
         qs = qs.filter(appointment_type=params.appointment_type)
     return qs
@@ -169,12 +175,7 @@ def failed_calls_in_period(params: ReportParams):
     if params.appointment_type:
         return ContactAttempt.objects.none()
     qs = ContactAttempt.objects.effective().filter(failed_call_q(), attempted_at__gte=params.start, attempted_at__lt=params.end)
-    if params.practitioner_id:
-        qs = qs.filter(practitioner_id=params.practitioner_id)
-    if params.team_id:
-        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
-    if params.source:
-        qs = qs.filter(referral__source=params.source)
+    qs = filter_by_people(qs, params)
     return qs
 
 
@@ -206,12 +207,7 @@ def first_attended_in_period(params: ReportParams, appointment_type: str):
         Q(start__lt=OuterRef("start")) | Q(start=OuterRef("start"), pk__lt=OuterRef("pk"))
     )
     qs = same.filter(start__gte=params.start, start__lt=params.end).exclude(Exists(earlier))
-    if params.practitioner_id:
-        qs = qs.filter(practitioner_id=params.practitioner_id)
-    if params.team_id:
-        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
-    if params.source:
-        qs = qs.filter(referral__source=params.source)
+    qs = filter_by_people(qs, params)
     return qs.annotate(wait_days=DaysBetween(local_date("start"), F("referral__received_on")))
 
 
@@ -222,12 +218,7 @@ def first_contacts_in_period(params: ReportParams):
         Q(attempted_at__lt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__lt=OuterRef("pk"))
     )
     qs = successful.filter(attempted_at__gte=params.start, attempted_at__lt=params.end).exclude(Exists(earlier))
-    if params.practitioner_id:
-        qs = qs.filter(practitioner_id=params.practitioner_id)
-    if params.team_id:
-        qs = qs.filter(practitioner__practitioner__team_id=params.team_id)
-    if params.source:
-        qs = qs.filter(referral__source=params.source)
+    qs = filter_by_people(qs, params)
     return qs.annotate(wait_days=DaysBetween(local_date("attempted_at"), F("referral__received_on")))
 
 
@@ -389,12 +380,7 @@ def longest_held_without_assessment(params: ReportParams, *, limit: int = LONGES
     """Open referrals with no attended assessment, oldest first (as of today, not limited to the period)."""
     attended_assessment = _attended_of_type(AppointmentType.ASSESSMENT).filter(referral=OuterRef("pk"))
     qs = Referral.objects.filter(status__in=Referral.OPEN_STATUSES).exclude(Exists(attended_assessment))
-    if params.practitioner_id:
-        qs = qs.filter(assigned_practitioner_id=params.practitioner_id)
-    if params.team_id:
-        qs = qs.filter(assigned_practitioner__practitioner__team_id=params.team_id)
-    if params.source:
-        qs = qs.filter(source=params.source)
+    qs = filter_by_people(qs, params, practitioner="assigned_practitioner", referral="")
     contacts = _count_subquery(ContactAttempt.objects.effective().filter(referral=OuterRef("pk")))
     return (
         qs.select_related("patient", "assigned_practitioner")
