@@ -150,6 +150,23 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- SMS (scheduling/reminders) ------------------------------------------------------------
+# console: nothing leaves the machine (demo, development); twilio: the real thing.
+SMS_BACKEND = os.environ.get("SMS_BACKEND", "console")
+TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+TWILIO_FROM_NUMBER = os.environ.get("TWILIO_FROM_NUMBER", "")
+TWILIO_MESSAGING_SERVICE_SID = os.environ.get("TWILIO_MESSAGING_SERVICE_SID", "")
+# Only for tests and trying the product: points the twilio client at the fake Twilio server.
+TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL", "")
+# Public https address Twilio reaches us on: delivery-report URLs are built from it, and webhook
+# signatures are checked against it (not against what a proxy passed on).
+SMS_PUBLIC_BASE_URL = os.environ.get("SMS_PUBLIC_BASE_URL", "")
+# Below the queue's task timeout (60 s), so a hung request ends in our hands, not in a killed task.
+SMS_HTTP_TIMEOUT_SECONDS = float(os.environ.get("SMS_HTTP_TIMEOUT_SECONDS", "10"))
+# A message still "sending" this long after it was claimed belonged to a worker that died.
+SMS_STUCK_AFTER_SECONDS = int(os.environ.get("SMS_STUCK_AFTER_SECONDS", "120"))
+
 # --- Logging: logfmt lines a collector can parse; never patient data ----------------------
 LOGGING = {
     "version": 1,

@@ -15,3 +15,11 @@ from scheduling.caseload.models import (  # noqa: F401
     Team,
 )
 from scheduling.reports.models import ImportedEvent  # noqa: F401
+from scheduling.reminders.models import (  # noqa: F401
+    InboundMessage,
+    MessageEvent,
+    MessageTemplate,
+    OutboundMessage,
+    ReminderRule,
+    SmsSettings,
+)

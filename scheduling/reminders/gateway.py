@@ -1,0 +1,210 @@
+"""The one module that talks to Twilio (or pretends to, for the demo).
+
+Backends, chosen by settings.SMS_BACKEND:
+  console  the default for the demo and development: nothing leaves the machine; the message is
+           recorded in the outbox (visible in the SMS pages and the Django admin) as delivered.
+  twilio   the official `twilio` client, with credentials from the environment. TWILIO_API_BASE_URL
+           points it at the fake Twilio server (scheduling/reminders/fake_twilio.py) in tests.
+
+Errors are split the way the sender must treat them:
+  PermanentSmsError   Twilio refused this message for good (bad or landline number, opted out...):
+                      never retried; the patient goes on the admin worklist.
+  TransientSmsError   429, 5xx, a refused connection: nothing was sent; try again later.
+  UncertainSmsError   the request may have reached Twilio but no answer came back (read timeout,
+                      connection dropped): the sender must ask Twilio before ever trying again.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Twilio error codes that will not change on a retry.
+PERMANENT_ERROR_CODES = frozenset({21211, 21408, 21602, 21606, 21608, 21610, 21612, 21614, 21617, 30004, 30005, 30006, 30007})
+# Of those, the ones that mean the number itself is wrong (not just this message).
+WRONG_NUMBER_CODES = frozenset({21211, 21612, 21614, 30005, 30006})
+OPTED_OUT_CODES = frozenset({21610})
+
+
+class SmsError(Exception):
+    def __init__(self, message: str, *, code: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+
+
+class PermanentSmsError(SmsError):
+    pass
+
+
+class TransientSmsError(SmsError):
+    pass
+
+
+class UncertainSmsError(TransientSmsError):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteMessage:
+    sid: str
+    status: str  # Twilio's word: queued, sending, sent, delivered, undelivered, failed, ...
+    error_code: str = ""
+    error_message: str = ""
+
+
+class ConsoleBackend:
+    name = "console"
+
+    def send(self, *, to: str, body: str, status_callback: str | None) -> RemoteMessage:
+        sid = f"CONSOLE{uuid.uuid4().hex}"
+        # Only the SID and length: bodies and numbers never go to logs.
+        logger.info("sms.console sid=%s segments_chars=%d", sid, len(body))
+        return RemoteMessage(sid=sid, status="delivered")
+
+    def fetch(self, sid: str) -> RemoteMessage | None:
+        return None
+
+    def find_sent(self, *, to: str, body: str, since: datetime) -> RemoteMessage | None:
+        return None
+
+
+class TwilioBackend:
+    name = "twilio"
+
+    def __init__(self):
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        if not (settings.TWILIO_ACCOUNT_SID and settings.TWILIO_AUTH_TOKEN):
+            raise PermanentSmsError("SMS_BACKEND is twilio but TWILIO_ACCOUNT_SID or TWILIO_AUTH_TOKEN is not set.")
+        # The HTTP timeout stays well below the queue's task timeout, so a hung request ends as an
+        # UncertainSmsError we handle, not as a killed task.
+        self.client = Client(
+            settings.TWILIO_ACCOUNT_SID,
+            settings.TWILIO_AUTH_TOKEN,
+            http_client=TwilioHttpClient(timeout=settings.SMS_HTTP_TIMEOUT_SECONDS),
+        )
+        if settings.TWILIO_API_BASE_URL:
+            self.client.api.base_url = settings.TWILIO_API_BASE_URL
+
+    def _sender(self) -> dict:
+        if settings.TWILIO_MESSAGING_SERVICE_SID:
+            return {"messaging_service_sid": settings.TWILIO_MESSAGING_SERVICE_SID}
+        return {"from_": settings.TWILIO_FROM_NUMBER}
+
+    def send(self, *, to: str, body: str, status_callback: str | None) -> RemoteMessage:
+        kwargs = {"to": to, "body": body, **self._sender()}
+        if status_callback:
+            kwargs["status_callback"] = status_callback
+        message = self._call(lambda: self.client.messages.create(**kwargs))
+        return _remote(message)
+
+    def fetch(self, sid: str) -> RemoteMessage | None:
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            return _remote(self.client.messages(sid).fetch())
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise _classify(exc) from exc
+        except Exception as exc:  # network trouble: the caller tries again later
+            raise TransientSmsError(f"Could not reach Twilio: {type(exc).__name__}") from exc
+
+    def find_sent(self, *, to: str, body: str, since: datetime) -> RemoteMessage | None:
+        """The message we may have created after `since`, if Twilio has it (matched by number and body)."""
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            # Twilio filters by date only; a day's margin covers a claim just before midnight UTC.
+            candidates = self.client.messages.list(to=to, date_sent_after=since - timedelta(days=1), limit=200)
+        except TwilioRestException as exc:
+            raise _classify(exc) from exc
+        except Exception as exc:
+            raise TransientSmsError(f"Could not reach Twilio: {type(exc).__name__}") from exc
+        for message in candidates:
+            created = message.date_created
+            if message.body == body and (created is None or created >= since - timedelta(minutes=1)):
+                return _remote(message)
+        return None
+
+    def _call(self, request):
+        import requests
+        from twilio.base.exceptions import TwilioException, TwilioRestException
+
+        try:
+            return request()
+        except TwilioRestException as exc:
+            raise _classify(exc) from exc
+        except (requests.exceptions.ConnectTimeout,) as exc:
+            raise TransientSmsError("Could not connect to Twilio (timeout).") from exc
+        except requests.exceptions.ConnectionError as exc:
+            if _never_connected(exc):
+                raise TransientSmsError("Could not connect to Twilio.") from exc
+            raise UncertainSmsError("The connection to Twilio was lost before it answered.") from exc
+        except requests.exceptions.Timeout as exc:
+            raise UncertainSmsError("Twilio did not answer in time.") from exc
+        except TwilioException as exc:
+            raise UncertainSmsError(f"Unexpected answer from Twilio: {type(exc).__name__}") from exc
+
+
+def _never_connected(exc) -> bool:
+    from urllib3.exceptions import NewConnectionError
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, NewConnectionError):
+            return True
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, NewConnectionError):
+            return True
+        seen = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else seen.__cause__
+    return False
+
+
+def _classify(exc) -> SmsError:
+    code = exc.code
+    message = (exc.msg or "")[:300]
+    if exc.status == 429 or (exc.status or 0) >= 500:
+        return TransientSmsError(message or f"Twilio answered HTTP {exc.status}", code=code)
+    if code in PERMANENT_ERROR_CODES:
+        return PermanentSmsError(message, code=code)
+    if exc.status in (401, 403):
+        # Wrong credentials are ours to fix, not the patient's: retried (bounded), loudly logged.
+        logger.error("sms.twilio_auth_failed status=%s code=%s", exc.status, code)
+        return TransientSmsError(message or "Twilio refused our credentials.", code=code)
+    # Any other 4xx: the request itself is wrong and will be wrong again.
+    return PermanentSmsError(message or f"Twilio refused the message (HTTP {exc.status}).", code=code)
+
+
+def _remote(message) -> RemoteMessage:
+    return RemoteMessage(
+        sid=message.sid,
+        status=str(message.status or ""),
+        error_code=str(message.error_code or ""),
+        error_message=str(message.error_message or "")[:300],
+    )
+
+
+_BACKENDS = {"console": ConsoleBackend, "twilio": TwilioBackend}
+
+
+def get_backend():
+    try:
+        return _BACKENDS[settings.SMS_BACKEND]()
+    except KeyError:
+        raise PermanentSmsError(f"Unknown SMS_BACKEND {settings.SMS_BACKEND!r}; use console or twilio.") from None
+
+
+def status_callback_url(message_id: int) -> str | None:
+    """Per-message delivery report URL (healthchecks style), or None when no public URL is set."""
+    base = settings.SMS_PUBLIC_BASE_URL.rstrip("/")
+    if not base:
+        return None
+    return f"{base}/sms/twilio/status/{message_id}/"

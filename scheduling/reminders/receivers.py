@@ -1,0 +1,28 @@
+"""Connects the outbox to the booking and call-list hooks. The receivers run inside the sender's
+transaction, so reminders are planned or cancelled together with the booking change."""
+
+from django.dispatch import receiver
+from django.utils import timezone
+
+from scheduling.booking.signals import appointment_booked, appointment_cancelled
+from scheduling.calls.signals import opt_in_invitation_due
+from scheduling.reminders import services
+
+
+@receiver(appointment_booked, dispatch_uid="reminders.plan")
+def plan_reminders_for_booking(sender, appointment, actor=None, **kwargs):
+    if appointment.start <= timezone.now():
+        return  # recording the past (imports, demo history): nothing to remind anyone of
+    services.plan_reminders(appointment=appointment, actor=actor)
+
+
+@receiver(appointment_cancelled, dispatch_uid="reminders.cancel")
+def cancel_reminders_for_cancellation(sender, appointment, actor=None, **kwargs):
+    services.cancel_pending_messages(appointment=appointment, actor=actor, reason="the appointment was cancelled or moved")
+
+
+@receiver(opt_in_invitation_due, dispatch_uid="reminders.opt_in")
+def queue_opt_in_invitation(sender, referral, actor=None, **kwargs):
+    invitation = referral.opt_in_invitations.active().order_by("-due_at", "-id").first()
+    if invitation is not None:
+        services.queue_opt_in_invitation(invitation=invitation, actor=actor)

@@ -1,0 +1,289 @@
+"""Writes to the SMS outbox: planning reminders for a booking, cancelling them with it, queueing
+opt-in invitations, and the manager's edits of rules, templates and quiet hours.
+
+Planning and cancelling run inside the booking transaction (via the booking signals), so a
+booking and its reminders, or a cancellation and the cancelling of its reminders, commit together.
+"""
+
+import datetime
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from scheduling.codes import AppointmentType
+from scheduling.reminders import content
+from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
+
+Status = OutboundMessage.Status
+
+DEFAULT_RULES = (
+    # (days before, local time, template)
+    (2, datetime.time(10, 0), MessageTemplate.Key.REMINDER),
+    (0, datetime.time(8, 0), MessageTemplate.Key.REMINDER_SAME_DAY),
+)
+
+
+def local_zone() -> ZoneInfo:
+    return ZoneInfo(settings.TIME_ZONE)
+
+
+# --- Defaults --------------------------------------------------------------------------------
+
+def ensure_sms_defaults(**kwargs) -> None:
+    """Default templates and reminder rules, created once (post_migrate); a manager's edits are kept."""
+    for key, body in content.DEFAULT_TEMPLATES.items():
+        MessageTemplate.objects.get_or_create(key=key, defaults={"body": body})
+    if not ReminderRule.objects.exists():
+        for appointment_type in AppointmentType.values:
+            for days_before, send_at, template in DEFAULT_RULES:
+                ReminderRule.objects.get_or_create(
+                    appointment_type=appointment_type, days_before=days_before,
+                    defaults={"send_at": send_at, "template": template},
+                )
+    SmsSettings.current()
+
+
+def template_body(key: str) -> str:
+    template = MessageTemplate.objects.filter(key=key).first()
+    return template.body if template else content.DEFAULT_TEMPLATES[key]
+
+
+# --- Quiet hours -----------------------------------------------------------------------------
+
+def in_quiet_hours(moment: datetime.datetime, sms_settings: SmsSettings) -> bool:
+    t = moment.astimezone(local_zone()).time()
+    start, end = sms_settings.quiet_hours_start, sms_settings.quiet_hours_end
+    if start == end:
+        return False
+    if start > end:  # spans midnight, e.g. 20:00-08:00
+        return t >= start or t < end
+    return start <= t < end
+
+
+def end_of_quiet_hours(moment: datetime.datetime, sms_settings: SmsSettings) -> datetime.datetime:
+    """The first moment at or after `moment` that is outside quiet hours."""
+    if not in_quiet_hours(moment, sms_settings):
+        return moment
+    local = moment.astimezone(local_zone())
+    day = local.date()
+    if local.time() >= sms_settings.quiet_hours_end and sms_settings.quiet_hours_start > sms_settings.quiet_hours_end:
+        day += datetime.timedelta(days=1)
+    return local_datetime(day, sms_settings.quiet_hours_end)
+
+
+def local_datetime(day: datetime.date, at: datetime.time) -> datetime.datetime:
+    """`at` o'clock UK time on `day`, as an aware datetime. A time skipped by the spring clock
+    change is read as the time after the change (01:30 -> 02:30 BST)."""
+    zone = local_zone()
+    naive = datetime.datetime.combine(day, at)
+    aware = naive.replace(tzinfo=zone)
+    # zoneinfo maps a non-existent wall time with the offset before the change; round-tripping
+    # through UTC gives the real instant that wall time was meant to be.
+    return aware.astimezone(datetime.timezone.utc).astimezone(zone)
+
+
+def still_useful(*, appointment_start: datetime.datetime, at: datetime.datetime, sms_settings: SmsSettings) -> bool:
+    return at <= appointment_start - datetime.timedelta(minutes=sms_settings.minimum_notice_minutes)
+
+
+# --- Planning --------------------------------------------------------------------------------
+
+def sms_refusal_reason(patient) -> str:
+    """Why this patient cannot be sent an SMS, or "" if they can."""
+    if patient.sms_opted_out:
+        return "patient replied STOP (opted out)"
+    if not patient.sms_consent:
+        return "no SMS consent recorded"
+    if not patient.mobile_phone:
+        return "no mobile number"
+    if not patient.mobile_is_mobile:
+        return "the number on record is not a mobile"
+    return ""
+
+
+def _record(message: OutboundMessage, *, source: str, old: str = "", new: str = "", actor=None, detail: str = "", at=None):
+    MessageEvent.objects.create(
+        message=message, source=source, actor=actor, old_status=old, new_status=new or message.status,
+        detail=detail[:300], at=at or timezone.now(),
+    )
+
+
+def _create_message(*, actor, now, **values) -> OutboundMessage | None:
+    """Insert one outbox row, or nothing if its (appointment, start, kind) already exists."""
+    try:
+        with transaction.atomic():
+            message = OutboundMessage.objects.create(created_by=actor, created_at=now, updated_at=now, **values)
+    except IntegrityError:
+        # The uniqueness rule: this reminder was already planned for this occurrence.
+        return None
+    _record(message, source=MessageEvent.Source.PLANNER, actor=actor, detail=values.get("status_reason", ""), at=now)
+    return message
+
+
+def plan_reminders(*, appointment, actor=None, now=None) -> list[OutboundMessage]:
+    """Write the reminders the active rules give for a newly booked appointment.
+
+    Each rule gives a due time (days before, local time), moved out of quiet hours. A reminder
+    whose time has already passed at booking is skipped if a later one will still go, and
+    otherwise goes now; one that would reach the patient too close to the call is skipped.
+    Skipped reminders are rows too, with the reason, so staff can see why nothing was sent.
+    """
+    now = now or timezone.now()
+    sms_settings = SmsSettings.current()
+    patient = appointment.referral.patient
+    rules = list(ReminderRule.objects.filter(appointment_type=appointment.appointment_type, active=True))
+    if not rules:
+        return []
+    start_local_day = appointment.start.astimezone(local_zone()).date()
+    plans = []
+    for rule in rules:
+        due = local_datetime(start_local_day - datetime.timedelta(days=rule.days_before), rule.send_at)
+        plans.append((end_of_quiet_hours(due, sms_settings), rule))
+    plans.sort(key=lambda plan: plan[0])
+    refusal = sms_refusal_reason(patient)
+    created = []
+    for index, (due, rule) in enumerate(plans):
+        later_still_to_come = any(later_due > now for later_due, _ in plans[index + 1:])
+        status, reason = Status.SCHEDULED, ""
+        if refusal:
+            status, reason = Status.SKIPPED, refusal
+        elif due <= now:
+            if later_still_to_come:
+                status, reason = Status.SKIPPED, "booked after this reminder's time; a later reminder will go"
+            else:
+                due = end_of_quiet_hours(now, sms_settings)
+        if status == Status.SCHEDULED and not still_useful(appointment_start=appointment.start, at=due, sms_settings=sms_settings):
+            status, reason = Status.SKIPPED, "would arrive too close to the appointment"
+        if status == Status.SCHEDULED and any(
+            m.status == Status.SCHEDULED and m.due_at >= due for m in created
+        ):
+            status, reason = Status.SKIPPED, "a later reminder covers it"
+        body = content.render(
+            template_body(rule.template),
+            content.appointment_placeholders(appointment=appointment, patient=patient),
+        )
+        message = _create_message(
+            actor=actor,
+            now=now,
+            patient=patient,
+            appointment=appointment,
+            appointment_start=appointment.start,
+            kind=rule.kind,
+            body=body,
+            due_at=due,
+            status=status,
+            status_reason=reason,
+            finished_at=now if status == Status.SKIPPED else None,
+        )
+        if message is not None:
+            created.append(message)
+    return created
+
+
+def cancel_pending_messages(*, appointment=None, patient=None, reason: str, actor=None, now=None) -> int:
+    """Cancel every message not yet handed to the gateway, for an appointment or for a patient.
+    Runs in the caller's transaction; a send task that has not claimed its row yet finds it cancelled."""
+    now = now or timezone.now()
+    pending = OutboundMessage.objects.filter(status=Status.SCHEDULED)
+    if appointment is not None:
+        pending = pending.filter(appointment=appointment)
+    if patient is not None:
+        pending = pending.filter(patient=patient)
+    ids = list(pending.values_list("pk", flat=True))
+    cancelled = 0
+    for message_id in ids:
+        # Conditional: a row claimed by a worker meanwhile is left to that worker.
+        if OutboundMessage.objects.filter(pk=message_id, status=Status.SCHEDULED).update(
+            status=Status.CANCELLED, status_reason=reason[:200], finished_at=now, updated_at=now
+        ):
+            MessageEvent.objects.create(
+                message_id=message_id, source=MessageEvent.Source.STAFF if actor else MessageEvent.Source.PLANNER,
+                actor=actor, old_status=Status.SCHEDULED, new_status=Status.CANCELLED, detail=reason[:300], at=now,
+            )
+            cancelled += 1
+    return cancelled
+
+
+def queue_opt_in_invitation(*, invitation, actor=None, now=None) -> OutboundMessage | None:
+    """Write the "please get in touch" SMS for an opt-in invitation (skipped, with the reason, if
+    the patient cannot be texted). One per invitation."""
+    now = now or timezone.now()
+    sms_settings = SmsSettings.current()
+    patient = invitation.referral.patient
+    refusal = sms_refusal_reason(patient)
+    deadline = invitation.deadline
+    body = content.render(
+        template_body(MessageTemplate.Key.OPT_IN_INVITATION),
+        {"first_name": patient.given_name, "deadline": f"{deadline:%A} {deadline.day} {deadline:%B}"},
+    )
+    if OutboundMessage.objects.filter(opt_in_invitation=invitation).exists():
+        return None
+    return _create_message(
+        actor=actor,
+        now=now,
+        patient=patient,
+        opt_in_invitation=invitation,
+        kind=OutboundMessage.OPT_IN_INVITATION,
+        body=body,
+        due_at=end_of_quiet_hours(max(now, invitation.due_at), sms_settings),
+        status=Status.SKIPPED if refusal else Status.SCHEDULED,
+        status_reason=refusal,
+        finished_at=now if refusal else None,
+    )
+
+
+# --- Manager's edits -------------------------------------------------------------------------
+
+def update_template(*, key: str, body: str, actor) -> MessageTemplate:
+    if key not in MessageTemplate.Key.values:
+        raise ValidationError({"key": f"Unknown message template {key!r}."})
+    body = content.to_gsm7(body.replace("\r\n", "\n")).strip()
+    content.validate_template_body(body)
+    template, _ = MessageTemplate.objects.get_or_create(key=key, defaults={"body": body})
+    template.body = body
+    template.updated_by = actor
+    template.updated_at = timezone.now()
+    template.save()
+    return template
+
+
+def update_sms_settings(*, actor, quiet_hours_start, quiet_hours_end, minimum_notice_minutes, max_send_attempts) -> SmsSettings:
+    if not 1 <= max_send_attempts <= 10:
+        raise ValidationError({"max_send_attempts": "Tries must be between 1 and 10."})
+    if minimum_notice_minutes > 24 * 60:
+        raise ValidationError({"minimum_notice_minutes": "Minimum notice cannot be more than a day (1440 minutes)."})
+    sms_settings = SmsSettings.current()
+    sms_settings.quiet_hours_start = quiet_hours_start
+    sms_settings.quiet_hours_end = quiet_hours_end
+    sms_settings.minimum_notice_minutes = minimum_notice_minutes
+    sms_settings.max_send_attempts = max_send_attempts
+    sms_settings.updated_by = actor
+    sms_settings.save()
+    return sms_settings
+
+
+def save_reminder_rule(*, actor, appointment_type: str, days_before: int, send_at: datetime.time, active: bool = True,
+                       rule: ReminderRule | None = None) -> ReminderRule:
+    """Create or change a rule. Only appointments booked afterwards follow it: planned messages keep
+    the time they were given (pretix keeps rule and send time apart the same way)."""
+    if appointment_type not in AppointmentType.values:
+        raise ValidationError({"appointment_type": f"Unknown appointment type {appointment_type!r}."})
+    if not 0 <= days_before <= 14:
+        raise ValidationError({"days_before": "Days before must be between 0 (on the day) and 14."})
+    clash = ReminderRule.objects.filter(appointment_type=appointment_type, days_before=days_before)
+    if rule is not None:
+        clash = clash.exclude(pk=rule.pk)
+    if clash.exists():
+        raise ValidationError({"days_before": "There is already a reminder that many days before for this appointment type."})
+    rule = rule or ReminderRule(appointment_type=appointment_type)
+    rule.appointment_type = appointment_type
+    rule.days_before = days_before
+    rule.send_at = send_at
+    rule.active = active
+    rule.template = MessageTemplate.Key.REMINDER_SAME_DAY if days_before == 0 else MessageTemplate.Key.REMINDER
+    rule.updated_by = actor
+    rule.save()
+    return rule
