@@ -135,3 +135,4 @@ import scheduling.booking.admin  # noqa: E402,F401  (booking configuration)
 
 from scheduling.calls import admin as calls_admin  # noqa: E402,F401  (contact policy, opt-in invitations)
 from scheduling.reports import admin as reports_admin  # noqa: E402,F401
+from scheduling.reminders import admin as reminders_admin  # noqa: E402,F401

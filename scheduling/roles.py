@@ -32,6 +32,10 @@ ROLE_PERMISSIONS = {
         "discharge_referral",
         "view_availabilityexception",
         "view_workinghours",
+        # SMS: admin staff act on failures and replies, so they read the outbox and replies.
+        "view_outboundmessage",
+        "view_inboundmessage",
+        "view_messageevent",
     ],
     # Managers see everything, run reports and change service settings.
     MANAGER: _VIEW_CORE
@@ -67,6 +71,16 @@ ROLE_PERMISSIONS = {
         "view_contactpolicy",
         "change_contactpolicy",
         "view_optininvitation",
+        "view_outboundmessage",
+        "view_inboundmessage",
+        "view_messageevent",
+        "view_messagetemplate",
+        "change_messagetemplate",
+        "view_reminderrule",
+        "add_reminderrule",
+        "change_reminderrule",
+        "view_smssettings",
+        "change_smssettings",
     ],
 }
 

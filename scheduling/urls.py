@@ -8,4 +8,5 @@ urlpatterns = [
     path("booking/", include("scheduling.booking.urls")),
     path("calls/", include("scheduling.calls.urls")),
     path("reports/", include("scheduling.reports.urls")),
+    path("sms/", include("scheduling.reminders.urls")),
 ]
