@@ -122,8 +122,9 @@ class TwilioBackend:
         from twilio.base.exceptions import TwilioRestException
 
         try:
-            # Twilio filters by date only; a day's margin covers a claim just before midnight UTC.
-            candidates = self.client.messages.list(to=to, date_sent_after=since - timedelta(days=1), limit=200)
+            # Newest first. No date filter: Twilio's DateSent stays empty while a message is queued,
+            # so filtering on it could miss exactly the message we are looking for.
+            candidates = self.client.messages.list(to=to, limit=50)
         except TwilioRestException as exc:
             raise _classify(exc) from exc
         except Exception as exc:
