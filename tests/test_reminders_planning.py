@@ -183,3 +183,32 @@ def test_default_rules_exist_for_every_appointment_type():
     assert set(ReminderRule.objects.values_list("appointment_type", "days_before")) == {
         (t, d) for t in ("assessment", "treatment", "review") for d in (2, 0)
     }
+
+
+def test_a_template_with_a_clinical_word_is_refused_and_nothing_changes(manager):
+    from django.core.exceptions import ValidationError
+
+    from scheduling.reminders.models import MessageTemplate
+    from scheduling.reminders.services import update_template
+
+    before = MessageTemplate.objects.get(key="reminder").body
+    with pytest.raises(ValidationError, match="'therapy'"):
+        update_template(key="reminder", body="Hi {first_name}, your therapy call is at {time}. Reply STOP to end texts.", actor=manager)
+    assert MessageTemplate.objects.get(key="reminder").body == before
+
+
+def test_a_template_with_an_unknown_placeholder_is_refused_naming_it(manager):
+    from django.core.exceptions import ValidationError
+
+    from scheduling.reminders.services import update_template
+
+    with pytest.raises(ValidationError, match=r"\{surname\}"):
+        update_template(key="reminder", body="Hi {surname}. Reply STOP to end texts.", actor=manager)
+
+
+def test_curly_quotes_typed_into_a_template_are_stored_as_plain_gsm7(manager):
+    from scheduling.reminders.services import update_template
+
+    template = update_template(key="reminder", body="Hi {first_name}, we’ll phone you at {time} – reply STOP to end texts.", actor=manager)
+    assert "'" in template.body and "-" in template.body
+    assert sms_length(template.body).encoding == "GSM-7"

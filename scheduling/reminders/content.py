@@ -95,10 +95,16 @@ def placeholders_in(body: str) -> list[str]:
 
 
 def validate_template_body(body: str) -> None:
-    """Refuse what would go wrong at send time, naming it. Clinical words and non-GSM characters
-    are warnings shown when editing (a service may decide otherwise), not errors."""
+    """Refuse what would go wrong at send time, or on a lock screen, naming it. Non-GSM
+    characters are a warning shown when editing (they cost more but do no harm), not an error."""
     if not body.strip():
         raise ValidationError({"body": "The message cannot be empty."})
+    clinical = clinical_words_in(body)
+    if clinical:
+        raise ValidationError(
+            {"body": f"Texts can be read on a locked phone, so they must not mention care or conditions: "
+                     f"remove {', '.join(repr(w) for w in clinical)}."}
+        )
     unknown = sorted({p for p in placeholders_in(body) if p not in PLACEHOLDERS})
     if unknown:
         raise ValidationError(
