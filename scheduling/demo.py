@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from scheduling import roles
+from scheduling.booking.models import Appointment
 from scheduling.booking.services import (
     book_appointment,
     cancel_appointment,
@@ -180,7 +181,52 @@ class DemoBuilder:
                 self.build_referral(i)
             if (i + 1) % 25 == 0 or i + 1 == self.count:
                 self.out(f"Referrals: {i + 1}/{self.count}")
+        self.out("Texts of the last fortnight")
+        with transaction.atomic():
+            self.build_sms_history()
         return staff
+
+    # --- SMS ---------------------------------------------------------------------------------
+    def build_sms_history(self):
+        """Reminders for the last fortnight's appointments, as the console backend would have left
+        them (delivered), and one that a carrier could not deliver (which raises a worklist task).
+        Future appointments got their reminders planned when they were booked."""
+        from scheduling.reminders.models import MessageEvent, OutboundMessage
+        from scheduling.reminders.sending import apply_delivery_report
+        from scheduling.reminders.services import plan_reminders
+
+        Status = OutboundMessage.Status
+        recent = Appointment.objects.filter(
+            is_demo=True, start__gte=self.now - timedelta(days=14), start__lt=self.now,
+        ).select_related("referral__patient", "practitioner").order_by("start")
+        planned = []
+        for appointment in recent:
+            planned += plan_reminders(appointment=appointment, actor=self.admin, now=appointment.booked_at)
+        undeliverable = None
+        for message in planned:
+            if message.status != Status.SCHEDULED:
+                continue
+            if message.due_at > self.now or (message.appointment.is_cancelled and message.appointment.cancelled_at < message.due_at):
+                OutboundMessage.objects.filter(pk=message.pk).update(
+                    status=Status.CANCELLED, status_reason="the appointment was cancelled or moved", finished_at=message.due_at,
+                )
+                continue
+            sent = message.due_at + timedelta(seconds=20)
+            OutboundMessage.objects.filter(pk=message.pk).update(
+                status=Status.SENT, to_number=message.patient.mobile_phone, backend="console", attempts=1,
+                provider_sid=f"CONSOLEDEMO{message.pk:08d}", claimed_at=message.due_at, sent_at=sent, updated_at=sent,
+            )
+            MessageEvent.objects.bulk_create([
+                MessageEvent(message=message, source=MessageEvent.Source.WORKER, old_status=Status.SCHEDULED,
+                             new_status=Status.SENDING, at=message.due_at),
+                MessageEvent(message=message, source=MessageEvent.Source.WORKER, old_status=Status.SENDING,
+                             new_status=Status.SENT, at=sent),
+            ])
+            if undeliverable is None and self.rng.random() < 0.02:
+                undeliverable = message
+                apply_delivery_report(message_id=message.pk, reported_status="undelivered", error_code="30005", now=sent)
+            else:
+                apply_delivery_report(message_id=message.pk, reported_status="delivered", now=sent + timedelta(seconds=5))
 
     def attempt_time(self, day: date, part: str) -> datetime:
         return local(day, time(self.rng.choice(ATTEMPT_HOURS[part]), self.rng.choice([0, 10, 25, 40])))
