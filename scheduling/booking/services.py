@@ -353,6 +353,25 @@ def correct_appointment_outcome(*, appointment: Appointment, outcome: str, actor
     return appointment
 
 
+def confirm_appointment(*, appointment: Appointment, at=None, source: str = "SMS", actor=None) -> bool:
+    """The patient said they will be there (a text reply "C"). Only the first confirmation is kept;
+    a cancelled appointment, or one with an outcome, is not confirmed. Returns whether it changed."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        locked = Appointment.objects.select_for_update().select_related("referral").get(pk=appointment.pk)
+        if locked.confirmed_at is not None or locked.outcome != AttendanceOutcome.NOT_APPLICABLE:
+            appointment.confirmed_at = locked.confirmed_at
+            return False
+        locked.confirmed_at = at
+        locked.save(update_fields=["confirmed_at"])
+        record_change(
+            referral=locked.referral, appointment=locked, field="confirmed", old="", new=f"by {source}"[:40],
+            actor=actor, at=at,
+        )
+    appointment.confirmed_at = at
+    return True
+
+
 def notice_hours(appointment: Appointment) -> float | None:
     notice = appointment.notice_given
     return None if notice is None else notice.total_seconds() / 3600
