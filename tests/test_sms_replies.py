@@ -2,9 +2,12 @@
 must read, never guessed between patients."""
 
 import logging
+import threading
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test import Client
 from django.urls import reverse
 
 from scheduling.booking.selectors import admin_worklist
@@ -244,6 +247,16 @@ def test_stop_from_a_number_two_patients_share_opts_both_out(client, appointment
     assert stored().handling == Handling.APPLIED
 
 
+def test_a_stop_that_says_more_opts_out_and_passes_the_text_to_staff(client, appointment, patient):
+    reply(client, patient.mobile_phone, "Stop, I have moved to another service")
+
+    patient.refresh_from_db()
+    assert patient.sms_opted_out
+    task = stored().admin_task
+    assert (task.kind, task.patient) == (AdminTask.Kind.SMS_REPLY, patient)
+    assert task.detail.startswith("Reply applied (asked to stop texts)") and "moved to another service" in task.detail
+
+
 def test_stop_from_a_number_on_no_record_is_kept_without_a_task(client, appointment):
     reply(client, number_on_no_record(), "STOP")
 
@@ -344,6 +357,47 @@ def test_a_replayed_reply_is_stored_once_and_acted_on_once(client, appointment, 
     assert first.status_code == again.status_code == 200
     assert again.content.decode() == EMPTY_TWIML
     assert InboundMessage.objects.count() == 1
+    assert AdminTask.objects.count() == 1
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_same_reply_delivered_twice_at_the_same_moment_is_acted_on_once(settings, pwp, admin_user, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("Real concurrent connections are tested on PostgreSQL")
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
+    with time_machine.travel(BOOKED_AT, tick=False):
+        appointment = book(make_referral(pwp), pwp, START, actor=admin_user)
+    # Both requests get past the "already stored?" check before either stores: only the database decides.
+    real_lookup = replies.patients_with_number
+    both_looked = threading.Barrier(2, timeout=20)
+
+    def look_then_wait(number):
+        found = real_lookup(number)
+        both_looked.wait()
+        return found
+
+    monkeypatch.setattr(replies, "patients_with_number", look_then_wait)
+    params = inbound_params(from_number=appointment.referral.patient.mobile_phone, body="R")
+    responses = [None, None]
+
+    def post(i):
+        try:
+            responses[i] = post_webhook(Client(), INBOUND, params)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+    with time_machine.travel(REPLIED_AT, tick=False):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+
+    assert [r.status_code for r in responses] == [200, 200]
+    assert InboundMessage.objects.get().handling == Handling.FOR_STAFF
+    assert AdminTask.objects.filter(kind=AdminTask.Kind.REARRANGE_REQUEST).count() == 1
     assert AdminTask.objects.count() == 1
 
 

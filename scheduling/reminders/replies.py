@@ -14,8 +14,8 @@ ever guessed: a number on no record, or shared by several patients, gives a task
 staff to act on, not a confirmation or request against anyone's appointment. Opt-outs are the
 exception: a STOP is honoured for every patient with that number.
 
-Twilio and CANCEL: CANCEL is one of Twilio's default opt-out keywords, but our reminders ask people to
-reply CANCEL-like words to rearrange, so CANCEL is read here as a rearrangement request. The Twilio
+Twilio and CANCEL: CANCEL is one of Twilio's default opt-out keywords, but a patient who replies
+CANCEL to a reminder means "not then", so it is read here as a rearrangement request. The Twilio
 number's (or Messaging Service's) Advanced Opt-Out keyword list must have CANCEL removed. If Twilio
 opts the number out anyway, the next text to it fails with error 21610, which sending.py records as
 an opt-out and puts on the worklist, so the patient is not texted against their wishes either way.
@@ -170,6 +170,11 @@ def _reply_task(*, detail: str, kind: str = AdminTask.Kind.SMS_REPLY, patient=No
                             detail=detail)
 
 
+def _also_says(message: InboundMessage, body: str, *, shared_by: int = 1) -> str:
+    sender = f" from a number shared by {shared_by} patients ({_number_for_staff(message.from_number)})" if shared_by > 1 else ""
+    return f"Reply{sender} applied ({message.get_meaning_display().lower()}); it also says: {_quote(body)}"
+
+
 def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
     """(handling, appointment, admin task) for a stored reply, after doing what it asks."""
     meaning = message.meaning
@@ -184,10 +189,7 @@ def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
                 opt_out_patient(patient=patient, reason="patient replied STOP", at=at)
             else:
                 opt_in_patient(patient=patient)
-        task = None
-        if more:
-            label = "Stopped texts" if meaning == Meaning.OPT_OUT else "Started texts again"
-            task = _reply_task(patient=single, detail=f"{label} by text reply, which also says: {_quote(body)}")
+        task = _reply_task(patient=single, detail=_also_says(message, body, shared_by=len(patients))) if more else None
         return Handling.APPLIED, None, task
 
     if not patients:
@@ -213,10 +215,7 @@ def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
 
     if meaning == Meaning.CONFIRM:
         confirm_appointment(appointment=appointment, at=at, source="SMS")
-        task = None
-        if more:
-            task = _reply_task(appointment=appointment,
-                               detail=f"Confirmed by text reply, which also says: {_quote(body)}")
+        task = _reply_task(appointment=appointment, detail=_also_says(message, body)) if more else None
         return Handling.APPLIED, appointment, task
     if meaning == Meaning.REARRANGE:
         task = _reply_task(kind=AdminTask.Kind.REARRANGE_REQUEST, appointment=appointment,
