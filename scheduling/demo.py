@@ -227,6 +227,38 @@ class DemoBuilder:
                 apply_delivery_report(message_id=message.pk, reported_status="undelivered", error_code="30005", now=sent)
             else:
                 apply_delivery_report(message_id=message.pk, reported_status="delivered", now=sent + timedelta(seconds=5))
+        self.build_sms_replies()
+
+    def build_sms_replies(self):
+        """A few replies from the last day: confirmations (shown on the call list), a rearrangement
+        request and a question (on the admin worklist), and a text from a number on no record."""
+        from scheduling.reminders.replies import handle_inbound
+
+        upcoming = list(
+            Appointment.objects.filter(
+                is_demo=True, start__gt=self.now, start__lt=self.now + timedelta(days=3), outcome=AttendanceOutcome.NOT_APPLICABLE,
+            ).exclude(referral__patient__mobile_phone="").select_related("referral__patient").order_by("start")
+        )
+        replies = ["C", "Yes thanks", "C", "R", "Can you ring after 3pm instead please? Thanks", "Confirm"]
+        seen = set()
+        for appointment in upcoming:
+            patient = appointment.referral.patient
+            if patient.pk in seen or not patients_share_no_number(patient):
+                continue
+            seen.add(patient.pk)
+            body = replies[len(seen) - 1]
+            handle_inbound(
+                provider_sid=f"SMDEMO{len(seen):026d}", from_number=patient.mobile_phone, to_number="+447700900999",
+                body=body, received_at=self.now - timedelta(hours=len(seen)),
+            )
+            if len(seen) == len(replies):
+                break
+        in_use = set(Patient.objects.values_list("mobile_phone", flat=True)) | set(Patient.objects.values_list("other_phone", flat=True))
+        stranger = next(f"+447700900{n:03d}" for n in range(998, 0, -1) if f"+447700900{n:03d}" not in in_use)
+        handle_inbound(
+            provider_sid=f"SMDEMO{99:026d}", from_number=stranger, to_number="+447700900999",
+            body="Hi is this the right number to call about my appointment?", received_at=self.now - timedelta(minutes=40),
+        )
 
     def attempt_time(self, day: date, part: str) -> datetime:
         return local(day, time(self.rng.choice(ATTEMPT_HOURS[part]), self.rng.choice([0, 10, 25, 40])))
@@ -374,6 +406,10 @@ class DemoBuilder:
             )
         for session in sessions:
             self.play_out(session, pwp, dna_rate=0.1)
+
+
+def patients_share_no_number(patient) -> bool:
+    return not Patient.objects.filter(mobile_phone=patient.mobile_phone).exclude(pk=patient.pk).exists()
 
 
 def database_has_non_demo_data() -> bool:
