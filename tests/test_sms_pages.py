@@ -7,10 +7,10 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from scheduling.caseload.models import AdminTask
 from scheduling.reminders import sending
+from scheduling.reminders.replies import handle_inbound
 from scheduling.reminders.content import DEFAULT_TEMPLATES
-from scheduling.reminders.models import InboundMessage, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
+from scheduling.reminders.models import MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral
 
@@ -42,11 +42,10 @@ def appointment(pwp, admin_user):
 
 @pytest.fixture
 def reply(appointment):
-    patient = appointment.referral.patient
-    return InboundMessage.objects.create(
-        provider_sid="SMfake0001", from_number=patient.mobile_phone, body="R please, working that day",
-        received_at=london(2026, 6, 8, 11, 5), patient=patient, appointment=appointment,
-        meaning=InboundMessage.Meaning.REARRANGE, handling=InboundMessage.Handling.APPLIED,
+    """The patient texts back asking to rearrange, through the real reply handler."""
+    return handle_inbound(
+        provider_sid="SMfake0001", from_number=appointment.referral.patient.mobile_phone, to_number="+447700900500",
+        body="R", received_at=london(2026, 6, 8, 11, 5),
     )
 
 
@@ -256,18 +255,17 @@ def test_an_unknown_message_is_not_found(client, admin_user):
 # --- Replies ---------------------------------------------------------------------------------
 
 def test_replies_are_listed_newest_first_with_meaning_handling_and_follow_up(client, admin_user, reply, appointment):
-    task = AdminTask.objects.create(kind=AdminTask.Kind.SMS_REPLY, source=AdminTask.Source.SMS, detail="Reply to read")
-    InboundMessage.objects.create(
-        provider_sid="SMfake0002", from_number="+447700900999", body="who is this?", received_at=london(2026, 6, 9, 12),
-        meaning=InboundMessage.Meaning.OTHER, handling=InboundMessage.Handling.UNKNOWN_SENDER, admin_task=task,
-    )
+    unknown = handle_inbound(provider_sid="SMfake0002", from_number="+447700900999", to_number="+447700900500",
+                             body="who is this?", received_at=london(2026, 6, 9, 12))
+    assert reply.appointment == appointment and reply.admin_task is not None and unknown.admin_task is not None
     client.force_login(admin_user)
     html = page(client, "sms:replies")
-    assert html.index("who is this?") < html.index("R please, working that day")
+    assert html.index("who is this?") < html.index(">R</td>")
     assert "Unknown number" in html and "07700 900999" in html
     assert appointment.referral.patient.full_name in html
-    assert "Asked to rearrange" in html and "Applied" in html and "Number not recognised" in html
-    assert reverse("booking:task_resolve", args=[task.pk]) in html
+    assert "Asked to rearrange" in html and "Number not recognised" in html and "Other message" in html
+    assert reverse("booking:task_resolve", args=[reply.admin_task_id]) in html
+    assert reverse("booking:task_resolve", args=[unknown.admin_task_id]) in html
     assert f'{reverse("caseload:referral_detail", args=[appointment.referral_id])}">Appointment Wed 10 Jun 14:00' in html
 
 
