@@ -212,3 +212,19 @@ def test_curly_quotes_typed_into_a_template_are_stored_as_plain_gsm7(manager):
     template = update_template(key="reminder", body="Hi {first_name}, we’ll phone you at {time} – reply STOP to end texts.", actor=manager)
     assert "'" in template.body and "-" in template.body
     assert sms_length(template.body).encoding == "GSM-7"
+
+
+def test_placeholders_with_formatting_are_refused(manager):
+    from django.core.exceptions import ValidationError
+
+    from scheduling.reminders.services import update_template
+
+    for body in ("Hi {first_name:>999999}. Reply STOP to end texts.", "Hi {first_name!r}. Reply STOP to end texts."):
+        with pytest.raises(ValidationError, match="no formatting"):
+            update_template(key="reminder", body=body, actor=manager)
+
+
+def test_typographic_characters_become_their_gsm7_spelling():
+    from scheduling.reminders.content import to_gsm7
+
+    assert to_gsm7("Wait… it’s “fine” – ﬁne, Zoë") == 'Wait... it\'s "fine" - fine, Zoe'

@@ -89,9 +89,16 @@ def clinical_words_in(text: str) -> list[str]:
 
 def placeholders_in(body: str) -> list[str]:
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(body) if name is not None]
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(body) if name is not None]
     except ValueError as exc:
         raise ValidationError({"body": f"The template has an unmatched brace: {exc}."}) from exc
+    formatted = [name for name, spec, conversion in fields if spec or conversion]
+    if formatted:
+        # {first_name:>9999} or {first_name!r} would build huge or odd texts when reminders are planned.
+        raise ValidationError(
+            {"body": f"Placeholders take no formatting: write {{{formatted[0]}}} without ':' or '!'."}
+        )
+    return [name for name, _, _ in fields]
 
 
 def validate_template_body(body: str) -> None:
@@ -135,14 +142,17 @@ def appointment_placeholders(*, appointment, patient) -> dict[str, str]:
 
 def to_gsm7(text: str) -> str:
     """Replace characters outside GSM-7 with their nearest GSM-7 form where one exists
-    (curly quotes, dashes, and accents GSM-7 lacks: Zoë -> Zoe); others are kept."""
+    (curly quotes, dashes, the ellipsis, and accents GSM-7 lacks: Zoë -> Zoe); others are kept."""
     out = []
     for c in text:
-        c = GSM7_REPLACEMENTS.get(c, c)
+        if c in GSM7_REPLACEMENTS:
+            out.append(GSM7_REPLACEMENTS[c])
+            continue
         if c not in GSM7_BASIC and c not in GSM7_EXTENSION:
-            base = unicodedata.normalize("NFKD", c)[0]
-            if base in GSM7_BASIC:
-                c = base
+            # Drop combining accents; keep the result only if all of it is GSM-7 (ﬁ -> fi).
+            plain = "".join(ch for ch in unicodedata.normalize("NFKD", c) if not unicodedata.combining(ch))
+            if plain and all(ch in GSM7_BASIC for ch in plain):
+                c = plain
         out.append(c)
     return "".join(out)
 
