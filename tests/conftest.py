@@ -94,3 +94,14 @@ def browser_without_js(chrome_options_factory):
     driver = webdriver.Chrome(service=Service(driver_path), options=chrome_options_factory(javascript=False))
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite tests use a file, not memory, so real worker and server processes started by the
+    end-to-end tests share the test database, as they share it on PostgreSQL."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
