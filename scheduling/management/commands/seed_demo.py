@@ -1,5 +1,6 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 from django.utils import timezone
 
 from scheduling.demo import DEMO_PASSWORD, STAFF, DemoBuilder, database_has_non_demo_data, demo_data_present
@@ -32,7 +33,10 @@ class Command(BaseCommand):
         if get_user_model().objects.filter(username__in=usernames).exists():
             raise CommandError("Demo staff accounts already exist in this database.")
         builder = DemoBuilder(seed=seed, referrals=referrals, now=timezone.now(), out=self.stdout.write)
-        builder.build()
+        # All or nothing: a first `dev.py run` stopped half-way must not leave a half-built demo
+        # that --if-empty would then take for a loaded one.
+        with transaction.atomic():
+            builder.build()
         self.stdout.write(self.style.SUCCESS("Demo service loaded."))
         self.stdout.write("Demo sign-ins (shown once; every account uses the same password):")
         for role, people in STAFF.items():
