@@ -351,6 +351,18 @@ def test_a_number_twilio_knows_as_a_landline_is_a_wrong_number(fake, message, pa
     assert len(sends_at_twilio(fake)) == 1
 
 
+def test_an_opted_out_number_records_the_opt_out_and_cancels_the_patients_other_texts(fake, message, patient):
+    fake.set_opted_out(patient.mobile_phone)
+
+    assert send(message) == S.FAILED
+    patient.refresh_from_db()
+    assert (patient.sms_opted_out, patient.sms_opted_out_at) == (True, DUE)
+    same_day = OutboundMessage.objects.get(appointment=message.appointment, kind="reminder_0d")
+    assert (same_day.status, same_day.status_reason) == (S.CANCELLED, "Twilio: the number has opted out (error 21610)")
+    assert dispatch_and_send(same_day.due_at) == {}
+    assert len(sends_at_twilio(fake)) == 1
+
+
 # -- our side wrong ----------------------------------------------------------------------------------
 
 

@@ -23,7 +23,9 @@ from scheduling.caseload.models import AdminTask
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders import gateway
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
-from scheduling.reminders.services import end_of_quiet_hours, in_quiet_hours, sms_refusal_reason, still_useful
+from scheduling.reminders.services import (
+    end_of_quiet_hours, in_quiet_hours, opt_out_patient, sms_refusal_reason, still_useful,
+)
 
 logger = logging.getLogger(__name__)
 Status = OutboundMessage.Status
@@ -220,7 +222,7 @@ def _retry_later(message_id: int, exc, *, now, sms_settings) -> str:
 
 
 def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, *, now) -> str:
-    from scheduling.caseload.services import raise_admin_task, record_sms_opt_out
+    from scheduling.caseload.services import raise_admin_task
 
     code = exc.code or 0
     with transaction.atomic():
@@ -229,7 +231,9 @@ def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, 
                       error_message=exc.message[:300], status_reason="refused by Twilio", finished_at=now)
         if moved:
             if code in gateway.OPTED_OUT_CODES:
-                record_sms_opt_out(patient=message.patient, at=now)
+                # As a STOP reply does: the opt-out and, at once, the patient's other pending texts
+                # cancelled (not left "scheduled" in the outbox until each is skipped when due).
+                opt_out_patient(patient=message.patient, reason=f"Twilio: the number has opted out (error {code})", at=now)
             kind = AdminTask.Kind.WRONG_NUMBER if code in gateway.WRONG_NUMBER_CODES else AdminTask.Kind.SMS_FAILED
             raise_admin_task(
                 kind=kind, source=AdminTask.Source.SMS, patient=message.patient,
