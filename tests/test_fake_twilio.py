@@ -244,6 +244,19 @@ def test_a_429_fault_says_when_to_retry(server, client):
     send(client)
 
 
+def test_a_fault_can_ask_for_a_longer_wait_in_seconds_or_as_a_date(server, client):
+    server.add_fault(status=429, retry_after=300)
+    server.add_fault(status=503, retry_after="Mon, 08 Jun 2026 09:10:00 GMT")
+    server.add_fault(status=503)
+    answers = []
+    for _ in range(3):
+        with pytest.raises(TwilioRestException):
+            send(client)
+        answers.append(client.http_client._test_only_last_response.headers.get("Retry-After"))
+    assert answers == ["300", "Mon, 08 Jun 2026 09:10:00 GMT", None]
+    assert server.requests[0]["fault"] == {"status": 429, "retry_after": 300}
+
+
 def test_faults_are_used_in_the_order_they_were_added(server, client):
     server.add_fault(status=503)
     server.add_fault(error_code=21408)
@@ -398,7 +411,8 @@ def test_an_inbound_reply_to_a_failing_webhook_returns_the_status(server, receiv
 def test_the_http_control_endpoints_drive_the_server(server, client, receiver):
     assert control(server, "POST", "/_fake/faults", {"status": 500}) == (
         201,
-        {"status": 500, "error_code": None, "delay": 0, "timeout": 0, "drop_connection": False, "count": 1},
+        {"status": 500, "error_code": None, "delay": 0, "timeout": 0, "drop_connection": False, "retry_after": None,
+         "count": 1},
     )
     with pytest.raises(TwilioRestException):
         send(client)

@@ -175,6 +175,36 @@ def test_a_429_waits_for_the_backoff_and_sends_nothing_until_due_again(fake, mes
     assert len(fake.messages) == 1
 
 
+def test_a_429_asking_for_a_longer_wait_is_honoured(fake, message):
+    fake.add_fault(status=429, retry_after=300)
+
+    assert send(message) == S.SCHEDULED
+    row = reload(message)
+    assert row.due_at == DUE + 5 * MINUTE
+    assert history(row)[-1][3].endswith("next try in 300 s, as Twilio asked")
+    for minutes in (1, 2, 4):
+        assert dispatch_and_send(DUE + minutes * MINUTE) == {}
+    assert len(sends_at_twilio(fake)) == 1
+    assert dispatch_and_send(DUE + 5 * MINUTE) == {message.pk: S.SENT}
+    assert len(fake.messages) == 1
+
+
+def test_a_503_with_retry_after_as_a_date_waits_until_then(fake, message):
+    fake.add_fault(status=503, retry_after="Mon, 08 Jun 2026 09:10:00 GMT")  # DUE is 09:00 UTC
+
+    assert send(message) == S.SCHEDULED
+    assert reload(message).due_at == DUE + 10 * MINUTE
+    assert dispatch_and_send(DUE + 9 * MINUTE) == {}
+    assert dispatch_and_send(DUE + 10 * MINUTE) == {message.pk: S.SENT}
+
+
+def test_a_retry_after_of_hours_is_capped_at_an_hour(fake, message):
+    fake.add_fault(status=429, retry_after=86400)
+
+    assert send(message) == S.SCHEDULED
+    assert reload(message).due_at == DUE + 60 * MINUTE
+
+
 def test_a_503_backs_off_twice_as_long_each_time(fake, message):
     fake.add_fault(status=503, count=2)
 

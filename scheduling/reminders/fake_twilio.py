@@ -13,8 +13,8 @@ It answers what the official `twilio` Python client (v9) calls for SMS:
          DateSent<, DateSent> filters and Twilio's paging
 
 and, like Twilio, posts status callbacks (sent, then delivered / undelivered / failed) and inbound-SMS
-webhooks signed with X-Twilio-Signature. Faults (500, 429, 503, error codes, slow answers, timeouts
-after the message was created, dropped connections) can be queued for the next sends.
+webhooks signed with X-Twilio-Signature. Faults (500, 429, 503, with or without Retry-After, error codes,
+slow answers, timeouts after the message was created, dropped connections) can be queued for the next sends.
 
 Pointing the real client at it (checked against twilio 9.x: every 2010-04-01 URL is built from
 `client.api.base_url`, the `api` Domain's "https://api.twilio.com"):
@@ -148,6 +148,9 @@ class Fault:
     delay: float = 0  # answer slowly, then normally
     timeout: float = 0  # create the message, then hold the answer this long (the client times out)
     drop_connection: bool = False  # create the message, then close the socket without answering
+    # With a status: the Retry-After header, seconds or an HTTP date (real Twilio may send one on a
+    # 429 or 503). A 429 without it says "1", as this fake always has.
+    retry_after: int | str | None = None
     count: int = 1
 
     def __post_init__(self):
@@ -620,7 +623,10 @@ class _Handler(BaseHTTPRequestHandler):
             code = fault.error_code or ERROR_CODE_FOR_STATUS.get(fault.status, fault.status)
             status, payload = error_payload(code, fault.status, to=form.get("To", ""), from_=form.get("From", ""))
             fake._record_request(form, status, fault, None)
-            headers = {"Retry-After": "1"} if status == 429 else {}
+            if fault.retry_after is not None:
+                headers = {"Retry-After": str(fault.retry_after)}
+            else:
+                headers = {"Retry-After": "1"} if status == 429 else {}
             return self._send_json(status, payload, headers)
 
         status, payload = fake.create_message(form)

@@ -9,17 +9,22 @@ Backends, chosen by settings.SMS_BACKEND:
 Errors are split the way the sender must treat them:
   PermanentSmsError   Twilio refused this message for good (bad or landline number, opted out...):
                       never retried; the patient goes on the admin worklist.
-  TransientSmsError   429, 5xx, a refused connection: nothing was sent; try again later.
+  TransientSmsError   429, 5xx, a refused connection: nothing was sent; try again later (no sooner
+                      than Twilio's Retry-After, when it sends one).
   UncertainSmsError   the request may have reached Twilio but no answer came back (read timeout,
                       connection dropped): the sender must ask Twilio before ever trying again.
 """
 
+import email.utils
 import logging
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.utils import timezone
+from twilio.http.http_client import TwilioHttpClient
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,8 @@ PERMANENT_ERROR_CODES = frozenset({21211, 21408, 21602, 21606, 21608, 21610, 216
 # Of those, the ones that mean the number itself is wrong (not just this message).
 WRONG_NUMBER_CODES = frozenset({21211, 21612, 21614, 30005, 30006})
 OPTED_OUT_CODES = frozenset({21610})
+# Twilio's Retry-After is honoured up to this; a reminder held longer than an hour is rarely still useful.
+MAX_RETRY_AFTER_SECONDS = 3600
 
 
 class SmsError(Exception):
@@ -74,11 +81,23 @@ class ConsoleBackend:
         return None
 
 
+class _HttpClient(TwilioHttpClient):
+    """The twilio client's own HTTP client, keeping the last answer's headers: TwilioRestException
+    carries none, and Retry-After is one. A backend (and so this client) serves one task at a time."""
+
+    last_headers = None
+
+    def request(self, *args, **kwargs):
+        self.last_headers = None
+        response = super().request(*args, **kwargs)
+        self.last_headers = response.headers
+        return response
+
+
 class TwilioBackend:
     name = "twilio"
 
     def __init__(self):
-        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
         if not (settings.TWILIO_ACCOUNT_SID and settings.TWILIO_AUTH_TOKEN):
@@ -88,7 +107,7 @@ class TwilioBackend:
         self.client = Client(
             settings.TWILIO_ACCOUNT_SID,
             settings.TWILIO_AUTH_TOKEN,
-            http_client=TwilioHttpClient(timeout=settings.SMS_HTTP_TIMEOUT_SECONDS),
+            http_client=_HttpClient(timeout=settings.SMS_HTTP_TIMEOUT_SECONDS),
         )
         if settings.TWILIO_API_BASE_URL:
             self.client.api.base_url = settings.TWILIO_API_BASE_URL
@@ -142,7 +161,7 @@ class TwilioBackend:
         try:
             return request()
         except TwilioRestException as exc:
-            raise _classify(exc) from exc
+            raise _classify(exc, headers=self.client.http_client.last_headers) from exc
         except (requests.exceptions.ConnectTimeout,) as exc:
             raise TransientSmsError("Could not connect to Twilio (timeout).") from exc
         except requests.exceptions.ConnectionError as exc:
@@ -169,11 +188,13 @@ def _never_connected(exc) -> bool:
     return False
 
 
-def _classify(exc) -> SmsError:
+def _classify(exc, *, headers=None) -> SmsError:
     code = exc.code
     message = (exc.msg or "")[:300]
     if exc.status == 429 or (exc.status or 0) >= 500:
-        return TransientSmsError(message or f"Twilio answered HTTP {exc.status}", code=code)
+        return TransientSmsError(
+            message or f"Twilio answered HTTP {exc.status}", code=code, retry_after=_retry_after(headers)
+        )
     if code in PERMANENT_ERROR_CODES:
         return PermanentSmsError(message, code=code)
     if exc.status in (401, 403):
@@ -182,6 +203,26 @@ def _classify(exc) -> SmsError:
         return TransientSmsError(message or "Twilio refused our credentials.", code=code)
     # Any other 4xx: the request itself is wrong and will be wrong again.
     return PermanentSmsError(message or f"Twilio refused the message (HTTP {exc.status}).", code=code)
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds Twilio asked us to wait (Retry-After: seconds or an HTTP date), at most an hour."""
+    value = (headers or {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, with no claim about the local zone
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - timezone.now()).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _remote(message) -> RemoteMessage:

@@ -12,6 +12,7 @@
 
 import datetime
 import logging
+import math
 
 from django.conf import settings
 from django.db import transaction
@@ -212,9 +213,11 @@ def _retry_later(message_id: int, exc, *, now, sms_settings) -> str:
         logger.error("sms.send_gave_up message_id=%s code=%s", message_id, exc.code)
         return Status.FAILED
     # Backoff: 1, 2, 4, 8 minutes..., or Twilio's Retry-After if longer.
-    wait = max(60 * 2 ** (message.attempts - 1), exc.retry_after or 0)
+    backoff = 60 * 2 ** (message.attempts - 1)
+    wait = max(backoff, exc.retry_after or 0)
+    asked = ", as Twilio asked" if wait > backoff else ""
     _move(message_id, from_statuses=[Status.SENDING], to=Status.SCHEDULED, source=Source.WORKER, now=now,
-          detail=f"try {message.attempts} failed ({exc.message}); next try in {int(wait)} s",
+          detail=f"try {message.attempts} failed ({exc.message}); next try in {math.ceil(wait)} s{asked}",
           due_at=now + datetime.timedelta(seconds=wait), enqueued_at=None, error_code=str(exc.code or ""),
           error_message=exc.message[:300])
     logger.warning("sms.send_retry message_id=%s attempt=%s code=%s", message_id, message.attempts, exc.code)
