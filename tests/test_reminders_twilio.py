@@ -218,6 +218,18 @@ def test_a_503_backs_off_twice_as_long_each_time(fake, message):
     assert (reload(message).attempts, len(fake.messages)) == (3, 1)
 
 
+def test_a_full_queue_at_twilio_is_retried_and_puts_nobody_on_the_worklist(fake, message, patient):
+    fake.add_fault(error_code=21611)  # a 400, but our sender's queue, not the patient's number
+
+    assert send(message) == S.SCHEDULED
+    row = reload(message)
+    assert (row.error_code, row.due_at) == ("21611", DUE + MINUTE)
+    assert "exceeded the maximum number of queued messages" in history(row)[-1][3]
+    assert not AdminTask.objects.filter(patient=patient).exists()
+    assert dispatch_and_send(DUE + MINUTE) == {message.pk: S.SENT}
+    assert len(fake.messages) == 1
+
+
 def test_a_refused_connection_is_retried_and_nothing_is_duplicated(fake, message, settings):
     settings.TWILIO_API_BASE_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 

@@ -88,6 +88,7 @@ ERRORS = {
     21602: (400, "Message body is required."),
     21603: (400, "A 'From' phone number is required."),
     21610: (400, "Attempt to send to unsubscribed recipient"),
+    21611: (400, "This 'From' number has exceeded the maximum number of queued messages"),
     21612: (
         400,
         "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: {from_} via SMS.",

@@ -33,6 +33,9 @@ PERMANENT_ERROR_CODES = frozenset({21211, 21408, 21602, 21606, 21608, 21610, 216
 # Of those, the ones that mean the number itself is wrong (not just this message).
 WRONG_NUMBER_CODES = frozenset({21211, 21612, 21614, 30005, 30006})
 OPTED_OUT_CODES = frozenset({21610})
+# 400s that clear by themselves: 21611, our sender's queue at Twilio is full (a burst, say catching up
+# after downtime). Retried like a 429; nothing about the patient's number.
+TRANSIENT_ERROR_CODES = frozenset({21611})
 # Twilio's Retry-After is honoured up to this; a reminder held longer than an hour is rarely still useful.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -191,7 +194,7 @@ def _never_connected(exc) -> bool:
 def _classify(exc, *, headers=None) -> SmsError:
     code = exc.code
     message = (exc.msg or "")[:300]
-    if exc.status == 429 or (exc.status or 0) >= 500:
+    if exc.status == 429 or (exc.status or 0) >= 500 or code in TRANSIENT_ERROR_CODES:
         return TransientSmsError(
             message or f"Twilio answered HTTP {exc.status}", code=code, retry_after=_retry_after(headers)
         )
