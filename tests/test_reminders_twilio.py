@@ -431,3 +431,51 @@ def test_a_cancellation_while_the_send_is_queued_means_nothing_reaches_twilio(fa
     assert fake.log_lines == [] and fake.messages == []
     assert reload(message).attempts == 0
 
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+def forms_of(number: str) -> set[str]:
+    """+447700900123 as it may be written: E.164, without the plus, national, spaced, URL-encoded."""
+    national = "0" + number[3:]
+    return {number, number[1:], national, number[3:], f"{national[:5]} {national[5:]}", urllib.parse.quote(number)}
+
+
+@pytest.fixture
+def emitted_logs(caplog):
+    """Every log line as the code emitted it, at DEBUG for every logger (the twilio client's and
+    urllib3's included), before the app's handler redacts anything: scheduling/logs.py is the last
+    line of defence, not the way patient data is kept out of the logs."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("twilio", "twilio.http_client", "urllib3", "urllib3.connectionpool", "requests"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(f"{record.name} {record.getMessage()}")
+
+    keep, root = Keep(logging.DEBUG), logging.getLogger()
+    root.handlers.insert(0, keep)  # ahead of the redacting console handler
+    yield lines
+    root.removeHandler(keep)
+
+
+def test_no_log_line_carries_the_patients_number_or_the_text_at_any_level(fake, message, patient, settings, emitted_logs):
+    settings.SMS_HTTP_TIMEOUT_SECONDS = 0.5
+    fake.add_fault(status=500)
+    fake.add_fault(timeout=3)
+    send(message)  # 500, retried
+    dispatch_and_send(DUE + MINUTE)  # times out after Twilio created it
+    dispatch_and_send(DUE + 5 * MINUTE)  # reconciled by listing the number's messages
+    assert reload(message).status == S.SENT
+    same_day = OutboundMessage.objects.get(appointment=message.appointment, kind="reminder_0d")
+    fake.add_fault(error_code=21612)  # Twilio's words for this one name the number
+    assert send(same_day, same_day.due_at) == S.FAILED
+
+    assert any(line.startswith("urllib3") for line in emitted_logs), "urllib3's debug lines should be seen"
+    assert any(line.startswith("twilio.http_client") for line in emitted_logs)
+    forbidden = forms_of(patient.mobile_phone) | {message.body, same_day.body, urllib.parse.quote_plus(message.body)}
+    for line in emitted_logs:
+        for secret in forbidden:
+            assert secret not in line, f"log line leaks patient data: {line!r}"

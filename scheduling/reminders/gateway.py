@@ -21,6 +21,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils import timezone
@@ -85,8 +86,10 @@ class ConsoleBackend:
 
 
 class _HttpClient(TwilioHttpClient):
-    """The twilio client's own HTTP client, keeping the last answer's headers: TwilioRestException
-    carries none, and Retry-After is one. A backend (and so this client) serves one task at a time."""
+    """The twilio client's own HTTP client, keeping the last answer's headers (TwilioRestException
+    carries none, and Retry-After is one; a backend, and so this client, serves one task at a time)
+    and logging requests without their query strings, which carry phone numbers when the reconciler
+    lists a number's messages. The stock client logs whole URLs and query parameters at INFO."""
 
     last_headers = None
 
@@ -95,6 +98,28 @@ class _HttpClient(TwilioHttpClient):
         response = super().request(*args, **kwargs)
         self.last_headers = response.headers
         return response
+
+    def log_request(self, kwargs) -> None:
+        self.logger.debug("twilio.request method=%s path=%s", kwargs["method"], urlsplit(kwargs["url"]).path)
+
+    def log_response(self, status_code, response) -> None:
+        self.logger.debug("twilio.response status=%s", status_code)
+
+
+class _WithoutQueryStrings(logging.Filter):
+    """urllib3 logs each request line at DEBUG, query string included: cut every argument at its '?'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+# On the logger itself, so it holds whatever handlers are configured (the redacting one in settings
+# is the last line of defence, not the first).
+_urllib3_logger = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(each, _WithoutQueryStrings) for each in _urllib3_logger.filters):
+    _urllib3_logger.addFilter(_WithoutQueryStrings())
 
 
 class TwilioBackend:
