@@ -301,6 +301,23 @@ def test_a_dropped_connection_still_creates_the_message(server, client):
     assert server.requests[0]["response_status"] is None
 
 
+def test_an_answer_cut_off_halfway_still_creates_the_message(server, client):
+    server.add_fault(cut_off=True)
+    # A transport error that is neither a ConnectionError nor a Timeout, and not a TwilioException.
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        send(client)
+    assert len(server.messages) == 1
+    assert server.requests[0]["sid"] == server.messages[0]["sid"]
+
+
+def test_a_garbled_answer_is_not_json_and_creates_nothing(server, client):
+    server.add_fault(garbled=True)
+    with pytest.raises(ValueError):  # the client's json.loads of an HTML page
+        send(client)
+    assert server.messages == []
+    assert server.requests[0]["fault"] == {"garbled": True}
+
+
 def test_list_filters_and_pages_like_twilio(server, client):
     first = send(client, to="+447700900001")
     second = send(client, to="+447700900002")
@@ -411,8 +428,8 @@ def test_an_inbound_reply_to_a_failing_webhook_returns_the_status(server, receiv
 def test_the_http_control_endpoints_drive_the_server(server, client, receiver):
     assert control(server, "POST", "/_fake/faults", {"status": 500}) == (
         201,
-        {"status": 500, "error_code": None, "delay": 0, "timeout": 0, "drop_connection": False, "retry_after": None,
-         "count": 1},
+        {"status": 500, "error_code": None, "delay": 0, "timeout": 0, "drop_connection": False, "cut_off": False,
+         "garbled": False, "retry_after": None, "count": 1},
     )
     with pytest.raises(TwilioRestException):
         send(client)

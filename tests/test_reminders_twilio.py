@@ -300,6 +300,28 @@ def test_a_dropped_connection_after_twilio_created_the_text_is_reconciled_not_re
     assert len(fake.messages) == 1 and len(api_calls(fake)) == 1
 
 
+def test_an_answer_cut_off_halfway_is_reconciled_not_resent(fake, message):
+    fake.add_fault(cut_off=True)
+
+    assert send(message) == S.SENDING
+    assert history(reload(message))[-1][3].startswith("The answer from Twilio was cut off or unreadable.")
+    assert dispatch_and_send(DUE + 3 * MINUTE) == {}
+    row = reload(message)
+    assert (row.status, row.provider_sid) == (S.SENT, fake.messages[0]["sid"])
+    assert len(fake.messages) == 1 and len(sends_at_twilio(fake)) == 1
+
+
+def test_an_answer_that_is_not_twilios_is_checked_then_sent_once(fake, message):
+    fake.add_fault(garbled=True)  # a proxy's page: Twilio never got the request
+
+    assert send(message) == S.SENDING
+    assert reload(message).error_message == "The answer from Twilio was cut off or unreadable."
+    assert dispatch_and_send(DUE + 3 * MINUTE) == {message.pk: S.SENT}
+    row = reload(message)
+    assert (row.attempts, row.provider_sid) == (2, fake.messages[0]["sid"])
+    assert len(fake.messages) == 1 and len(sends_at_twilio(fake)) == 2
+
+
 def test_the_reconciler_adopts_the_status_twilio_has_reached(fake, message):
     fake.add_fault(drop_connection=True)
     send(message)

@@ -11,8 +11,9 @@ Errors are split the way the sender must treat them:
                       never retried; the patient goes on the admin worklist.
   TransientSmsError   429, 5xx, a refused connection: nothing was sent; try again later (no sooner
                       than Twilio's Retry-After, when it sends one).
-  UncertainSmsError   the request may have reached Twilio but no answer came back (read timeout,
-                      connection dropped): the sender must ask Twilio before ever trying again.
+  UncertainSmsError   the request may have reached Twilio but no usable answer came back (read
+                      timeout, connection dropped, answer cut off or not JSON): the sender must ask
+                      Twilio before ever trying again.
 """
 
 import email.utils
@@ -200,6 +201,10 @@ class TwilioBackend:
             raise UncertainSmsError("Twilio did not answer in time.") from exc
         except TwilioException as exc:
             raise UncertainSmsError(f"Unexpected answer from Twilio: {type(exc).__name__}") from exc
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            # An answer broken off halfway (ChunkedEncodingError) or not JSON (something in between
+            # answered): the request may have been acted on, so it is checked before any retry.
+            raise UncertainSmsError("The answer from Twilio was cut off or unreadable.") from exc
 
 
 def _never_connected(exc) -> bool:
