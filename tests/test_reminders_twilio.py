@@ -1,7 +1,7 @@
 """The send task and the reconciler with SMS_BACKEND="twilio": the real `twilio` client talks HTTP to
 the fake Twilio server on loopback, with faults injected. Each test asserts on the outbox row, its
 events and worklist tasks, and on what the fake actually received and created.
-(Console backend: test_reminders_sending.py; the real queue: test_reminders_e2e.py.)"""
+(The console backend: test_reminders_sending.py; the fake itself: test_fake_twilio.py.)"""
 
 import datetime as dt
 import logging
@@ -16,6 +16,7 @@ from scheduling.caseload.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
+from scheduling.reminders.services import receive_delivery_report
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 
@@ -91,7 +92,8 @@ def reload(message) -> OutboundMessage:
 def history(message) -> list[tuple]:
     """(source, from, to, detail) of every event after planning, oldest first."""
     return list(
-        message.events.exclude(source=MessageEvent.Source.PLANNER).values_list("source", "old_status", "new_status", "detail")
+        message.events.exclude(source=MessageEvent.Source.PLANNER)
+        .values_list("source", "old_status", "new_status", "detail")
     )
 
 
@@ -110,6 +112,31 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
+
+def forms_of(number: str) -> set[str]:
+    """+447700900123 as it may be written: E.164, without the plus, national, spaced, URL-encoded."""
+    national = "0" + number[3:]
+    return {number, number[1:], national, number[3:], f"{national[:5]} {national[5:]}", urllib.parse.quote(number)}
+
+
+@pytest.fixture
+def emitted_logs(caplog):
+    """Every log line as the code emitted it, at DEBUG for every logger (the twilio client's and
+    urllib3's included), before the app's handler redacts anything: scheduling/logs.py is the last
+    line of defence, not the way patient data is kept out of the logs."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("twilio", "twilio.http_client", "urllib3", "urllib3.connectionpool", "requests"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(f"{record.name} {record.getMessage()}")
+
+    keep, root = Keep(logging.DEBUG), logging.getLogger()
+    root.handlers.insert(0, keep)  # ahead of the redacting console handler
+    yield lines
+    root.removeHandler(keep)
 
 # -- a normal send ---------------------------------------------------------------------------------
 
@@ -138,6 +165,15 @@ def test_running_the_task_again_or_the_schedule_later_sends_nothing_more(fake, m
     assert dispatch(DUE + 10 * MINUTE) == []
     assert len(fake.messages) == 1 and len(api_calls(fake)) == 1
     assert reload(message).attempts == 1
+
+
+def test_with_a_messaging_service_the_text_goes_from_the_service(fake, message, settings):
+    settings.TWILIO_MESSAGING_SERVICE_SID = "MG" + "1" * 32
+
+    assert send(message) == S.SENT
+    [request] = sends_at_twilio(fake)
+    assert request["form"]["MessagingServiceSid"] == settings.TWILIO_MESSAGING_SERVICE_SID
+    assert "From" not in request["form"]
 
 
 # -- transient errors: nothing was sent, try again later --------------------------------------------
@@ -277,6 +313,7 @@ def test_a_read_timeout_after_twilio_created_the_text_is_reconciled_not_resent(f
         "worker", S.SENDING, S.SENDING, "Twilio did not answer in time. Will check with Twilio before any retry.",
     )
     assert len(fake.messages) == 1
+    assert send(message, DUE + MINUTE) == S.SENDING  # the queue running the task again: nothing to claim
     assert dispatch_and_send(DUE + MINUTE) == {}  # within the task's own time: left alone
     assert reload(message).status == S.SENDING
 
@@ -334,19 +371,35 @@ def test_the_reconciler_adopts_the_status_twilio_has_reached(fake, message):
     assert list(reported.values_list("reported_status", flat=True)) == ["delivered", "delivered"]
 
 
-def test_a_row_left_sending_with_a_sid_is_settled_by_fetching_that_sid(fake, message, patient):
-    status, created = fake.create_message({"To": patient.mobile_phone, "From": fake.default_from, "Body": message.body})
-    assert status == 201
-    # A worker died after Twilio answered and a delivery report gave us the SID, before the row moved on.
-    OutboundMessage.objects.filter(pk=message.pk).update(
-        status=S.SENDING, claimed_at=DUE, attempts=1, to_number=patient.mobile_phone, provider_sid=created["sid"]
-    )
+def test_a_reconciler_that_cannot_reach_twilio_leaves_the_row_sending_and_sends_nothing(
+    fake, message, settings, caplog
+):
+    fake.add_fault(drop_connection=True)
+    send(message)
+    settings.TWILIO_API_BASE_URL = f"http://127.0.0.1:{free_port()}"
 
     assert dispatch_and_send(DUE + 3 * MINUTE) == {}
-    row = reload(message)
-    assert (row.status, row.provider_sid) == (S.SENT, created["sid"])
-    assert api_calls(fake, "GET") == [f"GET /2010-04-01/Accounts/{fake.account_sid}/Messages/{created['sid']}.json 200"]
-    assert api_calls(fake, "POST") == [] and len(fake.messages) == 1
+    assert reload(message).status == S.SENDING
+    assert f"sms.reconcile_unreachable message_id={message.pk}" in caplog.messages
+
+    settings.TWILIO_API_BASE_URL = fake.base_url
+    assert dispatch_and_send(DUE + 4 * MINUTE) == {}
+    assert (reload(message).status, len(fake.messages), len(sends_at_twilio(fake))) == (S.SENT, 1, 1)
+
+
+def test_a_row_left_sending_with_a_sid_is_settled_by_fetching_that_sid(fake, message):
+    fake.add_fault(drop_connection=True)
+    send(message)
+    sid = fake.messages[0]["sid"]
+    # A report with a status word we do not act on records the SID only; the row is still "sending".
+    with time_machine.travel(DUE + MINUTE, tick=False):
+        receive_delivery_report(message_id=message.pk, reported_status="partially_delivered", provider_sid=sid)
+    assert (reload(message).status, reload(message).provider_sid) == (S.SENDING, sid)
+
+    assert dispatch_and_send(DUE + 3 * MINUTE) == {}
+    assert (reload(message).status, reload(message).provider_sid) == (S.SENT, sid)
+    assert api_calls(fake, "GET") == [f"GET /2010-04-01/Accounts/{fake.account_sid}/Messages/{sid}.json 200"]
+    assert len(api_calls(fake, "POST")) == 1 and len(fake.messages) == 1
 
 
 def test_a_row_twilio_never_got_is_tried_again_once(fake, message, patient):
@@ -358,7 +411,9 @@ def test_a_row_twilio_never_got_is_tried_again_once(fake, message, patient):
     assert dispatch_and_send(DUE + 3 * MINUTE) == {message.pk: S.SENT}
     row = reload(message)
     assert (row.attempts, row.provider_sid) == (2, fake.messages[0]["sid"])
-    assert ("reconciler", S.SENDING, S.SCHEDULED, "not found at Twilio after the worker stopped; will try again") in history(row)
+    assert ("reconciler", S.SENDING, S.SCHEDULED, "not found at Twilio after the worker stopped; will try again") in (
+        history(row)
+    )
     assert len(fake.messages) == 1 and len(api_calls(fake)) == 1
 
 
@@ -397,7 +452,7 @@ def test_a_permanent_error_is_not_retried_and_goes_on_the_worklist(fake, message
     assert history(row)[-1][:3] == ("worker", S.SENDING, S.FAILED)
     assert history(row)[-1][3].startswith(f"Twilio refused it: {code} ")
     [task] = AdminTask.objects.filter(patient=patient)
-    assert (task.kind, task.source, task.appointment, task.resolved_at) == (kind, AdminTask.Source.SMS, message.appointment, None)
+    assert (task.kind, task.source, task.appointment_id, task.resolved_at) == (kind, "sms", message.appointment_id, None)
     assert task.detail == f"Reminder 2 days before could not be sent: {words}"
 
     assert dispatch_and_send(DUE + dt.timedelta(hours=1)) == {}
@@ -430,13 +485,16 @@ def test_an_opted_out_number_records_the_opt_out_and_cancels_the_patients_other_
 # -- our side wrong ----------------------------------------------------------------------------------
 
 
-def test_wrong_credentials_are_retried_like_an_outage_logged_and_never_blamed_on_the_patient(fake, message, patient, settings, caplog):
+def test_wrong_credentials_are_retried_like_an_outage_logged_and_never_blamed_on_the_patient(
+    fake, message, patient, settings, caplog
+):
     settings.TWILIO_AUTH_TOKEN = "not-the-token"
 
     assert send(message) == S.SCHEDULED
     row = reload(message)
     assert (row.error_code, row.due_at) == ("20003", DUE + MINUTE)
-    assert "sms.twilio_auth_failed status=401 code=20003" in [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    assert "sms.twilio_auth_failed status=401 code=20003" in errors
     for _ in range(SmsSettings.current().max_send_attempts - 1):
         dispatch_and_send(reload(message).due_at)
     row = reload(message)
@@ -457,33 +515,9 @@ def test_a_cancellation_while_the_send_is_queued_means_nothing_reaches_twilio(fa
 # -- logs ------------------------------------------------------------------------------------------
 
 
-def forms_of(number: str) -> set[str]:
-    """+447700900123 as it may be written: E.164, without the plus, national, spaced, URL-encoded."""
-    national = "0" + number[3:]
-    return {number, number[1:], national, number[3:], f"{national[:5]} {national[5:]}", urllib.parse.quote(number)}
-
-
-@pytest.fixture
-def emitted_logs(caplog):
-    """Every log line as the code emitted it, at DEBUG for every logger (the twilio client's and
-    urllib3's included), before the app's handler redacts anything: scheduling/logs.py is the last
-    line of defence, not the way patient data is kept out of the logs."""
-    caplog.set_level(logging.DEBUG)
-    for name in ("twilio", "twilio.http_client", "urllib3", "urllib3.connectionpool", "requests"):
-        caplog.set_level(logging.DEBUG, logger=name)
-    lines = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            lines.append(f"{record.name} {record.getMessage()}")
-
-    keep, root = Keep(logging.DEBUG), logging.getLogger()
-    root.handlers.insert(0, keep)  # ahead of the redacting console handler
-    yield lines
-    root.removeHandler(keep)
-
-
-def test_no_log_line_carries_the_patients_number_or_the_text_at_any_level(fake, message, patient, settings, emitted_logs):
+def test_no_log_line_carries_the_patients_number_or_the_text_at_any_level(
+    fake, message, patient, settings, emitted_logs
+):
     settings.SMS_HTTP_TIMEOUT_SECONDS = 0.5
     fake.add_fault(status=500)
     fake.add_fault(timeout=3)
