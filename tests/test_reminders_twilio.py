@@ -371,6 +371,21 @@ def test_the_reconciler_adopts_the_status_twilio_has_reached(fake, message):
     assert list(reported.values_list("reported_status", flat=True)) == ["delivered", "delivered"]
 
 
+def test_a_text_the_reconciler_finds_undelivered_keeps_its_error_and_goes_on_the_worklist(fake, message, patient):
+    fake.set_delivery(patient.mobile_phone, "undelivered", 30005)
+    fake.add_fault(drop_connection=True)
+    send(message)
+    fake.deliver_callbacks()  # Twilio tried, and the carrier said the number is unknown
+
+    dispatch_and_send(DUE + 3 * MINUTE)
+    row = reload(message)
+    assert (row.status, row.error_code, row.provider_sid) == (S.UNDELIVERED, "30005", fake.messages[0]["sid"])
+    assert row.error_message == "the number is unknown or no longer in use (error 30005)"
+    [task] = AdminTask.objects.filter(patient=patient)
+    assert task.kind == AdminTask.Kind.WRONG_NUMBER and "30005" in task.detail
+    assert len(fake.messages) == 1
+
+
 def test_a_reconciler_that_cannot_reach_twilio_leaves_the_row_sending_and_sends_nothing(
     fake, message, settings, caplog
 ):

@@ -187,6 +187,10 @@ def send_message(*, message_id: int, now=None) -> str:
 
 def _record_handed_over(message_id: int, remote: gateway.RemoteMessage, *, now, source) -> str:
     status = TWILIO_STATUS.get(remote.status, Status.SENT)
+    if status in (Status.UNDELIVERED, Status.FAILED):
+        # Handed over, then failed at Twilio: that is a delivery report (the reconciler applies it next,
+        # Twilio's callback would too), which keeps the error code and puts the patient on the worklist.
+        status = Status.SENT
     fields = {"provider_sid": remote.sid, "sent_at": now, "error_code": "", "error_message": ""}
     if status == Status.DELIVERED:
         fields.update(delivered_at=now, finished_at=now)
