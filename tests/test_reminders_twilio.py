@@ -519,6 +519,9 @@ def test_wrong_credentials_are_retried_like_an_outage_logged_and_never_blamed_on
     assert fake.messages == [] and not AdminTask.objects.filter(patient=patient).exists()
 
 
+# -- cancelled in the queue -------------------------------------------------------------------------
+
+
 def test_a_cancellation_while_the_send_is_queued_means_nothing_reaches_twilio(fake, message, admin_user):
     assert dispatch(DUE) == [message.pk]
     with time_machine.travel(DUE, tick=False):
