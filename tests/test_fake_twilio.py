@@ -244,6 +244,19 @@ def test_a_429_fault_says_when_to_retry(server, client):
     send(client)
 
 
+def test_a_fault_can_ask_for_a_longer_wait_in_seconds_or_as_a_date(server, client):
+    server.add_fault(status=429, retry_after=300)
+    server.add_fault(status=503, retry_after="Mon, 08 Jun 2026 09:10:00 GMT")
+    server.add_fault(status=503)
+    answers = []
+    for _ in range(3):
+        with pytest.raises(TwilioRestException):
+            send(client)
+        answers.append(client.http_client._test_only_last_response.headers.get("Retry-After"))
+    assert answers == ["300", "Mon, 08 Jun 2026 09:10:00 GMT", None]
+    assert server.requests[0]["fault"] == {"status": 429, "retry_after": 300}
+
+
 def test_faults_are_used_in_the_order_they_were_added(server, client):
     server.add_fault(status=503)
     server.add_fault(error_code=21408)
@@ -286,6 +299,23 @@ def test_a_dropped_connection_still_creates_the_message(server, client):
         send(client)
     assert len(server.messages) == 1
     assert server.requests[0]["response_status"] is None
+
+
+def test_an_answer_cut_off_halfway_still_creates_the_message(server, client):
+    server.add_fault(cut_off=True)
+    # A transport error that is neither a ConnectionError nor a Timeout, and not a TwilioException.
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        send(client)
+    assert len(server.messages) == 1
+    assert server.requests[0]["sid"] == server.messages[0]["sid"]
+
+
+def test_a_garbled_answer_is_not_json_and_creates_nothing(server, client):
+    server.add_fault(garbled=True)
+    with pytest.raises(ValueError):  # the client's json.loads of an HTML page
+        send(client)
+    assert server.messages == []
+    assert server.requests[0]["fault"] == {"garbled": True}
 
 
 def test_list_filters_and_pages_like_twilio(server, client):
@@ -398,7 +428,8 @@ def test_an_inbound_reply_to_a_failing_webhook_returns_the_status(server, receiv
 def test_the_http_control_endpoints_drive_the_server(server, client, receiver):
     assert control(server, "POST", "/_fake/faults", {"status": 500}) == (
         201,
-        {"status": 500, "error_code": None, "delay": 0, "timeout": 0, "drop_connection": False, "count": 1},
+        {"status": 500, "error_code": None, "delay": 0, "timeout": 0, "drop_connection": False, "cut_off": False,
+         "garbled": False, "retry_after": None, "count": 1},
     )
     with pytest.raises(TwilioRestException):
         send(client)

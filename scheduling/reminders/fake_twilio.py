@@ -13,8 +13,9 @@ It answers what the official `twilio` Python client (v9) calls for SMS:
          DateSent<, DateSent> filters and Twilio's paging
 
 and, like Twilio, posts status callbacks (sent, then delivered / undelivered / failed) and inbound-SMS
-webhooks signed with X-Twilio-Signature. Faults (500, 429, 503, error codes, slow answers, timeouts
-after the message was created, dropped connections) can be queued for the next sends.
+webhooks signed with X-Twilio-Signature. Faults (500, 429, 503, with or without Retry-After, error codes,
+slow answers, timeouts after the message was created, dropped connections, answers cut off halfway or not
+from Twilio at all) can be queued for the next sends.
 
 Pointing the real client at it (checked against twilio 9.x: every 2010-04-01 URL is built from
 `client.api.base_url`, the `api` Domain's "https://api.twilio.com"):
@@ -88,6 +89,7 @@ ERRORS = {
     21602: (400, "Message body is required."),
     21603: (400, "A 'From' phone number is required."),
     21610: (400, "Attempt to send to unsubscribed recipient"),
+    21611: (400, "This 'From' number has exceeded the maximum number of queued messages"),
     21612: (
         400,
         "The 'To' phone number: {to}, is not currently reachable using the 'From' phone number: {from_} via SMS.",
@@ -148,13 +150,21 @@ class Fault:
     delay: float = 0  # answer slowly, then normally
     timeout: float = 0  # create the message, then hold the answer this long (the client times out)
     drop_connection: bool = False  # create the message, then close the socket without answering
+    cut_off: bool = False  # create the message, then close the socket halfway through the answer
+    garbled: bool = False  # create nothing; answer 200 with an HTML page, as a proxy in between might
+    # With a status: the Retry-After header, seconds or an HTTP date (real Twilio may send one on a
+    # 429 or 503). A 429 without it says "1", as this fake always has.
+    retry_after: int | str | None = None
     count: int = 1
 
     def __post_init__(self):
         if self.count < 1:
             raise ValueError("count must be at least 1")
-        if not (self.status or self.error_code or self.delay or self.timeout or self.drop_connection):
-            raise ValueError("a fault needs status, error_code, delay, timeout or drop_connection")
+        if not (
+            self.status or self.error_code or self.delay or self.timeout or self.drop_connection or self.cut_off
+            or self.garbled
+        ):
+            raise ValueError("a fault needs status, error_code, delay, timeout, drop_connection, cut_off or garbled")
 
     def describe(self) -> dict:
         """The fields that were set, e.g. {"status": 500}, for the request log."""
@@ -620,8 +630,15 @@ class _Handler(BaseHTTPRequestHandler):
             code = fault.error_code or ERROR_CODE_FOR_STATUS.get(fault.status, fault.status)
             status, payload = error_payload(code, fault.status, to=form.get("To", ""), from_=form.get("From", ""))
             fake._record_request(form, status, fault, None)
-            headers = {"Retry-After": "1"} if status == 429 else {}
+            if fault.retry_after is not None:
+                headers = {"Retry-After": str(fault.retry_after)}
+            else:
+                headers = {"Retry-After": "1"} if status == 429 else {}
             return self._send_json(status, payload, headers)
+        if fault and fault.garbled:
+            fake._record_request(form, 200, fault, None)
+            page = b"<html><body><h1>Service temporarily unavailable</h1></body></html>"
+            return self._send_body(200, page, "text/html")
 
         status, payload = fake.create_message(form)
         sid = payload.get("sid")
@@ -634,6 +651,14 @@ class _Handler(BaseHTTPRequestHandler):
             fake._schedule_callbacks(sid)
             self.close_connection = True
             return self._log("dropped")
+        if fault and fault.cut_off:
+            # Created, and the answer starts, but the connection breaks before its end.
+            fake._record_request(form, status, fault, sid)
+            fake._schedule_callbacks(sid)
+            body = json.dumps(payload).encode()
+            self._send_body(status, body[: len(body) // 2], "application/json; charset=utf-8", length=len(body))
+            self.close_connection = True
+            return
         fake._record_request(form, status, fault, sid)
         if fault and fault.timeout:
             # Created and on its way (callbacks too); only the answer is late, so the client times out.
@@ -743,10 +768,13 @@ class _Handler(BaseHTTPRequestHandler):
         return form
 
     def _send_json(self, status: int, payload, headers: dict | None = None) -> None:
-        body = json.dumps(payload).encode()
+        self._send_body(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers=headers)
+
+    def _send_body(self, status: int, body: bytes, content_type: str, *, headers=None, length=None) -> None:
+        """`length` other than len(body) announces more than is sent (the cut_off fault)."""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         self.send_header("Twilio-Request-Id", _new_sid("RQ"))
         for name, value in (headers or {}).items():
             self.send_header(name, value)

@@ -9,17 +9,24 @@ Backends, chosen by settings.SMS_BACKEND:
 Errors are split the way the sender must treat them:
   PermanentSmsError   Twilio refused this message for good (bad or landline number, opted out...):
                       never retried; the patient goes on the admin worklist.
-  TransientSmsError   429, 5xx, a refused connection: nothing was sent; try again later.
-  UncertainSmsError   the request may have reached Twilio but no answer came back (read timeout,
-                      connection dropped): the sender must ask Twilio before ever trying again.
+  TransientSmsError   429, 5xx, a refused connection: nothing was sent; try again later (no sooner
+                      than Twilio's Retry-After, when it sends one).
+  UncertainSmsError   the request may have reached Twilio but no usable answer came back (read
+                      timeout, connection dropped, answer cut off or not JSON): the sender must ask
+                      Twilio before ever trying again.
 """
 
+import email.utils
 import logging
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils import timezone
+from twilio.http.http_client import TwilioHttpClient
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,11 @@ PERMANENT_ERROR_CODES = frozenset({21211, 21408, 21602, 21606, 21608, 21610, 216
 # Of those, the ones that mean the number itself is wrong (not just this message).
 WRONG_NUMBER_CODES = frozenset({21211, 21612, 21614, 30005, 30006})
 OPTED_OUT_CODES = frozenset({21610})
+# 400s that clear by themselves: 21611, our sender's queue at Twilio is full (a burst, say catching up
+# after downtime). Retried like a 429; nothing about the patient's number.
+TRANSIENT_ERROR_CODES = frozenset({21611})
+# Twilio's Retry-After is honoured up to this; a reminder held longer than an hour is rarely still useful.
+MAX_RETRY_AFTER_SECONDS = 3600
 
 
 class SmsError(Exception):
@@ -74,11 +86,47 @@ class ConsoleBackend:
         return None
 
 
+class _HttpClient(TwilioHttpClient):
+    """The twilio client's own HTTP client, keeping the last answer's headers (TwilioRestException
+    carries none, and Retry-After is one; a backend, and so this client, serves one task at a time)
+    and logging requests without their query strings, which carry phone numbers when the reconciler
+    lists a number's messages. The stock client logs whole URLs and query parameters at INFO."""
+
+    last_headers = None
+
+    def request(self, *args, **kwargs):
+        self.last_headers = None
+        response = super().request(*args, **kwargs)
+        self.last_headers = response.headers
+        return response
+
+    def log_request(self, kwargs) -> None:
+        self.logger.debug("twilio.request method=%s path=%s", kwargs["method"], urlsplit(kwargs["url"]).path)
+
+    def log_response(self, status_code, response) -> None:
+        self.logger.debug("twilio.response status=%s", status_code)
+
+
+class _WithoutQueryStrings(logging.Filter):
+    """urllib3 logs each request line at DEBUG, query string included: cut every argument at its '?'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+# On the logger itself, so it holds whatever handlers are configured (the redacting one in settings
+# is the last line of defence, not the first).
+_urllib3_logger = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(each, _WithoutQueryStrings) for each in _urllib3_logger.filters):
+    _urllib3_logger.addFilter(_WithoutQueryStrings())
+
+
 class TwilioBackend:
     name = "twilio"
 
     def __init__(self):
-        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
         if not (settings.TWILIO_ACCOUNT_SID and settings.TWILIO_AUTH_TOKEN):
@@ -88,7 +136,7 @@ class TwilioBackend:
         self.client = Client(
             settings.TWILIO_ACCOUNT_SID,
             settings.TWILIO_AUTH_TOKEN,
-            http_client=TwilioHttpClient(timeout=settings.SMS_HTTP_TIMEOUT_SECONDS),
+            http_client=_HttpClient(timeout=settings.SMS_HTTP_TIMEOUT_SECONDS),
         )
         if settings.TWILIO_API_BASE_URL:
             self.client.api.base_url = settings.TWILIO_API_BASE_URL
@@ -142,7 +190,7 @@ class TwilioBackend:
         try:
             return request()
         except TwilioRestException as exc:
-            raise _classify(exc) from exc
+            raise _classify(exc, headers=self.client.http_client.last_headers) from exc
         except (requests.exceptions.ConnectTimeout,) as exc:
             raise TransientSmsError("Could not connect to Twilio (timeout).") from exc
         except requests.exceptions.ConnectionError as exc:
@@ -153,6 +201,10 @@ class TwilioBackend:
             raise UncertainSmsError("Twilio did not answer in time.") from exc
         except TwilioException as exc:
             raise UncertainSmsError(f"Unexpected answer from Twilio: {type(exc).__name__}") from exc
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            # An answer broken off halfway (ChunkedEncodingError) or not JSON (something in between
+            # answered): the request may have been acted on, so it is checked before any retry.
+            raise UncertainSmsError("The answer from Twilio was cut off or unreadable.") from exc
 
 
 def _never_connected(exc) -> bool:
@@ -169,11 +221,13 @@ def _never_connected(exc) -> bool:
     return False
 
 
-def _classify(exc) -> SmsError:
+def _classify(exc, *, headers=None) -> SmsError:
     code = exc.code
     message = (exc.msg or "")[:300]
-    if exc.status == 429 or (exc.status or 0) >= 500:
-        return TransientSmsError(message or f"Twilio answered HTTP {exc.status}", code=code)
+    if exc.status == 429 or (exc.status or 0) >= 500 or code in TRANSIENT_ERROR_CODES:
+        return TransientSmsError(
+            message or f"Twilio answered HTTP {exc.status}", code=code, retry_after=_retry_after(headers)
+        )
     if code in PERMANENT_ERROR_CODES:
         return PermanentSmsError(message, code=code)
     if exc.status in (401, 403):
@@ -182,6 +236,26 @@ def _classify(exc) -> SmsError:
         return TransientSmsError(message or "Twilio refused our credentials.", code=code)
     # Any other 4xx: the request itself is wrong and will be wrong again.
     return PermanentSmsError(message or f"Twilio refused the message (HTTP {exc.status}).", code=code)
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds Twilio asked us to wait (Retry-After: seconds or an HTTP date), at most an hour."""
+    value = (headers or {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, with no claim about the local zone
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - timezone.now()).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _remote(message) -> RemoteMessage:

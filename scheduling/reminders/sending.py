@@ -12,6 +12,7 @@
 
 import datetime
 import logging
+import math
 
 from django.conf import settings
 from django.db import transaction
@@ -23,7 +24,9 @@ from scheduling.caseload.models import AdminTask
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders import gateway
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
-from scheduling.reminders.services import end_of_quiet_hours, in_quiet_hours, sms_refusal_reason, still_useful
+from scheduling.reminders.services import (
+    end_of_quiet_hours, in_quiet_hours, opt_out_patient, sms_refusal_reason, still_useful,
+)
 
 logger = logging.getLogger(__name__)
 Status = OutboundMessage.Status
@@ -184,6 +187,10 @@ def send_message(*, message_id: int, now=None) -> str:
 
 def _record_handed_over(message_id: int, remote: gateway.RemoteMessage, *, now, source) -> str:
     status = TWILIO_STATUS.get(remote.status, Status.SENT)
+    if status in (Status.UNDELIVERED, Status.FAILED):
+        # Handed over, then failed at Twilio: that is a delivery report (the reconciler applies it next,
+        # Twilio's callback would too), which keeps the error code and puts the patient on the worklist.
+        status = Status.SENT
     fields = {"provider_sid": remote.sid, "sent_at": now, "error_code": "", "error_message": ""}
     if status == Status.DELIVERED:
         fields.update(delivered_at=now, finished_at=now)
@@ -210,9 +217,11 @@ def _retry_later(message_id: int, exc, *, now, sms_settings) -> str:
         logger.error("sms.send_gave_up message_id=%s code=%s", message_id, exc.code)
         return Status.FAILED
     # Backoff: 1, 2, 4, 8 minutes..., or Twilio's Retry-After if longer.
-    wait = max(60 * 2 ** (message.attempts - 1), exc.retry_after or 0)
+    backoff = 60 * 2 ** (message.attempts - 1)
+    wait = max(backoff, exc.retry_after or 0)
+    asked = ", as Twilio asked" if wait > backoff else ""
     _move(message_id, from_statuses=[Status.SENDING], to=Status.SCHEDULED, source=Source.WORKER, now=now,
-          detail=f"try {message.attempts} failed ({exc.message}); next try in {int(wait)} s",
+          detail=f"try {message.attempts} failed ({exc.message}); next try in {math.ceil(wait)} s{asked}",
           due_at=now + datetime.timedelta(seconds=wait), enqueued_at=None, error_code=str(exc.code or ""),
           error_message=exc.message[:300])
     logger.warning("sms.send_retry message_id=%s attempt=%s code=%s", message_id, message.attempts, exc.code)
@@ -220,7 +229,7 @@ def _retry_later(message_id: int, exc, *, now, sms_settings) -> str:
 
 
 def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, *, now) -> str:
-    from scheduling.caseload.services import raise_admin_task, record_sms_opt_out
+    from scheduling.caseload.services import raise_admin_task
 
     code = exc.code or 0
     with transaction.atomic():
@@ -229,7 +238,9 @@ def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, 
                       error_message=exc.message[:300], status_reason="refused by Twilio", finished_at=now)
         if moved:
             if code in gateway.OPTED_OUT_CODES:
-                record_sms_opt_out(patient=message.patient, at=now)
+                # As a STOP reply does: the opt-out and, at once, the patient's other pending texts
+                # cancelled (not left "scheduled" in the outbox until each is skipped when due).
+                opt_out_patient(patient=message.patient, reason=f"Twilio: the number has opted out (error {code})", at=now)
             kind = AdminTask.Kind.WRONG_NUMBER if code in gateway.WRONG_NUMBER_CODES else AdminTask.Kind.SMS_FAILED
             raise_admin_task(
                 kind=kind, source=AdminTask.Source.SMS, patient=message.patient,
