@@ -1,5 +1,5 @@
 """The send task with the console backend: claimed once, never after a cancellation, quiet hours,
-catch-up after downtime. (Twilio errors and the real queue: test_reminders_twilio.py, _e2e.py.)"""
+catch-up after downtime. (Twilio errors: test_reminders_twilio.py; the real queue: test_reminders_e2e.py.)"""
 
 import datetime as dt
 

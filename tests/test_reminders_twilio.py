@@ -519,6 +519,47 @@ def test_wrong_credentials_are_retried_like_an_outage_logged_and_never_blamed_on
     assert fake.messages == [] and not AdminTask.objects.filter(patient=patient).exists()
 
 
+@pytest.mark.parametrize(
+    "setting, value, problem",
+    [
+        ("TWILIO_AUTH_TOKEN", "", "TWILIO_ACCOUNT_SID or TWILIO_AUTH_TOKEN is not set"),
+        ("TWILIO_FROM_NUMBER", "", "neither TWILIO_MESSAGING_SERVICE_SID nor TWILIO_FROM_NUMBER is set"),
+        ("SMS_BACKEND", "carrier-pigeon", "SMS_BACKEND is 'carrier-pigeon'; use console or twilio"),
+    ],
+)
+def test_a_missing_sms_setup_holds_texts_unclaimed_until_it_is_fixed_and_blames_no_patient(
+    fake, message, patient, settings, caplog, setting, value, problem
+):
+    setattr(settings, setting, value)
+
+    assert send(message) == S.SCHEDULED
+    row = reload(message)
+    assert (row.attempts, row.claimed_at, row.due_at) == (0, None, DUE)
+    assert f"problem={problem!r}" in " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert fake.log_lines == [] and not AdminTask.objects.filter(patient=patient).exists()
+
+    setattr(settings, setting, {"TWILIO_AUTH_TOKEN": fake.auth_token, "TWILIO_FROM_NUMBER": fake.default_from,
+                                "SMS_BACKEND": "twilio"}[setting])
+    assert send(message, DUE + 5 * MINUTE) == S.SENT
+    assert len(fake.messages) == 1
+
+
+@pytest.mark.parametrize("error_code", [21606, 21608, 21617])
+def test_a_refusal_that_is_about_our_twilio_setup_fails_the_text_without_a_worklist_task(
+    fake, message, patient, error_code, caplog
+):
+    fake.add_fault(error_code=error_code)
+
+    assert send(message) == S.FAILED
+    row = reload(message)
+    assert (row.error_code, row.status_reason) == (str(error_code), "our SMS account or message setup")
+    assert not AdminTask.objects.filter(patient=patient).exists()
+    assert f"sms.send_refused_setup message_id={message.pk} code={error_code}" in [
+        r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+    ]
+    assert len(sends_at_twilio(fake)) == 1
+
+
 # -- cancelled in the queue -------------------------------------------------------------------------
 
 

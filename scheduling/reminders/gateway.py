@@ -38,6 +38,10 @@ OPTED_OUT_CODES = frozenset({21610})
 # 400s that clear by themselves: 21611, our sender's queue at Twilio is full (a burst, say catching up
 # after downtime). Retried like a 429; nothing about the patient's number.
 TRANSIENT_ERROR_CODES = frozenset({21611})
+# Permanent errors that say our own account or message setup is wrong, not the patient's number
+# (sender not SMS-capable, trial account, no sender, empty or over-long body): the text fails, as a
+# retry would fail the same way, but no patient is put on the worklist for it; it is logged as an error.
+SERVICE_SETUP_ERROR_CODES = frozenset({21602, 21603, 21606, 21608, 21617})
 # Twilio's Retry-After is honoured up to this; a reminder held longer than an hour is rarely still useful.
 MAX_RETRY_AFTER_SECONDS = 3600
 
@@ -268,6 +272,20 @@ def _remote(message) -> RemoteMessage:
 
 
 _BACKENDS = {"console": ConsoleBackend, "twilio": TwilioBackend}
+
+
+def configuration_problem() -> str:
+    """What stops any text from going with these settings, or "". A setup mistake is ours to fix:
+    texts wait for it (and are skipped if it is fixed too late), they are never failed or put on
+    the worklist as if the patients' numbers were wrong."""
+    if settings.SMS_BACKEND not in _BACKENDS:
+        return f"SMS_BACKEND is {settings.SMS_BACKEND!r}; use console or twilio"
+    if settings.SMS_BACKEND == "twilio":
+        if not (settings.TWILIO_ACCOUNT_SID and settings.TWILIO_AUTH_TOKEN):
+            return "TWILIO_ACCOUNT_SID or TWILIO_AUTH_TOKEN is not set"
+        if not (settings.TWILIO_MESSAGING_SERVICE_SID or settings.TWILIO_FROM_NUMBER):
+            return "neither TWILIO_MESSAGING_SERVICE_SID nor TWILIO_FROM_NUMBER is set"
+    return ""
 
 
 def get_backend():

@@ -129,6 +129,11 @@ def _reason_not_to_send(message: OutboundMessage, *, now, sms_settings) -> tuple
 def send_message(*, message_id: int, now=None) -> str:
     """The send task. Returns the row's status afterwards (for logs and tests)."""
     now = now or timezone.now()
+    problem = gateway.configuration_problem()
+    if problem:
+        # Not claimed: the row stays scheduled and goes once the setup is fixed (if still useful).
+        logger.error("sms.not_configured message_id=%s problem=%r", message_id, problem)
+        return OutboundMessage.objects.filter(pk=message_id).values_list("status", flat=True).first()
     sms_settings = SmsSettings.current()
     with transaction.atomic():
         message = OutboundMessage.objects.select_related("patient", "opt_in_invitation").get(pk=message_id)
@@ -177,7 +182,10 @@ def send_message(*, message_id: int, now=None) -> str:
         # Left in "sending": the reconciler asks Twilio whether it arrived before anything else happens.
         MessageEvent.objects.create(message_id=message_id, source=Source.WORKER, old_status=Status.SENDING,
                                     new_status=Status.SENDING, detail=f"{exc.message} Will check with Twilio before any retry.")
-        OutboundMessage.objects.filter(pk=message_id).update(error_message=exc.message[:300], updated_at=timezone.now())
+        # Only while still "sending": a delivery report may already have settled the row meanwhile.
+        OutboundMessage.objects.filter(pk=message_id, status=Status.SENDING).update(
+            error_message=exc.message[:300], updated_at=timezone.now()
+        )
         logger.warning("sms.send_uncertain message_id=%s", message_id)
         return Status.SENDING
     except gateway.TransientSmsError as exc:
@@ -232,10 +240,17 @@ def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, 
     from scheduling.caseload.services import raise_admin_task
 
     code = exc.code or 0
+    ours = code in gateway.SERVICE_SETUP_ERROR_CODES
     with transaction.atomic():
         moved = _move(message.pk, from_statuses=[Status.SENDING], to=Status.FAILED, source=Source.WORKER, now=now,
                       detail=f"Twilio refused it: {code} {exc.message}", error_code=str(code or ""),
-                      error_message=exc.message[:300], status_reason="refused by Twilio", finished_at=now)
+                      error_message=exc.message[:300], finished_at=now,
+                      status_reason="our SMS account or message setup" if ours else "refused by Twilio")
+        if moved and ours:
+            # Nothing is wrong with the patient's number: no worklist task for them; whoever runs the
+            # service sees the error in the logs and the outbox's "Needs attention".
+            logger.error("sms.send_refused_setup message_id=%s code=%s", message.pk, code)
+            return Status.FAILED
         if moved:
             if code in gateway.OPTED_OUT_CODES:
                 # As a STOP reply does: the opt-out and, at once, the patient's other pending texts
@@ -255,6 +270,11 @@ def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, 
 
 ERROR_DESCRIPTIONS = {
     21211: "the mobile number is not a valid phone number",
+    21602: "the text was empty (check the wording in SMS settings)",
+    21603: "no sender is set up for our texts",
+    21606: "our sending number cannot send texts (check the Twilio set-up)",
+    21608: "our Twilio account is a trial one and cannot text this number",
+    21617: "the text is too long (check the wording in SMS settings)",
     21408: "texts to this country are not enabled",
     21610: "the patient has opted out of texts (replied STOP)",
     21612: "the number cannot receive texts from us",
@@ -286,6 +306,10 @@ def reconcile_stuck_messages(*, now=None) -> int:
             reconcile_message(message_id=message_id, now=now)
         except gateway.TransientSmsError:
             logger.warning("sms.reconcile_unreachable message_id=%s", message_id)
+        except gateway.SmsError as exc:
+            # Left "sending" for a person to look at: one message Twilio will not tell us about must
+            # not stop the rest of this minute's dispatch.
+            logger.error("sms.reconcile_refused message_id=%s code=%s", message_id, exc.code)
     return len(stuck)
 
 
