@@ -73,7 +73,6 @@ def check_schedule(*, now) -> tuple[dict, list[str]]:
         "last_run_enqueued": beat.enqueued if beat else None,
         "last_run_reconciled": beat.reconciled if beat else None,
         "last_run_in_quiet_hours": beat.in_quiet_hours if beat else None,
-        "ran_on": beat.ran_on if beat else "",
         "last_failed_at": _iso(beat.last_failed_at) if beat else None,
         "last_error": beat.last_error if beat else "",
     }

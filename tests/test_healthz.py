@@ -227,6 +227,7 @@ def test_it_reveals_no_patient_data(client, pwp, admin_user):
     bodies = OutboundMessage.objects.filter(appointment=appointment).values_list("body", flat=True)
     for secret in [patient.nhs_number, "900457", "Philippa", "Quarrington", *bodies]:
         assert secret not in text
+    assert "ran_on" not in report["schedule"]  # nor internal host names
 
 
 def test_the_load_balancer_check_looks_at_the_database_only(client, db):
