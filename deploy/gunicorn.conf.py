@@ -6,6 +6,9 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# Longer than the proxy keeps idle upstream connections (Caddyfile: 60 s): if gunicorn closed an idle
+# connection first, a request the proxy sent on it at that moment would fail ("connection reset").
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 graceful_timeout = 20
 max_requests = 2000
 max_requests_jitter = 200

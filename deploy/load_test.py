@@ -2,11 +2,13 @@
 """Load run: 50 concurrent PWPs working their call lists against the production-mode stack on loopback.
 
 Starts the same stack as deploy/stack_smoke.py (PostgreSQL, Redis, gunicorn x2, qcluster), creates
-50 PWPs with 20 people each still to reach, runs locust headless for a bounded time (default 2
-minutes, at most LOAD_MAX_REQUESTS_PER_USER requests per user), then reports p50/p95 latency, the
-error count and whether every outcome the server said it recorded is in the database.
+50 PWPs with 20 people each still to reach, runs locust headless: first one user alone (the
+baseline, default 30 s), then 50 users for a bounded time (default 2 minutes, at most
+LOAD_MAX_REQUESTS_PER_USER requests per user). Reports p50/p95 latency of both and their ratio,
+the error count, and whether every outcome the server said it recorded is in the database (none
+lost, none extra). Exits non-zero on any error or mismatch. Sends traffic to 127.0.0.1 only.
 
-    .venv/bin/pip install locust && .venv/bin/python deploy/load_test.py [--users 50] [--minutes 2]
+    .venv/bin/pip install -e ".[load]" && .venv/bin/python deploy/load_test.py [--users 50] [--minutes 2]
 """
 
 import argparse
@@ -51,50 +53,69 @@ print(n)
 COUNT = "from scheduling.calls.models import ContactAttempt; print(ContactAttempt.objects.count())"
 
 
+def run_locust(stack, *, users: int, seconds: int, name: str) -> tuple[dict, dict]:
+    """One headless locust run; returns (its stats rows by endpoint, its recorded/refused counts)."""
+    results = stack.logs / name
+    locust = str(Path(stack_smoke.PYTHON).parent / "locust")
+    env = dict(stack.env, LOAD_RESULT_FILE=str(results.with_suffix(".json")))
+    subprocess.run(
+        [locust, "-f", "deploy/locustfile.py", "--headless", "-u", str(users), "-r", "10",
+         "--run-time", f"{seconds}s", "--stop-timeout", "10",
+         "--host", f"http://127.0.0.1:{stack.web_port}", "--csv", str(results), "--only-summary"],
+        cwd=stack_smoke.ROOT, env=env, check=False, timeout=seconds + 120,
+        stdout=subprocess.DEVNULL, stderr=open(stack.logs / f"{name}-locust.log", "w"),
+    )
+    rows = {row["Name"]: row for row in csv.DictReader(open(f"{results}_stats.csv"))}
+    return rows, json.loads(results.with_suffix(".json").read_text())
+
+
+def print_table(title: str, rows: dict) -> None:
+    print(f"\n{title}\nendpoint          requests  failures  p50 ms  p95 ms  max ms")
+    for name in ["/calls/", "/calls/log/", "/login/", "Aggregated"]:
+        row = rows.get(name)
+        if row:
+            print(f"{name:16} {row['Request Count']:>9} {row['Failure Count']:>9} {row['50%']:>7} "
+                  f"{row['95%']:>7} {float(row['Max Response Time']):>7.0f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=2)
+    parser.add_argument("--baseline-seconds", type=int, default=30,
+                        help="first, one user alone for this long: the latencies below are also given as ratios to it")
     args = parser.parse_args()
     stack_smoke.ensure_services()
     stack_smoke.reset_database()
     stack = stack_smoke.Stack()
     stack.env["GUNICORN_THREADS"] = "4"
-    results = stack.logs / "load"
+    # The load patients have no SMS consent; nothing is texted, and nothing may leave the machine.
+    stack.env["SMS_BACKEND"] = "console"
     try:
         stack.manage("migrate", "--noinput", "-v", "0")
         stack.manage("collectstatic", "--noinput", "-v", "0")
         stack.manage("shell", stdin=f"USERS = {args.users}\n" + SETUP)
-        gunicorn = str(Path(stack_smoke.PYTHON).parent / "gunicorn")
-        stack.start("web", [gunicorn, "--config", "deploy/gunicorn.conf.py", "--workers", "2",
-                            "--bind", f"127.0.0.1:{stack.web_port}", "painplatform.wsgi:application"])
-        stack.start("worker", [stack_smoke.PYTHON, "manage.py", "qcluster"])
-        stack.wait_for_http(stack.web_port, "/login/")
+        stack.start_web_and_workers()
         before = int(stack.manage("shell", "-c", COUNT).strip().splitlines()[-1])
-        locust = str(Path(stack_smoke.PYTHON).parent / "locust")
-        env = dict(stack.env, LOAD_RESULT_FILE=str(results.with_suffix(".json")))
-        subprocess.run(
-            [locust, "-f", "deploy/locustfile.py", "--headless", "-u", str(args.users), "-r", "10",
-             "--run-time", f"{int(args.minutes * 60)}s", "--stop-timeout", "10",
-             "--host", f"http://127.0.0.1:{stack.web_port}", "--csv", str(results), "--only-summary"],
-            cwd=stack_smoke.ROOT, env=env, check=False, timeout=args.minutes * 60 + 120,
-        )
+        base_rows, base_counts = run_locust(stack, users=1, seconds=args.baseline_seconds, name="load-baseline")
+        rows, counts = run_locust(stack, users=args.users, seconds=int(args.minutes * 60), name="load")
         after = int(stack.manage("shell", "-c", COUNT).strip().splitlines()[-1])
-        counts = json.loads(results.with_suffix(".json").read_text())
-        rows = {row["Name"]: row for row in csv.DictReader(open(f"{results}_stats.csv"))}
-        print("\nendpoint          requests  failures  p50 ms  p95 ms  max ms")
-        for name in ["/calls/", "/calls/log/", "/login/", "Aggregated"]:
-            row = rows.get(name)
-            if row:
-                print(f"{name:16} {row['Request Count']:>9} {row['Failure Count']:>9} {row['50%']:>7} "
-                      f"{row['95%']:>7} {row['Max Response Time']:>7}")
-        failures = int(rows["Aggregated"]["Failure Count"])
+        print_table(f"baseline: 1 user for {args.baseline_seconds} s", base_rows)
+        print_table(f"load: {args.users} users for {args.minutes:g} min", rows)
+        for name in ["/calls/", "/calls/log/", "Aggregated"]:
+            base, load = base_rows.get(name), rows.get(name)
+            if base and load and float(base["50%"]) and float(base["95%"]):
+                print(f"{name:16} p50 x{float(load['50%']) / float(base['50%']):.1f}  "
+                      f"p95 x{float(load['95%']) / float(base['95%']):.1f}  (load / baseline, same stack)")
+        failures = int(rows["Aggregated"]["Failure Count"]) + int(base_rows["Aggregated"]["Failure Count"])
+        recorded = counts["ok"] + base_counts["ok"]
         stored = after - before
-        print(f"\noutcomes the server said it recorded: {counts['ok']} (refused with a reason: {counts['refused']})")
+        print(f"\noutcomes the server said it recorded: {recorded} "
+              f"(refused with a reason: {counts['refused'] + base_counts['refused']})")
         print(f"contact attempts stored in the database: {stored}")
-        lost = counts["ok"] - stored
+        lost = recorded - stored
         print(f"errors: {failures}; attempts lost: {lost}")
-        return 0 if failures == 0 and lost == 0 and counts["ok"] > 0 else 1
+        return 0 if failures == 0 and lost == 0 and recorded > 0 else 1
     finally:
         stack.stop_all()
         stack_smoke.drop_database()

@@ -91,6 +91,9 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that stops answering fails a request in seconds instead of holding a web worker.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take SQLite's write lock at BEGIN, so two bookings in two threads
     # serialise instead of failing half-way with "database is locked".
@@ -155,6 +158,8 @@ else:
 SMS_BACKEND = os.environ.get("SMS_BACKEND", "console")
 TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID", "")
 TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN", "")
+# Only while rotating the token: webhooks signed with the old one are still accepted.
+TWILIO_AUTH_TOKEN_PREVIOUS = os.environ.get("TWILIO_AUTH_TOKEN_PREVIOUS", "")
 TWILIO_FROM_NUMBER = os.environ.get("TWILIO_FROM_NUMBER", "")
 TWILIO_MESSAGING_SERVICE_SID = os.environ.get("TWILIO_MESSAGING_SERVICE_SID", "")
 # Only for tests and trying the product: points the twilio client at the fake Twilio server.

@@ -16,6 +16,7 @@ from scheduling.caseload.models import (  # noqa: F401
 )
 from scheduling.reports.models import ImportedEvent  # noqa: F401
 from scheduling.reminders.models import (  # noqa: F401
+    DispatchHeartbeat,
     InboundMessage,
     MessageEvent,
     MessageTemplate,

@@ -1,6 +1,10 @@
+from django.contrib.auth.decorators import login_not_required
+from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_safe
 
+from scheduling.health import check_database, check_health
 from scheduling.roles import is_admin_staff, is_manager, is_pwp
 
 # Where each role lands after login; the first that exists wins.
@@ -29,3 +33,19 @@ def home(request):
     if is_manager(user):
         return redirect(_first_existing(LANDING_PAGES["manager"]))
     return redirect("caseload:referral_list")
+
+
+@login_not_required
+@require_safe
+def healthz(request):
+    """For monitoring (no login, no patient data): 200 when all is well, 503 with `problems` saying
+    what a person must fix. `?only=database` checks just this web process and the database, for a
+    load balancer, so a stopped queue worker does not take the site off the air."""
+    if request.GET.get("only") == "database":
+        database, problems = check_database()
+        report = {"healthy": not problems, "problems": problems, "database": database}
+    else:
+        report = check_health()
+    response = JsonResponse(report, status=200 if report["healthy"] else 503, json_dumps_params={"indent": 2})
+    response["Cache-Control"] = "no-store"
+    return response

@@ -4,7 +4,15 @@ are records, so they are read-only; rules, templates and quiet hours have their 
 
 from django.contrib import admin
 
-from scheduling.reminders.models import InboundMessage, MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
+from scheduling.reminders.models import (
+    DispatchHeartbeat,
+    InboundMessage,
+    MessageEvent,
+    MessageTemplate,
+    OutboundMessage,
+    ReminderRule,
+    SmsSettings,
+)
 
 
 class RecordAdmin(admin.ModelAdmin):
@@ -60,3 +68,10 @@ class ReminderRuleAdmin(RecordAdmin):
 @admin.register(SmsSettings)
 class SmsSettingsAdmin(RecordAdmin):
     list_display = ["quiet_hours_start", "quiet_hours_end", "minimum_notice_minutes", "max_send_attempts"]
+
+
+@admin.register(DispatchHeartbeat)
+class DispatchHeartbeatAdmin(RecordAdmin):
+    """Which worker host ran the dispatcher last: here, not on the public /healthz."""
+
+    list_display = ["last_run_at", "enqueued", "reconciled", "in_quiet_hours", "ran_on", "last_failed_at", "last_error"]

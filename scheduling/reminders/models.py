@@ -265,3 +265,23 @@ class InboundMessage(models.Model):
 
     def __str__(self):
         return f"Reply {self.pk} ({self.meaning}, {self.handling})"
+
+
+class DispatchHeartbeat(models.Model):
+    """When the django-q2 schedule last ran the SMS dispatcher, and what that run did. One row
+    (pk=1), overwritten by every run and read by /healthz. Operational only: no patient data."""
+
+    last_run_at = models.DateTimeField(null=True, blank=True, help_text="Start of the last run that completed.")
+    enqueued = models.PositiveIntegerField(default=0, help_text="Send tasks the last completed run enqueued.")
+    reconciled = models.PositiveIntegerField(default=0, help_text="Rows stuck in sending it checked with Twilio.")
+    in_quiet_hours = models.BooleanField(default=False, help_text="The last completed run fell in quiet hours.")
+    ran_on = models.CharField(max_length=100, blank=True, help_text="host:pid of the worker that ran it.")
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    # The exception's class only: messages can carry numbers or text from a patient's row.
+    last_error = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        verbose_name = "SMS dispatcher heartbeat"
+
+    def __str__(self):
+        return f"SMS dispatcher last ran {self.last_run_at:%Y-%m-%d %H:%M:%S}" if self.last_run_at else "SMS dispatcher never ran"

@@ -73,10 +73,13 @@ def dispatch_due_messages(*, now=None, enqueue=None) -> int:
     """Reconcile stuck rows, then enqueue a send task for each due row (none in quiet hours)."""
     from django_q.tasks import async_task
 
+    from scheduling.reminders import heartbeat
+
     now = now or timezone.now()
     enqueue = enqueue or (lambda message_id: async_task("scheduling.reminders.tasks.send_message", message_id))
-    reconcile_stuck_messages(now=now)
+    reconciled = reconcile_stuck_messages(now=now)
     if in_quiet_hours(now, SmsSettings.current()):
+        heartbeat.record_dispatch_run(at=now, enqueued=0, reconciled=reconciled, in_quiet_hours=True)
         return 0
     due_ids = list(
         OutboundMessage.objects.filter(status=Status.SCHEDULED, due_at__lte=now)
@@ -85,6 +88,7 @@ def dispatch_due_messages(*, now=None, enqueue=None) -> int:
         .values_list("pk", flat=True)[:DISPATCH_BATCH]
     )
     if not due_ids:
+        heartbeat.record_dispatch_run(at=now, enqueued=0, reconciled=reconciled)
         return 0
     # Marked before enqueueing so the next minute's run does not enqueue them again; if a task is
     # lost anyway, the row is still "scheduled" and is enqueued again after ENQUEUE_AGAIN_AFTER.
@@ -92,6 +96,7 @@ def dispatch_due_messages(*, now=None, enqueue=None) -> int:
     for message_id in due_ids:
         enqueue(message_id)
     logger.info("sms.dispatch enqueued=%d", len(due_ids))
+    heartbeat.record_dispatch_run(at=now, enqueued=len(due_ids), reconciled=reconciled)
     return len(due_ids)
 
 

@@ -1,15 +1,22 @@
 """django-q2 task entry points. Thin: each calls the service that staff screens and tests call too."""
 
-from django.db import transaction
+from django.db import connection, transaction
 
-from scheduling.reminders import sending
+from scheduling.reminders import heartbeat, sending
 
 DISPATCH_SCHEDULE_NAME = "painplatform: send due SMS"
 DISPATCH_FUNCTION = "scheduling.reminders.tasks.dispatch_due_messages"
+# Any constant: serialises ensure_dispatch_schedule across processes that migrate at the same time.
+_SCHEDULE_LOCK_KEY = 0x5350_4D53
 
 
 def dispatch_due_messages() -> int:
-    return sending.dispatch_due_messages()
+    try:
+        return sending.dispatch_due_messages()
+    except Exception as exc:
+        # /healthz reports a dispatcher that fails every minute; the worker's log has the traceback.
+        heartbeat.record_dispatch_failure(error=exc)
+        raise
 
 
 def send_message(message_id: int) -> str:
@@ -18,15 +25,25 @@ def send_message(message_id: int) -> str:
 
 def ensure_dispatch_schedule(**kwargs) -> None:
     """One schedule row, whatever the number of clusters: every cluster's scheduler reads the same
-    row and claims it before running it, so the dispatch is never duplicated across hosts."""
+    row and claims it (select_for_update) before running it, so the dispatch is never duplicated
+    across hosts. Two hosts migrating at once must not create two rows either: on PostgreSQL an
+    advisory lock serialises them (select_for_update cannot lock a row that does not exist yet),
+    and any duplicate left by an older version is removed."""
     from django_q.models import Schedule
 
     with transaction.atomic():
-        schedule = Schedule.objects.select_for_update().filter(name=DISPATCH_SCHEDULE_NAME).first()
-        if schedule is None:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEDULE_LOCK_KEY])
+        rows = list(Schedule.objects.select_for_update().filter(name=DISPATCH_SCHEDULE_NAME).order_by("pk"))
+        if not rows:
             Schedule.objects.create(
                 name=DISPATCH_SCHEDULE_NAME, func=DISPATCH_FUNCTION, schedule_type=Schedule.MINUTES, minutes=1, repeats=-1,
             )
-        elif schedule.func != DISPATCH_FUNCTION:
+            return
+        schedule, duplicates = rows[0], rows[1:]
+        if duplicates:
+            Schedule.objects.filter(pk__in=[d.pk for d in duplicates]).delete()
+        if schedule.func != DISPATCH_FUNCTION:
             schedule.func = DISPATCH_FUNCTION
             schedule.save(update_fields=["func"])

@@ -39,16 +39,26 @@ def public_url(request) -> str:
 
 
 def signature_problem(request) -> str:
-    """Why this request is not a genuine Twilio webhook, or "" if it is."""
+    """Why this request is not a genuine Twilio webhook, or "" if it is.
+
+    During a token rotation (README, "Rotating the Twilio token") Twilio still signs with the old
+    primary token while we already call its API with the new one, so TWILIO_AUTH_TOKEN_PREVIOUS is
+    accepted too until it is removed from the environment."""
     token = settings.TWILIO_AUTH_TOKEN
     if not token:
         return "no_auth_token_configured"
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature:
         return "missing_signature"
-    if not RequestValidator(token).validate(public_url(request), request.POST, signature):
-        return "invalid_signature"
-    return ""
+    url = public_url(request)
+    if RequestValidator(token).validate(url, request.POST, signature):
+        return ""
+    previous = settings.TWILIO_AUTH_TOKEN_PREVIOUS
+    if previous and previous != token and RequestValidator(previous).validate(url, request.POST, signature):
+        # Says when Twilio has stopped using the old token: then it can be removed.
+        logger.info("sms.webhook_signed_with_previous_token path=%s", request.path)
+        return ""
+    return "invalid_signature"
 
 
 def _refuse(hook: str, problem: str) -> HttpResponseForbidden:
