@@ -5,6 +5,7 @@ times only.
     schedule   when the django-q2 cluster last ran the SMS dispatcher (its heartbeat row), and
                whether that run failed
     messages   texts overdue (due, not claimed by a worker) and texts stuck in "sending"
+    sms        the SMS backend is set up (console, or twilio with credentials and a sender)
     queue      the broker answers; on Redis, how many qclusters are running and tasks waiting
 
 Thresholds (chosen for a schedule that runs every minute and a scheduler that looks every 30 s,
@@ -188,6 +189,18 @@ def check_queue(*, database_ok: bool) -> tuple[dict, list[str]]:
     return report, []
 
 
+def check_sms_setup() -> tuple[dict, list[str]]:
+    """Whether texts can leave at all with this process's settings (workers share them)."""
+    from scheduling.reminders import gateway
+
+    problem = gateway.configuration_problem()
+    report = {"ok": not problem, "backend": settings.SMS_BACKEND}
+    if problem:
+        return report, [f"Texts cannot be sent: {problem}. Fix the environment of the web and worker processes "
+                        "(deploy/.env.example) and restart them; texts wait meanwhile."]
+    return report, []
+
+
 def check_health(*, now=None) -> dict:
     """The whole report; `healthy` is False when a person must fix something (`problems` says what)."""
     now = now or timezone.now()
@@ -207,6 +220,8 @@ def check_health(*, now=None) -> dict:
                 "\"python manage.py migrate\" been run for this version?"
             ]
         problems += found
+    report["sms"], found = check_sms_setup()
+    problems += found
     report["queue"], found = check_queue(database_ok=database["ok"])
     problems += found
     report["healthy"] = not problems

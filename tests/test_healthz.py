@@ -143,27 +143,41 @@ def timezone_now():
     return timezone.now()
 
 
-def test_a_dispatcher_that_fails_is_a_problem_until_a_run_completes(client, appointment, settings):
-    # A real failure: a text left in "sending" must be checked with Twilio, and Twilio is not configured.
-    message = reminder(appointment)
-    OutboundMessage.objects.filter(pk=message.pk).update(status=S.SENDING, claimed_at=AFTERNOON - dt.timedelta(minutes=3))
-    settings.SMS_BACKEND, settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = "twilio", "", ""
+def test_a_dispatcher_that_fails_is_a_problem_until_a_run_completes(client, appointment, monkeypatch):
+    def broken_reconciler(**kwargs):
+        raise RuntimeError("the outbox could not be read")  # its words stay in the worker's log
+
     heartbeat.record_dispatch_run(at=AFTERNOON - dt.timedelta(minutes=1), enqueued=0, reconciled=0)
-    with time_machine.travel(AFTERNOON, tick=False):
-        with pytest.raises(gateway.PermanentSmsError):
+    with time_machine.travel(AFTERNOON, tick=False), monkeypatch.context() as patch:
+        patch.setattr(sending, "reconcile_stuck_messages", broken_reconciler)
+        with pytest.raises(RuntimeError):
             tasks.dispatch_due_messages()
         response, report = get_health(client)
     assert response.status_code == 503
-    assert report["schedule"]["last_error"] == "PermanentSmsError"
+    assert report["schedule"]["last_error"] == "RuntimeError"
     assert report["problems"] == [
-        "The reminder dispatcher failed at its last run (PermanentSmsError at 14:00 UK time): see the queue worker's log."
+        "The reminder dispatcher failed at its last run (RuntimeError at 14:00 UK time): see the queue worker's log."
     ]
-    settings.SMS_BACKEND = "console"
     with time_machine.travel(AFTERNOON + dt.timedelta(minutes=1), tick=False):
         tasks.dispatch_due_messages()
         response, report = get_health(client)
     assert response.status_code == 200, report["problems"]
-    assert report["schedule"]["last_run_reconciled"] == 1
+
+
+def test_an_sms_setup_that_cannot_send_is_a_problem_and_texts_wait_unclaimed(client, appointment, settings):
+    settings.SMS_BACKEND, settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = "twilio", "", ""
+    message = reminder(appointment)
+    with time_machine.travel(message.due_at + dt.timedelta(minutes=1), tick=False):
+        assert sending.dispatch_due_messages(enqueue=lambda message_id: pytest.fail("nothing may be enqueued")) == 0
+        response, report = get_health(client)
+    assert response.status_code == 503
+    assert report["sms"] == {"ok": False, "backend": "twilio"}
+    assert report["problems"] == [
+        "Texts cannot be sent: TWILIO_ACCOUNT_SID or TWILIO_AUTH_TOKEN is not set. Fix the environment of the web "
+        "and worker processes (deploy/.env.example) and restart them; texts wait meanwhile."
+    ]
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.enqueued_at) == (S.SCHEDULED, 0, None)
 
 
 def overdue_by(appointment, minutes, *, at):

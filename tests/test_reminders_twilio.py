@@ -403,6 +403,35 @@ def test_a_reconciler_that_cannot_reach_twilio_leaves_the_row_sending_and_sends_
     assert (reload(message).status, len(fake.messages), len(sends_at_twilio(fake))) == (S.SENT, 1, 1)
 
 
+def test_a_twilio_that_hangs_holds_up_reconciling_for_a_bounded_time_and_due_texts_still_go(
+    fake, appointment, settings, monkeypatch, caplog
+):
+    """Five rows a dead worker left "sending", and a Twilio that accepts connections but never answers."""
+    stuck = []
+    for _ in range(5):
+        with time_machine.travel(london(2026, 6, 1, 9), tick=False):
+            other = book(make_referral(appointment.practitioner), appointment.practitioner,
+                         appointment.start - dt.timedelta(hours=len(stuck) + 1))
+        row = OutboundMessage.objects.get(appointment=other, kind="reminder_2d")
+        OutboundMessage.objects.filter(pk=row.pk).update(status=S.SENDING, claimed_at=DUE, attempts=1,
+                                                         to_number=other.referral.patient.mobile_phone)
+        stuck.append(row)
+    due = OutboundMessage.objects.get(appointment=appointment, kind="reminder_2d")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel's backlog; nothing ever answers
+        settings.TWILIO_API_BASE_URL = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings.SMS_HTTP_TIMEOUT_SECONDS = 0.3
+        monkeypatch.setattr(sending, "RECONCILE_BUDGET_SECONDS", 0.5)
+
+        assert dispatch(DUE + 5 * MINUTE) == [due.pk]
+
+    assert all(reload(row).status == S.SENDING for row in stuck)
+    [deferred] = [m for m in caplog.messages if m.startswith("sms.reconcile_deferred")]
+    tried = int(deferred.split("tried=")[1].split()[0])
+    assert 1 <= tried < 5 and deferred.endswith(f"left={5 - tried}")
+
+
 def test_a_row_left_sending_with_a_sid_is_settled_by_fetching_that_sid(fake, message):
     fake.add_fault(drop_connection=True)
     send(message)

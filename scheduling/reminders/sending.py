@@ -1,7 +1,7 @@
 """Getting outbox rows out of the door exactly once, and recording what became of them.
 
     dispatch_due_messages   every minute (django-q2 schedule): reconciles rows a dead worker left in
-                            "sending", then enqueues one send task per due row.
+                            "sending" (time-boxed), then enqueues one send task per due row.
     send_message            the task: claims its row (scheduled -> sending, a conditional update, so
                             a second worker, a retried task or a replayed schedule finds nothing to
                             claim), checks the message is still wanted, hands it to the gateway.
@@ -13,6 +13,7 @@
 import datetime
 import logging
 import math
+import time
 
 from django.conf import settings
 from django.db import transaction
@@ -49,6 +50,9 @@ TWILIO_STATUS = {
 WORKLIST_DELIVERY_ERRORS = frozenset({"30003", "30004", "30005", "30006", "30007", "30008"})
 ENQUEUE_AGAIN_AFTER = datetime.timedelta(minutes=5)
 DISPATCH_BATCH = 5000
+# Each reconciliation may wait for Twilio (SMS_HTTP_TIMEOUT_SECONDS); the dispatcher stops starting
+# new ones after this long, so it always ends well inside the queue's 60-second task timeout.
+RECONCILE_BUDGET_SECONDS = 20
 
 
 def _move(message_id: int, *, from_statuses, to: str, source: str, detail: str = "", now, **fields) -> bool:
@@ -70,33 +74,36 @@ def _move(message_id: int, *, from_statuses, to: str, source: str, detail: str =
 # --- Dispatch --------------------------------------------------------------------------------
 
 def dispatch_due_messages(*, now=None, enqueue=None) -> int:
-    """Reconcile stuck rows, then enqueue a send task for each due row (none in quiet hours)."""
+    """Settle rows a dead worker left in "sending" (time-boxed, so a hanging Twilio cannot hold up
+    the rest), then enqueue a send task for each due row (none in quiet hours)."""
     from django_q.tasks import async_task
 
     from scheduling.reminders import heartbeat
 
     now = now or timezone.now()
     enqueue = enqueue or (lambda message_id: async_task("scheduling.reminders.tasks.send_message", message_id))
-    reconciled = reconcile_stuck_messages(now=now)
-    if in_quiet_hours(now, SmsSettings.current()):
-        heartbeat.record_dispatch_run(at=now, enqueued=0, reconciled=reconciled, in_quiet_hours=True)
+    problem = gateway.configuration_problem()
+    if problem:
+        # Nothing can go, so nothing is claimed or reconciled; /healthz says what to fix.
+        logger.error("sms.dispatch_blocked problem=%r", problem)
+        heartbeat.record_dispatch_run(at=now, enqueued=0, reconciled=0)
         return 0
-    due_ids = list(
+    reconciled = reconcile_stuck_messages(now=now, budget_seconds=RECONCILE_BUDGET_SECONDS)
+    quiet = in_quiet_hours(now, SmsSettings.current())
+    due_ids = [] if quiet else list(
         OutboundMessage.objects.filter(status=Status.SCHEDULED, due_at__lte=now)
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - ENQUEUE_AGAIN_AFTER))
         .order_by("due_at", "id")
         .values_list("pk", flat=True)[:DISPATCH_BATCH]
     )
-    if not due_ids:
-        heartbeat.record_dispatch_run(at=now, enqueued=0, reconciled=reconciled)
-        return 0
-    # Marked before enqueueing so the next minute's run does not enqueue them again; if a task is
-    # lost anyway, the row is still "scheduled" and is enqueued again after ENQUEUE_AGAIN_AFTER.
-    OutboundMessage.objects.filter(pk__in=due_ids, status=Status.SCHEDULED).update(enqueued_at=now)
-    for message_id in due_ids:
-        enqueue(message_id)
-    logger.info("sms.dispatch enqueued=%d", len(due_ids))
-    heartbeat.record_dispatch_run(at=now, enqueued=len(due_ids), reconciled=reconciled)
+    if due_ids:
+        # Marked before enqueueing so the next minute's run does not enqueue them again; if a task is
+        # lost anyway, the row is still "scheduled" and is enqueued again after ENQUEUE_AGAIN_AFTER.
+        OutboundMessage.objects.filter(pk__in=due_ids, status=Status.SCHEDULED).update(enqueued_at=now)
+        for message_id in due_ids:
+            enqueue(message_id)
+        logger.info("sms.dispatch enqueued=%d", len(due_ids))
+    heartbeat.record_dispatch_run(at=now, enqueued=len(due_ids), reconciled=reconciled, in_quiet_hours=quiet)
     return len(due_ids)
 
 
@@ -302,11 +309,20 @@ def describe_error(code, fallback: str = "") -> str:
 
 # --- Reconciliation --------------------------------------------------------------------------
 
-def reconcile_stuck_messages(*, now=None) -> int:
+def reconcile_stuck_messages(*, now=None, budget_seconds: float | None = None) -> int:
+    """Settle rows left in "sending", oldest claim first; returns how many were tried. With a budget,
+    rows not reached in time wait for the next run."""
     now = now or timezone.now()
     cutoff = now - datetime.timedelta(seconds=settings.SMS_STUCK_AFTER_SECONDS)
-    stuck = list(OutboundMessage.objects.filter(status=Status.SENDING, claimed_at__lt=cutoff).values_list("pk", flat=True)[:500])
-    for message_id in stuck:
+    stuck = list(
+        OutboundMessage.objects.filter(status=Status.SENDING, claimed_at__lt=cutoff)
+        .order_by("claimed_at", "id").values_list("pk", flat=True)[:500]
+    )
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    for tried, message_id in enumerate(stuck):
+        if deadline is not None and time.monotonic() > deadline:
+            logger.warning("sms.reconcile_deferred tried=%d left=%d", tried, len(stuck) - tried)
+            return tried
         try:
             reconcile_message(message_id=message_id, now=now)
         except gateway.TransientSmsError:
