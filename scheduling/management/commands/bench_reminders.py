@@ -320,6 +320,12 @@ class Command(BaseCommand):
             self._stop(cluster)  # graceful: tasks a worker already holds are finished first
             log.close()
             self.stdout.write(f"qcluster stopped in {time.perf_counter() - started:.1f} s")
+            # Only after a failure: tasks for this database's rows must not be left for whichever
+            # cluster uses this broker next (the broker held nothing when we started).
+            left = self._queued(broker)
+            if left:
+                broker.purge_queue()
+                self.stdout.write(f"Removed {left} task(s) the benchmark had left in the queue.")
         span = OutboundMessage.objects.aggregate(first=Min("enqueued_at"), last=Max("sent_at"))
         if span["last"] is None:
             raise CommandError(f"No row was handed to the fake ({self._status_counts()}); qcluster log: {log.name}")
@@ -360,11 +366,12 @@ class Command(BaseCommand):
         })
         return env
 
-    def _wait_until_ready(self, cluster: subprocess.Popen, log_name: str, *, within: float = 60):
-        """A probe task has run: the workers are up, so start-up is not counted."""
+    def _wait_until_ready(self, cluster: subprocess.Popen, log_name: str, *, within: float = 25):
+        """A probe task has run: the workers are up, so start-up is not counted. Within 25 s: the
+        cluster's scheduler first runs 30 s after start, and would dispatch the rows itself."""
         from django_q.tasks import async_task, fetch
 
-        task_id = async_task("os.getpid")
+        task_id = async_task("os.getpid", save=True)  # saved whatever the save_limit
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             task = fetch(task_id)
