@@ -19,7 +19,9 @@ plain loop calling the twilio client against the same fake in the same run.
    the same database and broker as this process), waits until a probe task has run, then calls the
    real dispatcher (`dispatch_due_messages`, DISPATCH_BATCH rows per call) until it enqueues nothing
    more and waits until no row is scheduled or sending. Timed from the first enqueue to the last
-   row handed to the fake (the rows' enqueued_at and sent_at).
+   row handed to the fake (the rows' enqueued_at and sent_at). The cluster's own every-minute
+   dispatch runs as in production; tasks still queued then (rows it enqueued again) are run
+   before the checks, and the cluster is stopped gracefully.
 5. Checks and reports: msgs/s both ways, the ratio, and duplicates (messages the fake created minus
    outbox rows handed over); every row sent once (one try, one "sent" event), every SID unique and
    one the fake created. Exits non-zero on any duplicate, failed or unfinished row.
