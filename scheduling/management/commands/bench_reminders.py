@@ -285,7 +285,6 @@ class Command(BaseCommand):
 
         broker = get_broker()
         log = tempfile.NamedTemporaryFile(prefix="bench_reminders_qcluster_", suffix=".log", delete=False)
-        self.stdout.write(f"qcluster log (no patient data): {log.name}")
         cluster = subprocess.Popen(
             [sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR, env=self._cluster_env(fake, workers),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -334,6 +333,7 @@ class Command(BaseCommand):
         # From the first enqueue (our clock just before the dispatcher ran; it stamps enqueued_at
         # just after) to the last row handed to the fake.
         start = min(first_enqueue, span["first"] or first_enqueue)
+        os.unlink(log.name)  # kept (and named in the error) only when something went wrong
         return {"seconds": (span["last"] - start).total_seconds(), "dispatch_seconds": dispatch_seconds,
                 "redundant_tasks": redundant}
 
