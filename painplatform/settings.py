@@ -144,7 +144,10 @@ Q_CLUSTER = {
     "retry": 180,
     "max_attempts": 3,
     "catch_up": False,
-    "save_limit": 1000,
+    # Successful results are not kept: the SMS outbox and its events are the record of every send,
+    # and keeping a capped list makes django-q's single monitor lock and prune the whole list after
+    # every task (the bench_reminders figures in the README). Failed tasks are still kept.
+    "save_limit": -1,
     "ack_failures": True,
     "label": "Background queue",
 }

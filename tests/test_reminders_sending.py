@@ -66,6 +66,22 @@ def test_the_dispatcher_does_not_enqueue_the_same_row_every_minute(appointment):
     assert seen == [early(appointment).pk, early(appointment).pk]
 
 
+def test_a_row_still_waiting_behind_a_backlog_is_not_enqueued_again_until_the_queue_drains(appointment):
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    seen = []
+    sending.dispatch_due_messages(now=london(2026, 6, 8, 10, 0), enqueue=seen.append)
+    # Ten minutes on, its task is (as far as anyone can tell) still in a long queue: left alone.
+    async_task("math.floor", 1.5)  # a real task waiting in the database broker
+    sending.dispatch_due_messages(now=london(2026, 6, 8, 10, 10), enqueue=seen.append)
+    assert seen == [early(appointment).pk]
+    # The queue has drained and the row is still scheduled: its task was lost, so it goes again.
+    OrmQ.objects.all().delete()
+    sending.dispatch_due_messages(now=london(2026, 6, 8, 10, 11), enqueue=seen.append)
+    assert seen == [early(appointment).pk, early(appointment).pk]
+
+
 def test_nothing_is_dispatched_in_quiet_hours(appointment):
     seen = []
     assert sending.dispatch_due_messages(now=london(2026, 6, 8, 21, 0), enqueue=seen.append) == 0

@@ -15,11 +15,21 @@ from django.utils import timezone
 from scheduling.codes import AppointmentType
 
 
+# Callables, not fixed times: Django's check for a fixed date/time default (fields.W161) would
+# otherwise fire whenever a command starts within seconds of 08:00 or 20:00.
+def default_quiet_hours_start() -> datetime.time:
+    return datetime.time(20, 0)
+
+
+def default_quiet_hours_end() -> datetime.time:
+    return datetime.time(8, 0)
+
+
 class SmsSettings(models.Model):
     """Service-wide SMS settings a manager changes in the database. A single row (pk=1)."""
 
-    quiet_hours_start = models.TimeField(default=datetime.time(20, 0), help_text="Local time after which nothing is sent.")
-    quiet_hours_end = models.TimeField(default=datetime.time(8, 0), help_text="Local time before which nothing is sent.")
+    quiet_hours_start = models.TimeField(default=default_quiet_hours_start, help_text="Local time after which nothing is sent.")
+    quiet_hours_end = models.TimeField(default=default_quiet_hours_end, help_text="Local time before which nothing is sent.")
     minimum_notice_minutes = models.PositiveSmallIntegerField(
         default=60,
         help_text="A reminder is no longer useful, and is skipped, when the appointment is closer than this.",

@@ -90,9 +90,14 @@ def dispatch_due_messages(*, now=None, enqueue=None) -> int:
         return 0
     reconciled = reconcile_stuck_messages(now=now, budget_seconds=RECONCILE_BUDGET_SECONDS)
     quiet = in_quiet_hours(now, SmsSettings.current())
+    not_yet_enqueued = Q(enqueued_at__isnull=True)
+    if _queue_is_drained():
+        # Still "scheduled" although enqueued a while ago, and nothing is waiting in the queue: its
+        # task was lost (a flushed Redis, say). While a backlog is still queued it is only waiting.
+        not_yet_enqueued |= Q(enqueued_at__lt=now - ENQUEUE_AGAIN_AFTER)
     due_ids = [] if quiet else list(
         OutboundMessage.objects.filter(status=Status.SCHEDULED, due_at__lte=now)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - ENQUEUE_AGAIN_AFTER))
+        .filter(not_yet_enqueued)
         .order_by("due_at", "id")
         .values_list("pk", flat=True)[:DISPATCH_BATCH]
     )
@@ -105,6 +110,16 @@ def dispatch_due_messages(*, now=None, enqueue=None) -> int:
         logger.info("sms.dispatch enqueued=%d", len(due_ids))
     heartbeat.record_dispatch_run(at=now, enqueued=len(due_ids), reconciled=reconciled, in_quiet_hours=quiet)
     return len(due_ids)
+
+
+def _queue_is_drained() -> bool:
+    from django_q.brokers import get_broker
+
+    try:
+        return get_broker().queue_size() == 0
+    except Exception:  # a broker that cannot say: assume lost tasks, the conditional claim makes it safe
+        logger.warning("sms.dispatch_queue_size_unknown")
+        return True
 
 
 # --- Sending ---------------------------------------------------------------------------------
