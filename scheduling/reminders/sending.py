@@ -161,6 +161,7 @@ def send_message(*, message_id: int, now=None) -> str:
         # Not claimed: the row stays scheduled and goes once the setup is fixed (if still useful).
         logger.error("sms.not_configured message_id=%s problem=%r", message_id, problem)
         return OutboundMessage.objects.filter(pk=message_id).values_list("status", flat=True).first()
+    backend = gateway.get_backend()
     sms_settings = SmsSettings.current()
     with transaction.atomic():
         message = OutboundMessage.objects.select_related("patient", "opt_in_invitation").get(pk=message_id)
@@ -175,7 +176,7 @@ def send_message(*, message_id: int, now=None) -> str:
             return OutboundMessage.objects.filter(pk=message_id).values_list("status", flat=True).first()
         MessageEvent.objects.create(message_id=message_id, source=Source.WORKER, old_status=Status.SCHEDULED,
                                     new_status=Status.SENDING, at=now)
-        message.refresh_from_db(fields=["attempts", "status", "claimed_at"])
+        message.status, message.claimed_at, message.attempts = Status.SENDING, now, message.attempts + 1
         if in_quiet_hours(now, sms_settings):
             later = end_of_quiet_hours(now, sms_settings)
             if message.appointment is None or still_useful(
@@ -195,13 +196,11 @@ def send_message(*, message_id: int, now=None) -> str:
                   status_reason=reason, finished_at=now)
             return status
         to_number = message.patient.mobile_phone
-        OutboundMessage.objects.filter(pk=message_id).update(to_number=to_number)
+        OutboundMessage.objects.filter(pk=message_id).update(to_number=to_number, backend=backend.name)
 
     # The HTTP call happens outside any transaction: the "sending" claim is committed first, so a
     # crash from here on leaves a row the reconciler will ask Twilio about, never one resent blindly.
     try:
-        backend = gateway.get_backend()
-        OutboundMessage.objects.filter(pk=message_id).update(backend=backend.name)
         remote = backend.send(to=to_number, body=message.body, status_callback=gateway.status_callback_url(message_id))
     except gateway.PermanentSmsError as exc:
         return _fail_permanently(message, exc, now=timezone.now())
@@ -217,10 +216,11 @@ def send_message(*, message_id: int, now=None) -> str:
         return Status.SENDING
     except gateway.TransientSmsError as exc:
         return _retry_later(message_id, exc, now=timezone.now(), sms_settings=sms_settings)
-    return _record_handed_over(message_id, remote, now=timezone.now(), source=Source.WORKER)
+    return _record_handed_over(message_id, remote, now=timezone.now(), source=Source.WORKER,
+                               invitation_id=message.opt_in_invitation_id)
 
 
-def _record_handed_over(message_id: int, remote: gateway.RemoteMessage, *, now, source) -> str:
+def _record_handed_over(message_id: int, remote: gateway.RemoteMessage, *, now, source, invitation_id) -> str:
     status = TWILIO_STATUS.get(remote.status, Status.SENT)
     if status in (Status.UNDELIVERED, Status.FAILED):
         # Handed over, then failed at Twilio: that is a delivery report (the reconciler applies it next,
@@ -230,16 +230,18 @@ def _record_handed_over(message_id: int, remote: gateway.RemoteMessage, *, now, 
     if status == Status.DELIVERED:
         fields.update(delivered_at=now, finished_at=now)
     # A delivery report can beat us to it: then the row is already further on and keeps its status.
-    if not _move(message_id, from_statuses=[Status.SENDING, Status.SCHEDULED], to=status, source=source, now=now,
-                 detail=f"handed to {remote.sid[:34]}", **fields):
+    moved = _move(message_id, from_statuses=[Status.SENDING, Status.SCHEDULED], to=status, source=source, now=now,
+                  detail=f"handed to {remote.sid[:34]}", **fields)
+    if not moved:
         OutboundMessage.objects.filter(pk=message_id, provider_sid="").update(provider_sid=remote.sid, sent_at=now)
-    invitation_id = OutboundMessage.objects.filter(pk=message_id).values_list("opt_in_invitation_id", flat=True).get()
     if invitation_id is not None:
         from scheduling.calls.models import OptInInvitation
         from scheduling.calls.services import mark_opt_in_invitation_sent
 
         mark_opt_in_invitation_sent(invitation=OptInInvitation.objects.get(pk=invitation_id), sent_at=now)
     logger.info("sms.sent message_id=%s sid=%s", message_id, remote.sid)
+    if moved:
+        return status
     return OutboundMessage.objects.filter(pk=message_id).values_list("status", flat=True).get()
 
 
@@ -367,7 +369,8 @@ def reconcile_message(*, message_id: int, now=None) -> str:
         MessageEvent.objects.create(message_id=message_id, source=Source.RECONCILER, old_status=Status.SENDING,
                                     new_status=Status.SENDING, reported_status=remote.status,
                                     detail=f"Twilio has it as {remote.sid[:34]}", at=now)
-        _record_handed_over(message_id, remote, now=now, source=Source.RECONCILER)
+        _record_handed_over(message_id, remote, now=now, source=Source.RECONCILER,
+                            invitation_id=message.opt_in_invitation_id)
         apply_delivery_report(message_id=message_id, reported_status=remote.status, error_code=remote.error_code,
                               provider_sid=remote.sid, source=Source.RECONCILER, now=now)
         return OutboundMessage.objects.filter(pk=message_id).values_list("status", flat=True).get()
