@@ -589,6 +589,17 @@ def test_a_refusal_that_is_about_our_twilio_setup_fails_the_text_without_a_workl
     assert len(sends_at_twilio(fake)) == 1
 
 
+def test_a_fictional_number_is_never_sent_to_the_real_twilio(fake, message, patient, settings, emitted_logs):
+    settings.TWILIO_API_BASE_URL = ""  # the real api.twilio.com: refused before any request is made
+
+    assert send(message) == S.FAILED
+    row = reload(message)
+    assert row.error_message.startswith("The number on record is a fictional (Ofcom drama range) number")
+    assert AdminTask.objects.get(patient=patient).kind == AdminTask.Kind.SMS_FAILED
+    assert fake.log_lines == []
+    assert not any("api.twilio.com" in line for line in emitted_logs)
+
+
 # -- cancelled in the queue -------------------------------------------------------------------------
 
 

@@ -151,6 +151,13 @@ class TwilioBackend:
         return {"from_": settings.TWILIO_FROM_NUMBER}
 
     def send(self, *, to: str, body: str, status_callback: str | None) -> RemoteMessage:
+        from scheduling.caseload.phones import is_fictional_number
+
+        if not settings.TWILIO_API_BASE_URL and is_fictional_number(to):
+            # Demo or test data must never reach the real Twilio (and a patient's record with such
+            # a number is wrong): refused here, before any request, whatever PHONE_ACCEPT_FICTIONAL_NUMBERS says.
+            raise PermanentSmsError("The number on record is a fictional (Ofcom drama range) number; "
+                                    "it is never sent to the real Twilio.")
         kwargs = {"to": to, "body": body, **self._sender()}
         if status_callback:
             kwargs["status_callback"] = status_callback
