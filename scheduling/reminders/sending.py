@@ -102,11 +102,14 @@ def dispatch_due_messages(*, now=None, enqueue=None) -> int:
         .values_list("pk", flat=True)[:DISPATCH_BATCH]
     )
     if due_ids:
-        # Marked before enqueueing so the next minute's run does not enqueue them again; if a task is
-        # lost anyway, the row is still "scheduled" and is enqueued again after ENQUEUE_AGAIN_AFTER.
-        OutboundMessage.objects.filter(pk__in=due_ids, status=Status.SCHEDULED).update(enqueued_at=now)
-        for message_id in due_ids:
-            enqueue(message_id)
+        # Marked so the next minute's run does not enqueue them again; if a task is lost anyway, the
+        # row is still "scheduled" and is enqueued again once the queue has drained. One transaction:
+        # with the database broker the marks and the tasks commit together (and in one commit, not
+        # thousands); with Redis a task may start before the commit, which its claim does not mind.
+        with transaction.atomic():
+            OutboundMessage.objects.filter(pk__in=due_ids, status=Status.SCHEDULED).update(enqueued_at=now)
+            for message_id in due_ids:
+                enqueue(message_id)
         logger.info("sms.dispatch enqueued=%d", len(due_ids))
     heartbeat.record_dispatch_run(at=now, enqueued=len(due_ids), reconciled=reconciled, in_quiet_hours=quiet)
     return len(due_ids)
