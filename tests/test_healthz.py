@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from django.conf import settings as django_settings
 from django.urls import reverse
 from django_q.conf import Conf
 
@@ -19,6 +18,7 @@ from scheduling.reminders import gateway, heartbeat, sending, tasks
 from scheduling.reminders.models import DispatchHeartbeat, OutboundMessage
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral
+from tests.processes import shared_test_database_url
 
 pytestmark = pytest.mark.django_db
 S = OutboundMessage.Status
@@ -278,10 +278,8 @@ def test_redis_without_a_running_qcluster_is_a_problem_and_a_real_one_clears_it(
     assert report["problems"] == ["No queue worker (qcluster) is running: start one. No texts are sent meanwhile."]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
-    env.update(REDIS_URL=url, Q_WORKERS="1")
-    if django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
-        db_settings = django_settings.DATABASES["default"]
-        env["DATABASE_URL"] = f"postgres://{db_settings['USER']}@{db_settings['HOST']}:{db_settings['PORT']}/{db_settings['NAME']}"
+    # The test database, never the development one, on either engine.
+    env.update(REDIS_URL=url, Q_WORKERS="1", DATABASE_URL=shared_test_database_url())
     cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

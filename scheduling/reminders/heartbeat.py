@@ -5,7 +5,6 @@ nobody anything the worker's logs do not)."""
 import os
 import socket
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.reminders.models import DispatchHeartbeat
@@ -14,13 +13,8 @@ HEARTBEAT_PK = 1
 
 
 def _write(**fields) -> None:
-    if DispatchHeartbeat.objects.filter(pk=HEARTBEAT_PK).update(**fields):
-        return
-    try:
-        with transaction.atomic():
-            DispatchHeartbeat.objects.create(pk=HEARTBEAT_PK, **fields)
-    except IntegrityError:  # another worker created it a moment ago
-        DispatchHeartbeat.objects.filter(pk=HEARTBEAT_PK).update(**fields)
+    # update_or_create locks the row, and copes with two workers creating it at the same moment.
+    DispatchHeartbeat.objects.update_or_create(pk=HEARTBEAT_PK, defaults=fields)
 
 
 def _worker() -> str:

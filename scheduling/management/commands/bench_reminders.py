@@ -312,8 +312,8 @@ class Command(BaseCommand):
             dispatch_seconds = time.perf_counter() - started
             wait_for("every row to be sent",
                      lambda: not OutboundMessage.objects.filter(status__in=[Status.SCHEDULED, Status.SENDING]).exists())
-            # Tasks still queued now are for rows already sent (the schedule re-enqueues a row still
-            # waiting after ENQUEUE_AGAIN_AFTER): they are run too, so the checks below cover them.
+            # Tasks still queued now are for rows already sent (the every-minute dispatch, or a row it
+            # enqueued again): they are run too, so the checks below cover them.
             redundant = self._queued(broker)
             wait_for("the queue to empty", lambda: not self._queued(broker))
         finally:
