@@ -1,10 +1,11 @@
 from django.contrib.auth.decorators import login_not_required
 from django.http import JsonResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_safe
 
 from scheduling.health import check_database, check_health
+from scheduling.params import InvalidParameter
 from scheduling.roles import is_admin_staff, is_manager, is_pwp
 
 # Where each role lands after login; the first that exists wins.
@@ -49,3 +50,10 @@ def healthz(request):
     response = JsonResponse(report, status=200 if report["healthy"] else 503, json_dumps_params={"indent": 2})
     response["Cache-Control"] = "no-store"
     return response
+
+
+def bad_request(request, exception):
+    """The site's 400 page. Our own `InvalidParameter` messages name what is wrong; anything else
+    that Django turns into a 400 (a forged host, a malformed upload) gets the general words."""
+    message = str(exception) if isinstance(exception, InvalidParameter) else ""
+    return render(request, "400.html", {"message": message}, status=400)

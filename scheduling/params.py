@@ -1,0 +1,79 @@
+"""One way to read dates, times and ids from a request's query string or form.
+
+Every reader either returns a value inside sane bounds or raises `InvalidParameter`, a
+`BadRequest` whose message names the parameter and says what is wrong; Django answers it with
+the site's 400 page (`scheduling.views.bad_request`). Nothing out of bounds reaches date
+arithmetic or the database, so no far date or odd id can become a 500.
+"""
+
+import datetime as dt
+
+from django.core.exceptions import BadRequest
+
+# Far enough for any date of birth or history, near enough that adding a course of sessions or
+# converting to UTC can never overflow.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2100, 12, 31)
+LARGEST_ID = 2**31 - 1
+
+
+class InvalidParameter(BadRequest):
+    """A request parameter that cannot be used; its message is shown to the user."""
+
+
+def _raw(data, name: str) -> str:
+    value = data.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def check_date_bounds(value: dt.date, *, label: str) -> dt.date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise InvalidParameter(
+            f"{label}: {value.isoformat()} is outside the dates this service works with "
+            f"({EARLIEST_DATE:%d/%m/%Y} to {LATEST_DATE:%d/%m/%Y})."
+        )
+    return value
+
+
+def date_param(data, name: str, *, default: dt.date | None = None, label: str | None = None) -> dt.date | None:
+    """A `YYYY-MM-DD` date, or `default` when the parameter is absent or empty."""
+    raw = _raw(data, name)
+    label = label or name
+    if not raw:
+        return default
+    try:
+        value = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” is not a date; use YYYY-MM-DD.") from None
+    return check_date_bounds(value, label=label)
+
+
+def instant_param(data, name: str, *, label: str | None = None) -> dt.datetime | None:
+    """An ISO 8601 date and time with an offset (as the slot finder writes them), or None when absent."""
+    raw = _raw(data, name)
+    label = label or name
+    if not raw:
+        return None
+    return parse_instant(raw, label=label)
+
+
+def parse_instant(raw: str, *, label: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” is not a date and time.") from None
+    if value.tzinfo is None:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” has no time zone.")
+    check_date_bounds(value.date(), label=label)
+    return value.astimezone(dt.timezone.utc)
+
+
+def id_param(data, name: str, *, label: str | None = None) -> int | None:
+    """A positive database id, or None when absent or empty."""
+    raw = _raw(data, name)
+    label = label or name
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= LARGEST_ID:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” is not a valid choice.")
+    return int(raw)
