@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After authentication: a duplicate form post gets the first post's answer (submissions.py).
+    "scheduling.submissions.OnceOnlyFormMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -79,6 +81,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "scheduling.context_processors.roles",
             ],
+            # {% form_token %} (and the other project tags) in every template without a {% load %}.
+            "builtins": ["scheduling.templatetags.painplatform"],
         },
     },
 ]

@@ -15,6 +15,7 @@ from scheduling.caseload.models import (  # noqa: F401
     Team,
 )
 from scheduling.reports.models import ImportedEvent  # noqa: F401
+from scheduling.submissions import FormSubmission  # noqa: F401
 from scheduling.reminders.models import (  # noqa: F401
     DispatchHeartbeat,
     InboundMessage,
