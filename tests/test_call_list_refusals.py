@@ -215,3 +215,9 @@ def test_a_logged_or_imported_call_back_must_fall_within_the_horizon_of_its_call
             callback_at=timezone.now() + timedelta(days=365 * 7000),
         )
     assert not ContactAttempt.objects.exists()
+
+
+def test_the_call_back_picker_offers_only_times_from_now_to_the_horizon(client, pwp, catherine):
+    client.force_login(pwp)
+    html = client.get(LIST).content.decode()
+    assert 'min="2026-03-10T10:00" max="2026-06-08T11:00"' in html  # 90 days on, in BST

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import CallOutcomeEffect, ContactAttempt
 from scheduling.calls.selectors import booked_calls, call_list, people_to_reach, practitioners_viewable_by
-from scheduling.calls.services import CallButton, invite_to_opt_in, record_call_outcome, undo_call_outcome
+from scheduling.calls.services import CALLBACK_HORIZON, CallButton, invite_to_opt_in, record_call_outcome, undo_call_outcome
 from scheduling.caseload.models import Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
 from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param
@@ -49,8 +49,16 @@ def _book_assessment_url(referral) -> str:
 
 
 def _urls():
-    # Reversed once per page rather than once per row (hundreds of rows on a big caseload).
-    return {"log_url": reverse("calls:log"), "undo_url": reverse("calls:undo"), "invite_url": reverse("calls:invite")}
+    # Reversed once per page rather than once per row (hundreds of rows on a big caseload). The call-back
+    # bounds let the browser's picker stop a far date early; the service still checks them.
+    now = timezone.now()
+    return {
+        "log_url": reverse("calls:log"),
+        "undo_url": reverse("calls:undo"),
+        "invite_url": reverse("calls:invite"),
+        "callback_min": f"{timezone.localtime(now):%Y-%m-%dT%H:%M}",
+        "callback_max": f"{timezone.localtime(now + CALLBACK_HORIZON):%Y-%m-%dT%H:%M}",
+    }
 
 
 def _row_context(*, practitioner_id, day, can_log: bool):
