@@ -9,6 +9,7 @@ arithmetic or the database, so no far date or odd id can become a 500.
 import datetime as dt
 
 from django.core.exceptions import BadRequest
+from django.utils import timezone
 
 # Far enough for any date of birth or history, near enough that adding a course of sessions or
 # converting to UTC can never overflow.
@@ -77,3 +78,27 @@ def id_param(data, name: str, *, label: str | None = None) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= LARGEST_ID:
         raise InvalidParameter(f"{label}: “{raw[:40]}” is not a valid choice.")
     return int(raw)
+
+
+def local_datetime_param(data, name: str, *, label: str | None = None) -> dt.datetime | None:
+    """A date and time as a `datetime-local` input sends it (`YYYY-MM-DDTHH:MM`), read in the service's
+    local time (Europe/London), or None when absent. Returned in UTC. A time the clocks skip or repeat
+    is refused rather than guessed."""
+    raw = _raw(data, name)
+    label = label or name
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” is not a date and time; use YYYY-MM-DD HH:MM.") from None
+    check_date_bounds(value.date(), label=label)
+    if value.tzinfo is None:
+        zone = timezone.get_current_timezone()
+        first, second = value.replace(tzinfo=zone, fold=0), value.replace(tzinfo=zone, fold=1)
+        if first.utcoffset() != second.utcoffset():
+            raise InvalidParameter(
+                f"{label}: {value:%d/%m/%Y %H:%M} falls in the hour the clocks change; choose another time."
+            )
+        value = first
+    return value.astimezone(dt.timezone.utc)

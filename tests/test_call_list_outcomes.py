@@ -95,8 +95,10 @@ def test_no_answer_well_before_the_session_never_counts_towards_a_did_not_attend
     appt = book(referral, pwp, admin_user, NOW + timedelta(hours=3))
     for _ in range(3):
         click(referral, CallButton.NO_ANSWER, pwp, appointment=appt)
+        frozen.shift(timedelta(minutes=3))  # separate calls, not one click sent again
     appt.refresh_from_db()
     assert appt.outcome == O.NOT_APPLICABLE
+    assert ContactAttempt.objects.filter(appointment=appt).count() == 3
 
 
 def test_wrong_number_raises_a_task_for_admin_to_fix_the_number(assessment, referral, pwp):
@@ -410,6 +412,7 @@ def test_undo_of_spoke_session_held_puts_outcome_and_status_back_with_audited_ch
 
 def test_undo_of_a_did_not_attend_restores_the_booking(assessment, referral, pwp, frozen):
     click(referral, CallButton.NO_ANSWER, pwp, appointment=assessment)
+    frozen.shift(timedelta(minutes=3))
     second = click(referral, CallButton.NO_ANSWER, pwp, appointment=assessment)
     assessment.refresh_from_db()
     assert assessment.outcome == O.DID_NOT_ATTEND
@@ -457,15 +460,17 @@ def test_undo_is_refused_after_the_window(frozen, referral, pwp):
     assert not ContactAttemptUndo.objects.exists()
 
 
-def test_undo_is_refused_twice_and_for_an_earlier_attempt(frozen, referral, pwp):
+def test_undo_is_refused_for_an_earlier_attempt_and_undoing_twice_changes_nothing(frozen, referral, pwp, manager):
     first = click(referral, CallButton.NO_ANSWER, pwp)
     frozen.shift(timedelta(minutes=1))
     second = click(referral, CallButton.ENGAGED, pwp)
     with pytest.raises(ValidationError, match="later call"):
         undo_call_outcome(attempt=first, actor=pwp)
-    undo_call_outcome(attempt=second, actor=pwp)
+    undo = undo_call_outcome(attempt=second, actor=pwp)
+    frozen.shift(timedelta(minutes=1))
+    assert undo_call_outcome(attempt=second, actor=pwp) == undo  # the same undo sent again: a no-op
     with pytest.raises(ValidationError, match="already been undone"):
-        undo_call_outcome(attempt=second, actor=pwp)
+        undo_call_outcome(attempt=second, actor=manager)
     assert ContactAttemptUndo.objects.count() == 1
 
 
@@ -577,6 +582,8 @@ def test_attempts_logged_outside_the_call_list_can_still_make_the_invitation_due
     opt_in_invitation_due.connect(receiver)
     try:
         invitation = invite_to_opt_in(referral=referral, actor=pwp)
+        assert invite_to_opt_in(referral=referral, actor=pwp) == invitation  # sent twice: one invitation
+        frozen.shift(timedelta(minutes=3))
         with pytest.raises(ValidationError, match="already due"):
             invite_to_opt_in(referral=referral, actor=pwp)
     finally:

@@ -69,7 +69,8 @@ def test_previous_and_next_days_and_the_date_picker(client, pwp, referral, admin
     assert "Booked calls (1)" in html
     assert "Log the call" not in html  # no outcomes for a day that has not come
     assert "Booked calls (0)" in client.get(URL + "?date=2026-03-12").content.decode()
-    assert client.get(URL + "?date=not-a-date").status_code == 200
+    response = client.get(URL + "?date=not-a-date")
+    assert response.status_code == 400 and "date: “not-a-date” is not a date" in response.content.decode()
 
 
 def test_htmx_no_answer_returns_just_the_updated_row(client, pwp, session, referral):

@@ -27,6 +27,15 @@ from scheduling.codes import AttendanceOutcome
 
 Outcome = ContactAttempt.Outcome
 
+# The same click (same button, same person, same referral and appointment, same call-back time) this
+# close to an earlier one is that submission sent again (a double click, a form re-sent without
+# JavaScript, a retried request), not a second call: a real call that rings out and is dialled again
+# takes longer. It is recorded once and answered with the first result.
+SAME_SUBMISSION_WINDOW = timedelta(minutes=2)
+# How far ahead a call-back can be asked for. Further than this is a slip of the keyboard (a year 9999),
+# not a plan: the person would otherwise drop off the list of people to reach until then.
+CALLBACK_HORIZON = timedelta(days=90)
+
 
 def log_contact_attempt(
     *,
@@ -52,6 +61,8 @@ def log_contact_attempt(
         errors["callback_at"] = "Enter when the patient asked to be called back."
     if callback_at is not None and callback_at < attempted_at:
         errors["callback_at"] = "The call-back time must be after the call."
+    elif callback_at is not None and callback_at > attempted_at + CALLBACK_HORIZON:
+        errors["callback_at"] = f"The call-back time must be within {CALLBACK_HORIZON.days} days of the call."
     if attempted_at > now + timedelta(minutes=5):
         errors["attempted_at"] = "A call attempt cannot be in the future."
     if minutes_spent < 0 or minutes_spent > 240:
@@ -164,14 +175,29 @@ def _maybe_invite_to_opt_in(*, referral, attempt, actor, policy: ContactPolicy, 
     return invitation
 
 
+def _within_window(field: str, now) -> dict:
+    return {f"{field}__gte": now - SAME_SUBMISSION_WINDOW, f"{field}__lte": now + SAME_SUBMISSION_WINDOW}
+
+
 def invite_to_opt_in(*, referral: Referral, actor, now=None) -> OptInInvitation:
     """Record that an opt-in invitation is due for a referral whose policy attempts have all failed but has
     none yet (attempts logged before the policy applied, imported, or the policy was changed). Same record,
-    audit entry and signal as when the last failed attempt is logged on the call list."""
+    audit entry and signal as when the last failed attempt is logged on the call list.
+
+    Sent twice by the same person (a double click, a re-sent form), it answers with the first invitation."""
     now = now or timezone.now()
     policy = ContactPolicy.current()
     with transaction.atomic():
         referral = Referral.objects.select_for_update().select_related("patient").get(pk=referral.pk)
+        first = (
+            OptInInvitation.objects.active()
+            .filter(referral=referral, attempt__isnull=True, recorded_by_id=getattr(actor, "pk", None))
+            .filter(**_within_window("recorded_at", now))
+            .order_by("recorded_at", "id")
+            .first()
+        )
+        if first is not None:
+            return first
         if referral.status == Referral.Status.DISCHARGED:
             raise ValidationError("This referral is discharged.", code="invalid_transition")
         failed = policy_attempts_since_last_contact(referral)
@@ -184,6 +210,50 @@ def invite_to_opt_in(*, referral: Referral, actor, now=None) -> OptInInvitation:
         if invitation is None:
             raise ValidationError("An opt-in invitation is already due for this person.", code="already_invited")
     return invitation
+
+
+def _first_submission(*, referral, appointment, actor, button, callback_at, now) -> ContactAttempt | None:
+    """The attempt an identical click made moments ago, if this click is that submission sent again."""
+    return (
+        ContactAttempt.objects.effective()
+        .filter(
+            referral_id=referral.pk,
+            appointment_id=appointment.pk if appointment is not None else None,
+            recorded_by_id=getattr(actor, "pk", None),
+            effect__button=button,
+            callback_at=callback_at,
+            **_within_window("attempted_at", now),  # a click's attempt is made at its `now`
+        )
+        .order_by("recorded_at", "id")
+        .first()
+    )
+
+
+def _refusals(*, button, appointment, callback_at, now) -> dict:
+    errors = {}
+    if button == CallButton.REARRANGE and appointment is None:
+        errors["button"] = "Rearranging needs a booked appointment."
+    if button == CallButton.CALLBACK and callback_at is None:
+        errors["callback_at"] = "Enter when the patient asked to be called back."
+    elif callback_at is not None and callback_at <= now:
+        errors["callback_at"] = "Call-back time: it must be in the future."
+    elif callback_at is not None and callback_at > now + CALLBACK_HORIZON:
+        errors["callback_at"] = (
+            f"Call-back time: it must be within {CALLBACK_HORIZON.days} days "
+            f"(by {timezone.localtime(now + CALLBACK_HORIZON):%d/%m/%Y})."
+        )
+    if appointment is not None and appointment.is_cancelled:
+        errors["appointment"] = "That appointment was cancelled."
+    if (
+        button == CallButton.SPOKE
+        and appointment is not None
+        and (appointment.outcome != AttendanceOutcome.NOT_APPLICABLE or now < appointment.start - EARLIEST_OUTCOME_BEFORE_START)
+    ):
+        errors["button"] = (
+            "This session already has an outcome." if appointment.outcome != AttendanceOutcome.NOT_APPLICABLE
+            else "A session cannot be recorded as held before it starts."
+        )
+    return errors
 
 
 def record_call_outcome(
@@ -203,34 +273,31 @@ def record_call_outcome(
       such tries within the slot, the appointment is did not attend (3);
     - a failed first-contact attempt that uses up the contact policy makes an opt-in invitation due;
     - wrong number raises a WRONG_NUMBER admin task; wants to rearrange raises a REARRANGE_REQUEST task.
+
+    The same click sent again within SAME_SUBMISSION_WINDOW (also several at once) is recorded once: every
+    copy returns the first attempt and changes nothing more.
     """
     now = now or timezone.now()
-    errors = {}
     if button not in CallButton.values:
-        errors["button"] = f"'{button}' is not a call-list outcome."
-    if button == CallButton.REARRANGE and appointment is None:
-        errors["button"] = "Rearranging needs a booked appointment."
-    if button == CallButton.CALLBACK and callback_at is None:
-        errors["callback_at"] = "Enter when the patient asked to be called back."
+        raise ValidationError({"button": f"'{button}' is not a call-list outcome."})
     if appointment is not None and appointment.referral_id != referral.pk:
-        errors["appointment"] = "That appointment belongs to another referral."
-    if appointment is not None and appointment.is_cancelled:
-        errors["appointment"] = "That appointment was cancelled."
-    if (
-        button == CallButton.SPOKE
-        and appointment is not None
-        and (appointment.outcome != AttendanceOutcome.NOT_APPLICABLE or now < appointment.start - EARLIEST_OUTCOME_BEFORE_START)
-    ):
-        errors["button"] = (
-            "This session already has an outcome." if appointment.outcome != AttendanceOutcome.NOT_APPLICABLE
-            else "A session cannot be recorded as held before it starts."
-        )
-    if errors:
-        raise ValidationError(errors)
+        raise ValidationError({"appointment": "That appointment belongs to another referral."})
     policy = ContactPolicy.current()
     with transaction.atomic():
+        # Clicks on one person take turns on the referral's row: a copy sent at the same moment waits here,
+        # then finds the first one's attempt.
         status_before = Referral.objects.select_for_update().values_list("status", flat=True).get(pk=referral.pk)
         referral.status = status_before
+        first = _first_submission(
+            referral=referral, appointment=appointment, actor=actor, button=button, callback_at=callback_at, now=now
+        )
+        if first is not None:
+            return first
+        if appointment is not None:
+            appointment.refresh_from_db()  # its outcome as it is now, not as the page saw it
+        errors = _refusals(button=button, appointment=appointment, callback_at=callback_at, now=now)
+        if errors:
+            raise ValidationError(errors)
         outcome_before = appointment.outcome if appointment is not None else ""
         attempt = log_contact_attempt(
             referral=referral, practitioner=actor, outcome=BUTTON_OUTCOMES[CallButton(button)], actor=actor,
@@ -289,13 +356,19 @@ def undo_deadline(attempt: ContactAttempt, *, policy: ContactPolicy | None = Non
 def undo_call_outcome(*, attempt: ContactAttempt, actor, reason: str = "Logged by mistake", now=None) -> ContactAttemptUndo:
     """Undo an accidental click: only by the person who made it, within the policy's undo window, and only
     for the latest attempt on the referral. The attempt stays; a ContactAttemptUndo row marks it, and each
-    change the click made is reversed by a new audited change."""
+    change the click made is reversed by a new audited change. Undone again by the same person (a re-sent
+    form), it changes nothing and returns the first undo."""
     now = now or timezone.now()
     policy = ContactPolicy.current()
     with transaction.atomic():
+        # Undos and clicks on one person take turns on the referral's row (one undo row per attempt is the
+        # database's own guard).
         Referral.objects.select_for_update().filter(pk=attempt.referral_id).first()
         attempt = ContactAttempt.objects.select_related("referral", "appointment").get(pk=attempt.pk)
-        if ContactAttemptUndo.objects.filter(attempt=attempt).exists():
+        done = ContactAttemptUndo.objects.filter(attempt=attempt).first()
+        if done is not None:
+            if done.undone_by_id == getattr(actor, "pk", None):
+                return done
             raise ValidationError("This call outcome has already been undone.", code="already_undone")
         if attempt.recorded_by_id != getattr(actor, "pk", None):
             raise ValidationError("Only the person who logged this call outcome can undo it.", code="not_yours")

@@ -1,4 +1,6 @@
-"""The PWP's daily call list. Thin: permissions, parsing, then selectors and services."""
+"""The PWP's daily call list. Thin: parameters (scheduling.params), permissions, then selectors and services.
+Every parameter is read before anything is looked at, and permission is checked before anything names
+the person."""
 
 from datetime import date, timedelta
 from urllib.parse import urlencode
@@ -6,28 +8,29 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from scheduling.booking.models import Appointment
-from scheduling.calls.forms import CallOutcomeForm, UndoForm
 from scheduling.calls.models import CallOutcomeEffect, ContactAttempt
 from scheduling.calls.selectors import booked_calls, call_list, people_to_reach, practitioners_viewable_by
-from scheduling.calls.services import CallButton, invite_to_opt_in, record_call_outcome, undo_call_outcome
+from scheduling.calls.services import CALLBACK_HORIZON, CallButton, invite_to_opt_in, record_call_outcome, undo_call_outcome
 from scheduling.caseload.models import Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
+from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param
 
 
-def _parse_day(value: str | None) -> date:
-    if value:
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    return timezone.localdate()
+def _day(data) -> date:
+    return date_param(data, "date", default=timezone.localdate(), label="date")
+
+
+def _required_id(data, name: str) -> int:
+    value = id_param(data, name, label=name)
+    if value is None:
+        raise InvalidParameter(f"{name}: missing.")
+    return value
 
 
 def _may_log(user, owner) -> bool:
@@ -46,8 +49,16 @@ def _book_assessment_url(referral) -> str:
 
 
 def _urls():
-    # Reversed once per page rather than once per row (hundreds of rows on a big caseload).
-    return {"log_url": reverse("calls:log"), "undo_url": reverse("calls:undo"), "invite_url": reverse("calls:invite")}
+    # Reversed once per page rather than once per row (hundreds of rows on a big caseload). The call-back
+    # bounds let the browser's picker stop a far date early; the service still checks them.
+    now = timezone.now()
+    return {
+        "log_url": reverse("calls:log"),
+        "undo_url": reverse("calls:undo"),
+        "invite_url": reverse("calls:invite"),
+        "callback_min": f"{timezone.localtime(now):%Y-%m-%dT%H:%M}",
+        "callback_max": f"{timezone.localtime(now + CALLBACK_HORIZON):%Y-%m-%dT%H:%M}",
+    }
 
 
 def _row_context(*, practitioner_id, day, can_log: bool):
@@ -65,13 +76,10 @@ def today(request):
     user = request.user
     if not user.has_perm("scheduling.view_appointment"):
         raise PermissionDenied
-    day = _parse_day(request.GET.get("date"))
-    practitioner_id = request.GET.get("practitioner")
-    User = get_user_model()
-    if practitioner_id:
-        if not practitioner_id.isdigit():
-            return HttpResponseBadRequest("Unknown practitioner.")
-        practitioner = get_object_or_404(User, pk=practitioner_id, practitioner__isnull=False)
+    day = _day(request.GET)
+    practitioner_id = id_param(request.GET, "practitioner", label="practitioner")
+    if practitioner_id is not None:
+        practitioner = get_object_or_404(get_user_model(), pk=practitioner_id, practitioner__isnull=False)
     elif hasattr(user, "practitioner"):
         practitioner = user
     else:
@@ -100,20 +108,44 @@ def today(request):
     return render(request, "calls/today.html", context)
 
 
-def _redirect_back(request, anchor: str = ""):
+def _back(data) -> dict:
+    """Which list a posted row came from (its day and practitioner), read before anything is written."""
+    given = date_param(data, "date", label="date")
+    return {
+        "date": given,
+        "day": given or timezone.localdate(),
+        "practitioner_id": id_param(data, "practitioner", label="practitioner") or "",
+    }
+
+
+def _check_may_log(user, *, referral, appointment=None) -> None:
+    """Refuse, without naming anyone, before anything about the person is read out or written. On a booked
+    session the session's practitioner's caseload decides (as on the list that shows it); otherwise the
+    referral's. An appointment of another referral is refused too, so neither id opens the other."""
+    if appointment is not None:
+        if appointment.referral_id != referral.pk:
+            if _may_log(user, referral.assigned_practitioner) and _may_log(user, appointment.practitioner):
+                raise InvalidParameter("appointment: that appointment belongs to another referral.")
+            raise PermissionDenied
+        if not _may_log(user, appointment.practitioner):
+            raise PermissionDenied
+    elif not _may_log(user, referral.assigned_practitioner):
+        raise PermissionDenied
+
+
+def _redirect_back(back: dict, anchor: str = ""):
     params = {
         k: v
-        for k, v in (("date", request.POST.get("date", "")), ("practitioner", request.POST.get("practitioner", "")))
+        for k, v in (("date", back["date"].isoformat() if back["date"] else ""), ("practitioner", back["practitioner_id"]))
         if v
     }
     url = reverse("calls:today") + (f"?{urlencode(params)}" if params else "")
     return redirect(url + (f"#{anchor}" if anchor else ""))
 
 
-def _render_row(request, *, referral, appointment, message: str = "", error: str = ""):
+def _render_row(request, back: dict, *, referral, appointment, message: str = "", error: str = ""):
     user = request.user
-    day = _parse_day(request.POST.get("date"))
-    owner_id = request.POST.get("practitioner") or ""
+    day = back["day"]
     if appointment is not None:
         rows = booked_calls(
             practitioner=appointment.practitioner, day=day, viewer=user, appointment_ids=[appointment.pk]
@@ -126,43 +158,58 @@ def _render_row(request, *, referral, appointment, message: str = "", error: str
         )
         owner = referral.assigned_practitioner
         template = "calls/_reach_row.html"
-    context = _row_context(practitioner_id=owner_id, day=day, can_log=_may_log(user, owner))
+    context = _row_context(practitioner_id=back["practitioner_id"], day=day, can_log=_may_log(user, owner))
     context.update({"row": rows[0], "message": message, "error": error})
     if appointment is None and rows[0].offers_booking:
         rows[0].book_url = _book_assessment_url(referral)
     return render(request, template, context)
 
 
+def _answer(request, back: dict, *, referral, appointment, message: str, error: str):
+    """The updated row for htmx; otherwise a flash message and back to the list. Only reached once
+    _check_may_log has passed, so naming the person here is fine."""
+    if request.headers.get("HX-Request"):
+        return _render_row(request, back, referral=referral, appointment=appointment, message=message, error=error)
+    if error:
+        messages.error(request, f"{referral.patient.full_name}: {error}")
+    else:
+        messages.success(request, f"{referral.patient.full_name}: {message}")
+    anchor = f"appointment-{appointment.pk}" if appointment is not None else f"referral-{referral.pk}"
+    return _redirect_back(back, anchor)
+
+
 @require_POST
 def log_outcome(request):
-    form = CallOutcomeForm(request.POST)
-    if not form.is_valid():
-        if "referral" in form.errors or "button" in form.errors:
-            return HttpResponseBadRequest("Unknown call or outcome.")
+    data = request.POST
+    back = _back(data)
+    referral_id = _required_id(data, "referral")
+    appointment_id = id_param(data, "appointment", label="appointment")
+    button = data.get("button", "")
+    if button not in CallButton.values:
+        raise InvalidParameter(f"button: “{button[:40]}” is not a call outcome.")
     referral = get_object_or_404(
-        Referral.objects.select_related("patient", "assigned_practitioner"), pk=form.cleaned_data["referral"]
+        Referral.objects.select_related("patient", "assigned_practitioner"), pk=referral_id
     )
     appointment = None
-    if form.cleaned_data.get("appointment"):
-        appointment = get_object_or_404(
-            Appointment.objects.select_related("practitioner"), pk=form.cleaned_data["appointment"]
-        )
-    owner = appointment.practitioner if appointment is not None else referral.assigned_practitioner
-    if not _may_log(request.user, owner):
-        raise PermissionDenied
+    if appointment_id is not None:
+        appointment = get_object_or_404(Appointment.objects.select_related("practitioner"), pk=appointment_id)
+    _check_may_log(request.user, referral=referral, appointment=appointment)
     message = error = ""
-    if form.errors:
-        error = " ".join(str(e) for errors in form.errors.values() for e in errors)
-    else:
-        button = form.cleaned_data["button"]
+    callback_at = None
+    if button == CallButton.CALLBACK:
+        try:
+            callback_at = local_datetime_param(data, "callback_at", label="Call-back time")
+        except InvalidParameter as exc:
+            error = str(exc)  # typed by the user: shown on the row like any other refusal
+    if not error:
         try:
             record_call_outcome(
                 referral=referral,
                 button=button,
                 actor=request.user,
                 appointment=appointment,
-                callback_at=form.cleaned_data.get("callback_at") if button == CallButton.CALLBACK else None,
-                note=form.cleaned_data.get("note") or "",
+                callback_at=callback_at,
+                note=data.get("note", ""),
             )
             message = f"Recorded: {CallButton(button).label}."
         except ValidationError as exc:
@@ -170,30 +217,19 @@ def log_outcome(request):
         referral.refresh_from_db()
         if appointment is not None:
             appointment.refresh_from_db()
-    anchor = f"appointment-{appointment.pk}" if appointment is not None else f"referral-{referral.pk}"
-    if request.headers.get("HX-Request"):
-        return _render_row(request, referral=referral, appointment=appointment, message=message, error=error)
-    if error:
-        messages.error(request, f"{referral.patient.full_name}: {error}")
-    else:
-        messages.success(request, f"{referral.patient.full_name}: {message}")
-    return _redirect_back(request, anchor)
+    return _answer(request, back, referral=referral, appointment=appointment, message=message, error=error)
 
 
 @require_POST
 def undo(request):
-    form = UndoForm(request.POST)
-    if not form.is_valid():
-        return HttpResponseBadRequest("Unknown call.")
+    back = _back(request.POST)
     attempt = get_object_or_404(
         ContactAttempt.objects.select_related(
             "referral__patient", "referral__assigned_practitioner", "appointment__practitioner"
         ),
-        pk=form.cleaned_data["attempt"],
+        pk=_required_id(request.POST, "attempt"),
     )
-    owner = attempt.appointment.practitioner if attempt.appointment_id else attempt.referral.assigned_practitioner
-    if not _may_log(request.user, owner):
-        raise PermissionDenied
+    _check_may_log(request.user, referral=attempt.referral, appointment=attempt.appointment)
     message = error = ""
     try:
         undo_call_outcome(attempt=attempt, actor=request.user)
@@ -209,35 +245,21 @@ def undo(request):
     appointment = attempt.appointment
     if appointment is not None:
         appointment.refresh_from_db()
-    if request.headers.get("HX-Request"):
-        return _render_row(request, referral=referral, appointment=appointment, message=message, error=error)
-    if error:
-        messages.error(request, f"{referral.patient.full_name}: {error}")
-    else:
-        messages.success(request, f"{referral.patient.full_name}: {message}")
-    anchor = f"appointment-{appointment.pk}" if appointment is not None else f"referral-{referral.pk}"
-    return _redirect_back(request, anchor)
+    return _answer(request, back, referral=referral, appointment=appointment, message=message, error=error)
 
 
 @require_POST
 def invite(request):
     """Record the opt-in invitation for someone whose policy attempts have all failed."""
-    referral_id = request.POST.get("referral") or ""
-    if not referral_id.isdigit():
-        return HttpResponseBadRequest("Unknown referral.")
-    referral = get_object_or_404(Referral.objects.select_related("patient", "assigned_practitioner"), pk=referral_id)
-    if not _may_log(request.user, referral.assigned_practitioner):
-        raise PermissionDenied
+    back = _back(request.POST)
+    referral = get_object_or_404(
+        Referral.objects.select_related("patient", "assigned_practitioner"), pk=_required_id(request.POST, "referral")
+    )
+    _check_may_log(request.user, referral=referral)
     message = error = ""
     try:
         invite_to_opt_in(referral=referral, actor=request.user)
         message = "Opt-in invitation recorded."
     except ValidationError as exc:
         error = " ".join(exc.messages)
-    if request.headers.get("HX-Request"):
-        return _render_row(request, referral=referral, appointment=None, message=message, error=error)
-    if error:
-        messages.error(request, f"{referral.patient.full_name}: {error}")
-    else:
-        messages.success(request, f"{referral.patient.full_name}: {message}")
-    return _redirect_back(request, f"referral-{referral.pk}")
+    return _answer(request, back, referral=referral, appointment=None, message=message, error=error)

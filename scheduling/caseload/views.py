@@ -10,6 +10,7 @@ from scheduling.caseload.models import Referral
 from scheduling.caseload.selectors import can_view_clinical_notes, can_view_referral, search_referrals
 from scheduling.caseload.services import discharge_referral
 from scheduling.codes import EndOfCare
+from scheduling.params import id_param
 from scheduling.roles import is_admin_staff
 
 
@@ -20,7 +21,7 @@ def referral_list(request):
         user=request.user,
         query=request.GET.get("q", ""),
         status=request.GET.get("status", ""),
-        practitioner_id=request.GET.get("practitioner") or None,
+        practitioner_id=id_param(request.GET, "practitioner", label="practitioner"),
     )
     page = Paginator(referrals, 50).get_page(request.GET.get("page"))
     practitioners = get_user_model().objects.filter(practitioner__isnull=False).order_by("first_name")
