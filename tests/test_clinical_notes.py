@@ -316,3 +316,65 @@ def test_existing_notes_without_the_new_fields_still_show(client, pwp, referral)
     ClinicalNote.objects.create(referral=referral, author=pwp, text=NOTE, written_at=timezone.now() - timedelta(days=400))
     client.force_login(pwp)
     assert NOTE in client.get(detail_url(referral)).content.decode()
+
+
+# --- Races (real concurrent connections) -----------------------------------------------------------------
+
+
+def run_at_once(work, n=2):
+    """Run `work(i)` in n threads released together; return what each returned or raised."""
+    import threading
+
+    from django.db import connection
+
+    results = [None] * n
+    start = threading.Barrier(n, timeout=20)
+
+    def run(i):
+        try:
+            start.wait()
+            results[i] = work(i)
+        except Exception as exc:  # noqa: BLE001  (the test inspects it)
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_same_note_sent_twice_at_the_same_moment_is_recorded_once(pwp, referral):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Real concurrent connections are tested on PostgreSQL")
+    results = run_at_once(lambda i: write_note(referral=referral, author=pwp, text=NOTE), n=4)
+    assert all(isinstance(r, ClinicalNote) for r in results), results
+    assert ClinicalNote.objects.count() == 1
+    assert {r.pk for r in results} == {ClinicalNote.objects.get().pk}
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_two_different_amendments_of_one_version_at_the_same_moment_keep_one_and_refuse_the_other(pwp, other_pwp, referral, manager):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Real concurrent connections are tested on PostgreSQL")
+    today = timezone.localdate()
+    CaseloadCover.objects.create(covering=other_pwp, covered=pwp, starts_on=today, ends_on=today, created_by=manager)
+    note = write_note(referral=referral, author=pwp, text=NOTE)
+    authors = [pwp, other_pwp]
+    results = run_at_once(lambda i: amend_note(note=note, author=authors[i], text=f"{AMENDED} by {i}"))
+    saved = [r for r in results if isinstance(r, ClinicalNote)]
+    refused = [r for r in results if isinstance(r, ValidationError)]
+    assert len(saved) == 1 and len(refused) == 1, results
+    assert "amended by someone else" in refused[0].message_dict["text"][0]
+    assert ClinicalNote.objects.count() == 2
+    assert ClinicalNote.objects.get(supersedes=note).pk == saved[0].pk
