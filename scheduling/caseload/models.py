@@ -203,15 +203,36 @@ class Referral(models.Model):
 
 
 class ClinicalNote(models.Model):
-    """Free-text clinical note. Admin staff cannot read these (no view_clinicalnote permission)."""
+    """Free-text clinical note. Admin staff cannot read these (no view_clinicalnote permission).
+
+    Never edited or deleted: an amendment is a new row that `supersedes` the version it replaces, so
+    every earlier wording stays readable. Written through scheduling.caseload.notes."""
+
+    MAX_LENGTH = 5000
 
     referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="clinical_notes")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     written_at = models.DateTimeField(default=timezone.now)
     text = models.TextField()
+    # A session note names its appointment; a note written on a call names the attempt.
+    appointment = models.ForeignKey(
+        "scheduling.Appointment", on_delete=models.PROTECT, related_name="clinical_notes", null=True, blank=True
+    )
+    contact_attempt = models.ForeignKey(
+        "scheduling.ContactAttempt", on_delete=models.PROTECT, related_name="clinical_notes", null=True, blank=True
+    )
+    # One-to-one: a version is replaced at most once, so two amendments of the same version cannot both win.
+    supersedes = models.OneToOneField(
+        "self", on_delete=models.PROTECT, related_name="superseded_by", null=True, blank=True
+    )
 
     class Meta:
-        ordering = ["written_at"]
+        ordering = ["written_at", "id"]
+        indexes = [models.Index(fields=["referral", "written_at"], name="clinicalnote_referral_at_idx")]
+
+    def __str__(self):
+        # No text here: __str__ ends up in admin pages, logs and error reports.
+        return f"Clinical note {self.pk} on referral {self.referral_id}"
 
 
 class AuditEntry(models.Model):

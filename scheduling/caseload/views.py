@@ -6,8 +6,10 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from scheduling.caseload.models import Referral
-from scheduling.caseload.selectors import can_view_clinical_notes, can_view_referral, search_referrals
+from scheduling.caseload.models import ClinicalNote, Referral
+from scheduling.caseload.note_forms import NoteForm
+from scheduling.caseload.record import appointment_choices, referral_record
+from scheduling.caseload.selectors import can_view_referral, search_referrals
 from scheduling.caseload.services import discharge_referral
 from scheduling.codes import EndOfCare
 from scheduling.params import id_param
@@ -33,24 +35,33 @@ def referral_list(request):
 
 
 def referral_detail(request, pk: int):
-    referral = get_object_or_404(
-        Referral.objects.select_related("patient", "assigned_practitioner"), pk=pk
-    )
+    referral = get_object_or_404(Referral.objects.select_related("patient", "assigned_practitioner"), pk=pk)
     if not can_view_referral(request.user, referral):
         raise PermissionDenied
-    show_notes = can_view_clinical_notes(request.user)
+    return render_record(request, referral)
+
+
+def render_record(request, referral, *, note_form=None, amend_form=None, amend_note_pk=None, status=200):
+    """The referral page; the note views re-show it with their form's errors."""
+    record = referral_record(referral=referral, user=request.user)
+    choices = appointment_choices(row.appointment for row in record.appointments)
+    if note_form is None:
+        note_form = NoteForm(appointment_choices=choices, auto_id="note_%s")
+    else:
+        note_form.fields["appointment"].choices = choices
     return render(
         request,
         "caseload/referral_detail.html",
         {
+            "record": record,
             "referral": referral,
             "patient": referral.patient,
-            "appointments": referral.appointments.select_related("practitioner").order_by("start"),
-            "attempts": referral.contact_attempts.select_related("practitioner", "undo").order_by("-attempted_at"),
-            "audit": referral.audit_entries.select_related("actor").order_by("-at", "-id")[:50],
-            "show_notes": show_notes,
-            "notes": referral.clinical_notes.select_related("author") if show_notes else [],
+            "note_form": note_form,
+            "amend_form": amend_form,
+            "amend_note_pk": amend_note_pk,
+            "note_max_length": ClinicalNote.MAX_LENGTH,
         },
+        status=status,
     )
 
 
