@@ -402,3 +402,16 @@ def test_managers_have_what_admin_staff_have_for_patients_and_referrals(db):
     for role in (roles.ADMIN_STAFF, roles.MANAGER):
         assert wanted <= set(Group.objects.get(name=role).permissions.values_list("codename", flat=True))
     assert not wanted & set(Group.objects.get(name=roles.PWP).permissions.values_list("codename", flat=True))
+
+
+def test_the_demo_never_draws_9999999999_which_is_now_refused():
+    from scheduling.demo import nhs_test_numbers
+
+    class Draws:  # stands in for random.Random: first 999999, then 1
+        values = iter([999_999, 1])
+
+        def randrange(self, start, stop):
+            return next(self.values)
+
+    number = next(nhs_test_numbers(Draws()))
+    assert number != "9999999999" and normalise_nhs_number(number) == number
