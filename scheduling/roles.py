@@ -37,9 +37,14 @@ ROLE_PERMISSIONS = {
         "view_inboundmessage",
         "view_messageevent",
     ],
-    # Managers see everything, run reports and change service settings.
+    # Managers see everything, run reports and change service settings, and do all admin staff do
+    # (README's role table): take referrals and register patients too.
     MANAGER: _VIEW_CORE
     + [
+        "add_patient",
+        "change_patient",
+        "add_referral",
+        "change_referral",
         "view_all_caseloads",
         "view_clinicalnote",
         "view_reports",

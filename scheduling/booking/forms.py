@@ -92,9 +92,13 @@ class NewReferralForm(forms.Form):
     nhs_number = forms.CharField(label="NHS number", max_length=12)
     given_name = forms.CharField(label="First name", max_length=100, required=False)
     family_name = forms.CharField(label="Last name", max_length=100, required=False)
-    date_of_birth = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    mobile_phone = forms.CharField(max_length=20, required=False)
-    other_phone = forms.CharField(max_length=20, required=False)
+    date_of_birth = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="Adults: 16 to 120 on the date received."
+    )
+    mobile_phone = forms.CharField(
+        label="Mobile for texts", max_length=20, required=False, help_text="A UK mobile (07...); texts go only to UK mobiles."
+    )
+    other_phone = forms.CharField(max_length=20, required=False, help_text="Landline or any other number.")
     sms_consent = forms.BooleanField(label="Consents to text messages", required=False)
     voicemail_allowed = forms.BooleanField(label="Voicemail may be left", required=False)
     preferred_days = forms.MultipleChoiceField(
@@ -103,6 +107,9 @@ class NewReferralForm(forms.Form):
     )
     preferred_times = forms.MultipleChoiceField(choices=TimeOfDay.choices, required=False, widget=forms.CheckboxSelectMultiple)
     source = forms.ChoiceField(label="Source of referral", choices=ReferralSource.choices)
-    received_on = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    received_on = forms.DateField(
+        label="Date received", widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Today or earlier, within the last two years.",
+    )
     reason = forms.CharField(label="Reason for referral", max_length=200)
     assigned_practitioner = PractitionerField(queryset=practitioner_choices(), required=False)

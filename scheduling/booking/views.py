@@ -27,7 +27,7 @@ from scheduling.caseload.services import (
     DuplicatePatient,
     assign_practitioner,
     create_referral,
-    register_patient,
+    register_patient_with_referral,
     resolve_admin_task,
 )
 from scheduling.caseload.nhs_number import normalise_nhs_number
@@ -256,19 +256,21 @@ def new_referral(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            if existing is None or request.POST.get("use_existing") != "1":
-                patient = register_patient(
+            if existing is not None and request.POST.get("use_existing") == "1":
+                referral = create_referral(
+                    patient=existing, source=data["source"], received_on=data["received_on"], reason=data["reason"],
+                    assigned_practitioner=data["assigned_practitioner"], actor=request.user,
+                )
+            else:
+                # One service, one transaction: a refused referral leaves no patient behind.
+                referral = register_patient_with_referral(
                     nhs_number=data["nhs_number"], given_name=data["given_name"], family_name=data["family_name"],
                     date_of_birth=data["date_of_birth"], mobile_phone=data["mobile_phone"], other_phone=data["other_phone"],
                     sms_consent=data["sms_consent"], voicemail_allowed=data["voicemail_allowed"],
                     preferred_days=data["preferred_days"], preferred_times=data["preferred_times"],
+                    source=data["source"], received_on=data["received_on"], reason=data["reason"],
+                    assigned_practitioner=data["assigned_practitioner"], actor=request.user,
                 )
-            else:
-                patient = existing
-            referral = create_referral(
-                patient=patient, source=data["source"], received_on=data["received_on"], reason=data["reason"],
-                assigned_practitioner=data["assigned_practitioner"], actor=request.user,
-            )
         except DuplicatePatient as exc:
             duplicate = exc.existing
             form.add_error("nhs_number", "A patient with this NHS number already exists.")
@@ -276,11 +278,11 @@ def new_referral(request):
             for field, errs in exc.message_dict.items():
                 form.add_error(field if field in form.fields else None, errs)
         else:
-            messages.success(request, f"Referral created for {patient.full_name}.")
+            messages.success(request, f"Referral created for {referral.patient.full_name}.")
             return redirect("booking:find_slots", pk=referral.pk)
     duplicate_referral = duplicate.referrals.order_by("-received_on").first() if duplicate else None
     existing_referral = existing.referrals.order_by("-received_on").first() if existing else None
     return render(request, "booking/new_referral.html", {
         "form": form, "existing": existing, "duplicate": duplicate, "duplicate_referral": duplicate_referral,
         "existing_referral": existing_referral,
-    }, status=400 if duplicate else 200)
+    }, status=400 if duplicate or form.errors else 200)

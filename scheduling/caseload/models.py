@@ -5,6 +5,13 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from scheduling.caseload.nhs_number import NHS_NUMBER_REGEX, REPEATED_DIGIT_NUMBERS, validate_stored_nhs_number
+from scheduling.caseload.phones import (
+    E164_REGEX,
+    UK_MOBILE_REGEX,
+    validate_stored_phone,
+    validate_stored_uk_mobile,
+)
 from scheduling.codes import EndOfCare, ReferralSource
 
 WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -76,14 +83,17 @@ class CaseloadCover(models.Model):
 
 
 class Patient(models.Model):
-    nhs_number = models.CharField("NHS number", max_length=10, unique=True)
+    # The validators refuse bad values in model forms (Django admin included); the check constraints
+    # below refuse them from every other path, bulk writes and raw SQL too.
+    nhs_number = models.CharField("NHS number", max_length=10, unique=True, validators=[validate_stored_nhs_number])
     given_name = models.CharField(max_length=100)
     family_name = models.CharField(max_length=100)
     date_of_birth = models.DateField(null=True, blank=True)  # nullable: the activity import has no date of birth
     # E.164 ("+447700900123"); validated and normalised by scheduling.caseload.phones.
-    mobile_phone = models.CharField(max_length=16, blank=True)
+    # Texts go here, so it holds UK mobiles only; other_phone may be any valid number.
+    mobile_phone = models.CharField(max_length=16, blank=True, validators=[validate_stored_uk_mobile])
     mobile_is_mobile = models.BooleanField(default=False, editable=False)
-    other_phone = models.CharField(max_length=16, blank=True)
+    other_phone = models.CharField(max_length=16, blank=True, validators=[validate_stored_phone])
     sms_consent = models.BooleanField("consents to SMS", default=False)
     sms_consent_recorded_at = models.DateTimeField(null=True, blank=True)
     voicemail_allowed = models.BooleanField("voicemail may be left", default=False)
@@ -99,6 +109,23 @@ class Patient(models.Model):
     class Meta:
         ordering = ["family_name", "given_name"]
         indexes = [models.Index(fields=["mobile_phone"]), models.Index(fields=["family_name", "given_name"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(nhs_number__regex=NHS_NUMBER_REGEX) & ~Q(nhs_number__in=REPEATED_DIGIT_NUMBERS),
+                name="patient_nhs_number_ten_ascii_digits",
+                violation_error_message="An NHS number is stored as 10 digits 0-9, not one digit repeated.",
+            ),
+            models.CheckConstraint(
+                condition=Q(mobile_phone="") | Q(mobile_phone__regex=UK_MOBILE_REGEX),
+                name="patient_mobile_phone_uk_mobile_e164",
+                violation_error_message="The mobile for texts is stored as a UK mobile in E.164 (+447...).",
+            ),
+            models.CheckConstraint(
+                condition=Q(other_phone="") | Q(other_phone__regex=E164_REGEX),
+                name="patient_other_phone_e164",
+                violation_error_message="The other phone is stored in E.164 (+ and up to 15 digits).",
+            ),
+        ]
 
     def __str__(self):
         return self.full_name

@@ -16,6 +16,16 @@ from phonenumbers import PhoneNumberType
 
 FICTIONAL_MOBILE_PREFIX = "+447700900"
 FICTIONAL_LANDLINE_PREFIX = "+441632960"
+UK_MOBILE_PREFIX = "+447"
+
+# What the columns may hold, as the database check constraints say it (Patient.Meta). \A and \Z, not ^ and $:
+# both PostgreSQL and Python's re (SQLite's REGEXP in Django) read them as the very start and end, while
+# Python's $ also matches before a trailing newline.
+E164_REGEX = r"\A\+[1-9][0-9]{6,14}\Z"
+UK_MOBILE_REGEX = r"\A\+447[0-9]{9}\Z"
+UK_MOBILE_FOR_TEXTS_MESSAGE = (
+    "A mobile for texts must be a UK mobile number (07...); put any other number in 'other phone'."
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,11 @@ class ParsedPhone:
     e164: str
     is_mobile: bool
     is_fictional: bool
+
+    @property
+    def is_uk_mobile(self) -> bool:
+        """Texts go to UK mobiles only; libphonenumber calls a US number 'fixed line or mobile'."""
+        return self.is_mobile and self.e164.startswith(UK_MOBILE_PREFIX)
 
 
 def _in_range(e164: str, prefix: str) -> bool:
@@ -59,6 +74,22 @@ def parse_uk_phone(raw: str, *, accept_fictional: bool | None = None) -> ParsedP
         is_mobile=number_type in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE),
         is_fictional=False,
     )
+
+
+def validate_stored_phone(value: str) -> None:
+    """Model field validator: an E.164 number a person could dial (any country)."""
+    if value:
+        parsed = parse_uk_phone(value)
+        if parsed.e164 != value:
+            raise ValidationError("Store the phone number in E.164 form (+44...).", code="not_normalised")
+
+
+def validate_stored_uk_mobile(value: str) -> None:
+    """Model field validator for the number texts go to: a UK mobile in E.164."""
+    if value:
+        validate_stored_phone(value)
+        if not parse_uk_phone(value).is_uk_mobile:
+            raise ValidationError(UK_MOBILE_FOR_TEXTS_MESSAGE, code="not_uk_mobile")
 
 
 def display_phone(e164: str) -> str:

@@ -3,13 +3,13 @@
 import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Patient, Referral, TimeOfDay
 from scheduling.caseload.nhs_number import normalise_nhs_number
-from scheduling.caseload.phones import parse_uk_phone
+from scheduling.caseload.phones import UK_MOBILE_FOR_TEXTS_MESSAGE, parse_uk_phone
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, EndOfCare, ReferralSource
 
 Status = Referral.Status
@@ -40,6 +40,177 @@ def _clean_contact_windows(preferred_days, preferred_times) -> tuple[list[int], 
     return days, times
 
 
+# T-CBT services are for adults: a date of birth must give an age from 16 to 120 on the day the
+# referral was received (on today, for a patient registered without a referral).
+MIN_AGE_YEARS = 16
+MAX_AGE_YEARS = 120
+# The new-referral form records referrals as they arrive; older history comes in through the
+# activity import, which does not use these services.
+MAX_RECEIVED_AGE_YEARS = 2
+
+
+def _years_before(day: datetime.date, years: int) -> datetime.date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+def _age_on(date_of_birth: datetime.date, day: datetime.date) -> int:
+    return day.year - date_of_birth.year - ((day.month, day.day) < (date_of_birth.month, date_of_birth.day))
+
+
+def _date_of_birth_error(date_of_birth, *, on: datetime.date) -> str | None:
+    if date_of_birth is None:
+        return "Enter the patient's date of birth."
+    if date_of_birth > timezone.localdate():
+        return "The date of birth cannot be in the future."
+    if date_of_birth > on:
+        return None  # a referral received before birth: reported on the received date
+    age = _age_on(date_of_birth, on)
+    if age < MIN_AGE_YEARS:
+        return (
+            f"The date of birth makes the patient {age} on {on:%d %b %Y}; "
+            f"this service takes adults aged {MIN_AGE_YEARS} or over."
+        )
+    if age > MAX_AGE_YEARS:
+        return f"The date of birth makes the patient {age} on {on:%d %b %Y}; check the year."
+    return None
+
+
+def _received_on_error(received_on, *, date_of_birth=None) -> str | None:
+    today = timezone.localdate()
+    if received_on is None:
+        return "Enter the date the referral was received."
+    if received_on > today:
+        return "The date the referral was received cannot be in the future."
+    earliest = _years_before(today, MAX_RECEIVED_AGE_YEARS)
+    if received_on < earliest:
+        return (
+            f"The date the referral was received cannot be before {earliest:%d %b %Y} "
+            f"(more than {MAX_RECEIVED_AGE_YEARS} years ago); check the year."
+        )
+    if date_of_birth is not None and received_on < date_of_birth:
+        return "The date the referral was received is before the patient's date of birth."
+    return None
+
+
+def _clean_patient(
+    *,
+    nhs_number,
+    given_name,
+    family_name,
+    date_of_birth,
+    mobile_phone,
+    other_phone,
+    sms_consent,
+    voicemail_allowed,
+    preferred_days,
+    preferred_times,
+    is_demo,
+    age_on: datetime.date,
+) -> tuple[dict, dict]:
+    """Check everything about a new patient without writing. Returns (field values, errors by field)."""
+    errors = {}
+    try:
+        nhs_number = normalise_nhs_number(nhs_number)
+    except ValidationError as exc:
+        errors["nhs_number"] = exc.messages
+    if not (given_name or "").strip():
+        errors["given_name"] = "Enter the patient's first name."
+    if not (family_name or "").strip():
+        errors["family_name"] = "Enter the patient's last name."
+    dob_error = _date_of_birth_error(date_of_birth, on=age_on)
+    if dob_error:
+        errors["date_of_birth"] = dob_error
+    mobile = other = None
+    if mobile_phone:
+        try:
+            mobile = parse_uk_phone(mobile_phone)
+        except ValidationError as exc:
+            errors["mobile_phone"] = exc.messages
+    if other_phone:
+        try:
+            other = parse_uk_phone(other_phone)
+        except ValidationError as exc:
+            errors["other_phone"] = exc.messages
+    if mobile is not None and not mobile.is_uk_mobile:
+        errors["mobile_phone"] = UK_MOBILE_FOR_TEXTS_MESSAGE
+    if sms_consent and not mobile_phone:
+        errors["sms_consent"] = "SMS consent needs a mobile number."
+    days = times = None
+    try:
+        days, times = _clean_contact_windows(preferred_days, preferred_times)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    values = dict(
+        nhs_number=nhs_number,
+        given_name=(given_name or "").strip(),
+        family_name=(family_name or "").strip(),
+        date_of_birth=date_of_birth,
+        mobile_phone=mobile.e164 if mobile else "",
+        mobile_is_mobile=bool(mobile and mobile.is_uk_mobile),
+        other_phone=other.e164 if other else "",
+        sms_consent=sms_consent,
+        voicemail_allowed=voicemail_allowed,
+        preferred_days=days,
+        preferred_times=times,
+        is_demo=is_demo,
+    )
+    return values, errors
+
+
+def _clean_referral(*, source, received_on, reason, step, date_of_birth=None) -> dict:
+    """Check a new referral without writing. Returns errors by field."""
+    errors = {}
+    if source not in ReferralSource.values:
+        errors["source"] = f"'{source}' is not a source-of-referral code this service accepts."
+    received_error = _received_on_error(received_on, date_of_birth=date_of_birth)
+    if received_error:
+        errors["received_on"] = received_error
+    if step not in (2, 3):
+        errors["step"] = "Step must be 2 or 3."
+    if not (reason or "").strip():
+        errors["reason"] = "Enter the reason for referral."
+    return errors
+
+
+def _existing_patient(nhs_number: str) -> Patient | None:
+    return Patient.objects.filter(nhs_number=nhs_number).first()
+
+
+def _insert_patient(values: dict) -> Patient:
+    """Insert inside the caller's transaction. A twin request that registered the same NHS number
+    first (both passed the duplicate check) trips the unique constraint: that is the same answer as
+    the check, never a 500. The savepoint keeps the caller's transaction usable to look the twin up."""
+    try:
+        with transaction.atomic():
+            return Patient.objects.create(
+                **values, sms_consent_recorded_at=timezone.now() if values["sms_consent"] else None
+            )
+    except IntegrityError:
+        existing = _existing_patient(values["nhs_number"])
+        if existing is None:
+            raise
+        raise DuplicatePatient(existing) from None
+
+
+def _insert_referral(*, patient, source, received_on, reason, step, assigned_practitioner, actor, external_id, is_demo):
+    referral = Referral.objects.create(
+        patient=patient,
+        source=source,
+        received_on=received_on,
+        reason=reason.strip(),
+        step=step,
+        assigned_practitioner=assigned_practitioner,
+        created_by=actor,
+        external_id=external_id,
+        is_demo=is_demo,
+    )
+    record_change(referral=referral, field="status", old="", new=referral.status, actor=actor, reason="Referral received")
+    return referral
+
+
 def register_patient(
     *,
     nhs_number: str,
@@ -54,56 +225,67 @@ def register_patient(
     preferred_times=(),
     is_demo: bool = False,
 ) -> Patient:
-    errors = {}
-    try:
-        nhs_number = normalise_nhs_number(nhs_number)
-    except ValidationError as exc:
-        errors["nhs_number"] = exc.messages
-    if not (given_name or "").strip():
-        errors["given_name"] = "Enter the patient's first name."
-    if not (family_name or "").strip():
-        errors["family_name"] = "Enter the patient's last name."
-    if date_of_birth is None or date_of_birth > timezone.localdate():
-        errors["date_of_birth"] = "Enter a date of birth that is not in the future."
-    mobile = other = None
-    if mobile_phone:
-        try:
-            mobile = parse_uk_phone(mobile_phone)
-        except ValidationError as exc:
-            errors["mobile_phone"] = exc.messages
-    if other_phone:
-        try:
-            other = parse_uk_phone(other_phone)
-        except ValidationError as exc:
-            errors["other_phone"] = exc.messages
-    if mobile is not None and not mobile.is_mobile:
-        errors["mobile_phone"] = "This is not a mobile number; put a landline in 'other phone'."
-    if sms_consent and not mobile_phone:
-        errors["sms_consent"] = "SMS consent needs a mobile number."
-    try:
-        days, times = _clean_contact_windows(preferred_days, preferred_times)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
+    values, errors = _clean_patient(
+        nhs_number=nhs_number, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth,
+        mobile_phone=mobile_phone, other_phone=other_phone, sms_consent=sms_consent,
+        voicemail_allowed=voicemail_allowed, preferred_days=preferred_days, preferred_times=preferred_times,
+        is_demo=is_demo, age_on=timezone.localdate(),
+    )
     if errors:
         raise ValidationError(errors)
-    existing = Patient.objects.filter(nhs_number=nhs_number).first()
+    existing = _existing_patient(values["nhs_number"])
     if existing is not None:
         raise DuplicatePatient(existing)
-    return Patient.objects.create(
-        nhs_number=nhs_number,
-        given_name=given_name.strip(),
-        family_name=family_name.strip(),
-        date_of_birth=date_of_birth,
-        mobile_phone=mobile.e164 if mobile else "",
-        mobile_is_mobile=bool(mobile and mobile.is_mobile),
-        other_phone=other.e164 if other else "",
-        sms_consent=sms_consent,
-        sms_consent_recorded_at=timezone.now() if sms_consent else None,
-        voicemail_allowed=voicemail_allowed,
-        preferred_days=days,
-        preferred_times=times,
-        is_demo=is_demo,
+    return _insert_patient(values)
+
+
+def register_patient_with_referral(
+    *,
+    nhs_number: str,
+    given_name: str,
+    family_name: str,
+    date_of_birth: datetime.date,
+    source: str,
+    received_on: datetime.date,
+    reason: str,
+    mobile_phone: str = "",
+    other_phone: str = "",
+    sms_consent: bool = False,
+    voicemail_allowed: bool = False,
+    preferred_days=(),
+    preferred_times=(),
+    step: int = 2,
+    assigned_practitioner=None,
+    actor=None,
+    is_demo: bool = False,
+) -> Referral:
+    """A new patient and their first referral: every field is checked before anything is written, and
+    both are written in one transaction, so a refusal leaves no half-registered patient behind."""
+    received_ok = _received_on_error(received_on) is None
+    values, errors = _clean_patient(
+        nhs_number=nhs_number, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth,
+        mobile_phone=mobile_phone, other_phone=other_phone, sms_consent=sms_consent,
+        voicemail_allowed=voicemail_allowed, preferred_days=preferred_days, preferred_times=preferred_times,
+        is_demo=is_demo, age_on=received_on if received_ok else timezone.localdate(),
     )
+    dob_ok = "date_of_birth" not in errors
+    errors.update(
+        _clean_referral(
+            source=source, received_on=received_on, reason=reason, step=step,
+            date_of_birth=date_of_birth if dob_ok else None,
+        )
+    )
+    if errors:
+        raise ValidationError(errors)
+    existing = _existing_patient(values["nhs_number"])
+    if existing is not None:
+        raise DuplicatePatient(existing)
+    with transaction.atomic():
+        patient = _insert_patient(values)
+        return _insert_referral(
+            patient=patient, source=source, received_on=received_on, reason=reason, step=step,
+            assigned_practitioner=assigned_practitioner, actor=actor, external_id="", is_demo=is_demo,
+        )
 
 
 def record_sms_opt_out(*, patient: Patient, at=None) -> Patient:
@@ -134,31 +316,22 @@ def create_referral(
     external_id: str = "",
     is_demo: bool = False,
 ) -> Referral:
-    errors = {}
-    if source not in ReferralSource.values:
-        errors["source"] = f"'{source}' is not a source-of-referral code this service accepts."
-    if received_on is None or received_on > timezone.localdate():
-        errors["received_on"] = "The date the referral was received cannot be in the future."
-    if step not in (2, 3):
-        errors["step"] = "Step must be 2 or 3."
-    if not (reason or "").strip():
-        errors["reason"] = "Enter the reason for referral."
+    """A new referral for a patient already registered."""
+    errors = _clean_referral(
+        source=source, received_on=received_on, reason=reason, step=step, date_of_birth=patient.date_of_birth
+    )
+    if "received_on" not in errors and patient.date_of_birth is not None:
+        dob_error = _date_of_birth_error(patient.date_of_birth, on=received_on)
+        if dob_error:
+            # The stored date of birth cannot be corrected here, so the refusal is about this referral.
+            errors["received_on"] = f"This referral cannot be taken: {dob_error[0].lower()}{dob_error[1:]}"
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():
-        referral = Referral.objects.create(
-            patient=patient,
-            source=source,
-            received_on=received_on,
-            reason=reason.strip(),
-            step=step,
-            assigned_practitioner=assigned_practitioner,
-            created_by=actor,
-            external_id=external_id,
-            is_demo=is_demo,
+        return _insert_referral(
+            patient=patient, source=source, received_on=received_on, reason=reason, step=step,
+            assigned_practitioner=assigned_practitioner, actor=actor, external_id=external_id, is_demo=is_demo,
         )
-        record_change(referral=referral, field="status", old="", new=referral.status, actor=actor, reason="Referral received")
-    return referral
 
 
 def change_referral_status(*, referral: Referral, to_status: str, actor=None, reason: str = "", at=None) -> Referral:
