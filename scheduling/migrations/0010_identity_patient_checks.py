@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0007_sms_quiet_hours_defaults'),
+        ('scheduling', '0009_record_notes'),
     ]
 
     operations = [
