@@ -223,6 +223,16 @@ def book_appointment(
     if not duration_minutes and appointment_type in AppointmentType.values:
         duration_minutes = BookingSettings.current().minutes_for(appointment_type)
     duration_minutes = duration_minutes or DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
+    # Settings are read (and created on first use) outside the transaction: creating the settings row
+    # inside it would make concurrent bookings queue behind each other's uncommitted insert.
+    if enforce_lead_time:
+        _check_lead_time(start)
+        _check_how_far_ahead(start)
+    overridden = None
+    if enforce_availability and practitioner is not None and start is not None and timezone.is_aware(start):
+        overridden = _check_diary(
+            practitioner=practitioner, start=start, duration_minutes=duration_minutes, override_reason=override_reason
+        )
     with transaction.atomic():
         # Lock the referral row: two bookings for one referral serialise here.
         referral = Referral.objects.select_for_update().get(pk=referral.pk)
@@ -233,14 +243,6 @@ def book_appointment(
             ).first()
             if same is not None:
                 raise AlreadyBooked(f"Already booked: {same}.", appointment=same, code="already_booked")
-        if enforce_lead_time:
-            _check_lead_time(start)
-            _check_how_far_ahead(start)
-        overridden = None
-        if enforce_availability and practitioner is not None and start is not None and timezone.is_aware(start):
-            overridden = _check_diary(
-                practitioner=practitioner, start=start, duration_minutes=duration_minutes, override_reason=override_reason
-            )
         _check_bookable(
             referral=referral,
             practitioner=practitioner,
@@ -433,6 +435,11 @@ def rearrange_appointment(
     if enforce_lead_time:
         _check_lead_time(new_start)
         _check_how_far_ahead(new_start)
+    if enforce_availability and timezone.is_aware(new_start):
+        _check_diary(
+            practitioner=practitioner or appointment.practitioner, start=new_start, duration_minutes=appointment.duration_minutes,
+            override_reason="",
+        )
     asked_at = asked_at or timezone.now()
     with transaction.atomic():
         _refuse_if_already_moved(appointment=appointment, new_start=new_start, practitioner=practitioner)
@@ -441,10 +448,6 @@ def rearrange_appointment(
             step_back=False, enforce_asked_at=enforce_asked_at,
         )
         practitioner = practitioner or original.practitioner
-        if enforce_availability:
-            _check_diary(
-                practitioner=practitioner, start=new_start, duration_minutes=original.duration_minutes, override_reason=""
-            )
         _check_bookable(
             referral=original.referral,
             practitioner=practitioner,
