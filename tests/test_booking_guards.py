@@ -428,6 +428,8 @@ def test_rearranging_twice_to_the_same_slot_is_a_no_op(frozen, admin_client, ref
     assert Rearrangement.objects.count() == 1 and Appointment.objects.count() == 2
     with pytest.raises(AlreadyRearranged):
         rearrange_appointment(appointment=appointment, new_start=london(2026, 3, 5, 14, 30), asked_by="patient", actor=admin_user)
+    page = admin_client.get(url)
+    assert page.status_code == 302 and "Already rearranged to Initial assessment Thu 05 Mar 2026 14:30" in _messages(page)
     # Moving the old one somewhere else is refused: the replacement is the one to move.
     elsewhere = admin_client.post(url, {**data, "slot": f"{pwp.pk}|{london(2026, 3, 9, 10).isoformat()}"})
     assert elsewhere.status_code == 400 and "rearrange that one instead" in elsewhere.content.decode()

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from scheduling import params
 from scheduling.booking import forms
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.booking.selectors import (
     admin_worklist,
     next_free_slots_for_referral,
@@ -203,13 +203,16 @@ def course(request, pk: int):
 def _appointment_for_change(request, pk: int) -> Appointment:
     _require(request, "book_appointments")
     appointment = get_object_or_404(Appointment.objects.select_related("referral__patient", "practitioner"), pk=pk)
-    # A cancelled one gets through to a POST, where the service answers a double submit as a no-op.
-    if appointment.outcome != "0" and not (appointment.is_cancelled and request.method == "POST"):
-        if appointment.is_cancelled:
-            messages.info(request, f"Already cancelled: {appointment}.")
-            return None
+    # A cancelled one gets through: the views answer a repeated cancel or rearrange with where it went.
+    if appointment.outcome != "0" and not appointment.is_cancelled:
         raise PermissionDenied("This appointment already has an outcome.")
     return appointment
+
+
+def _show_where_it_went(request, appointment: Appointment):
+    moved = Rearrangement.objects.filter(original=appointment).select_related("replacement").first()
+    messages.info(request, f"Already rearranged to {moved.replacement}." if moved else f"Already cancelled: {appointment}.")
+    return redirect("caseload:referral_detail", pk=appointment.referral_id)
 
 
 def _asked_at(value):
@@ -220,8 +223,8 @@ def _asked_at(value):
 
 def rearrange(request, pk: int):
     appointment = _appointment_for_change(request, pk)
-    if appointment is None:
-        return redirect("caseload:referral_detail", pk=Appointment.objects.values_list("referral_id", flat=True).get(pk=pk))
+    if appointment.is_cancelled and request.method != "POST":
+        return _show_where_it_went(request, appointment)
     referral = appointment.referral
     ask_form = forms.AskedForm(request.POST or None, initial={"asked_by": "patient"})
     error, status = None, 200
@@ -255,8 +258,8 @@ def rearrange(request, pk: int):
 
 def cancel(request, pk: int):
     appointment = _appointment_for_change(request, pk)
-    if appointment is None:
-        return redirect("caseload:referral_detail", pk=Appointment.objects.values_list("referral_id", flat=True).get(pk=pk))
+    if appointment.is_cancelled and request.method != "POST":
+        return _show_where_it_went(request, appointment)
     form = forms.CancelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
