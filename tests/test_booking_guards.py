@@ -434,3 +434,18 @@ def test_rearranging_twice_to_the_same_slot_is_a_no_op(frozen, admin_client, ref
     elsewhere = admin_client.post(url, {**data, "slot": f"{pwp.pk}|{london(2026, 3, 9, 10).isoformat()}"})
     assert elsewhere.status_code == 400 and "rearrange that one instead" in elsewhere.content.decode()
     assert Rearrangement.objects.count() == 1
+
+
+def test_confirming_the_same_course_twice_answers_already_booked(admin_client, referral, pwp, admin_user):
+    give_pattern(pwp, weekdays=range(5))
+    with time_machine.travel(london(2026, 2, 2, 11), tick=False):
+        record_appointment_outcome(appointment=book(referral, pwp, london(2026, 2, 2, 10), actor=admin_user), outcome="5", actor=pwp)
+    with time_machine.travel(NOW, tick=False):
+        query = {"practitioner": pwp.pk, "start": london(2026, 3, 30, 10).isoformat(), "reviews": "1"}
+        preview = admin_client.get(reverse("booking:course", args=[referral.pk]), query)
+        data = {**query, "expected": [p.start.isoformat() for p in preview.context["plan"]]}
+        first = admin_client.post(reverse("booking:course", args=[referral.pk]), data)
+        again = admin_client.post(reverse("booking:course", args=[referral.pk]), data)
+    assert first.status_code == again.status_code == 302
+    assert "Already booked" in _messages(again)
+    assert Appointment.objects.filter(referral=referral, appointment_type="treatment").count() == 7
