@@ -142,7 +142,8 @@ def test_a_course_preview_with_a_clash_offers_no_booking_button(frozen, admin_cl
 
 def test_an_admin_rearranges_from_the_worklist_link(frozen, admin_client, referral, pwp, admin_user):
     give_pattern(pwp)
-    appt = book(referral, pwp, london(2026, 3, 4, 10), actor=admin_user)
+    # Booked last week: the patient's request (yesterday evening) came after the booking.
+    appt = book(referral, pwp, london(2026, 3, 4, 10), actor=admin_user, booked_at=london(2026, 2, 24, 12))
     raise_admin_task(kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.CALL_LIST, appointment=appt)
     page = admin_client.get(reverse("booking:rearrange", args=[appt.pk])).content.decode()
     assert "Wed 4 Mar 2026, 10:00–11:00" in page  # its own time is offered (the move may overlap it)

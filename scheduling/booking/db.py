@@ -67,3 +67,24 @@ def ensure_sqlite_overlap_guard(using="default", **kwargs) -> None:
 
 def is_overlap_violation(exc: Exception) -> bool:
     return OVERLAP_GUARD_NAME in str(exc)
+
+
+# At most one assessment still to happen per referral (issue 12): a partial unique index, which
+# PostgreSQL and SQLite both enforce. SQLite's message names the column, not the index.
+OPEN_ASSESSMENT_GUARD_NAME = "appointment_one_open_assessment_per_referral"
+_SQLITE_OPEN_ASSESSMENT_MESSAGE = "UNIQUE constraint failed: scheduling_appointment.referral_id"
+
+
+def is_open_assessment_violation(exc: Exception) -> bool:
+    text = str(exc)
+    return OPEN_ASSESSMENT_GUARD_NAME in text or _SQLITE_OPEN_ASSESSMENT_MESSAGE in text
+
+
+# PostgreSQL's deadlock_detected and serialization_failure (psycopg's errors.DeadlockDetected and
+# errors.SerializationFailure), which Django wraps in OperationalError.
+LOST_RACE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_lost_race(exc: Exception) -> bool:
+    cause = exc.__cause__ or exc
+    return getattr(cause, "sqlstate", None) in LOST_RACE_SQLSTATES

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
+from scheduling import params
 from scheduling.booking.availability import local_datetime
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.caseload.models import TimeOfDay
@@ -21,15 +22,23 @@ class PractitionerField(forms.ModelChoiceField):
         return obj.get_full_name() or obj.get_username()
 
 
-def parse_instant(value: str) -> dt.datetime:
-    """A slot's start as the finder gave it (ISO 8601 with offset)."""
+def read_instant(value, *, label: str = "start") -> dt.datetime:
+    """A slot's start as the finder gave it (ISO 8601 with offset), inside the service's dates."""
     try:
-        moment = dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ValidationError("That time could not be read; choose a slot again.")
-    if moment.tzinfo is None:
-        raise ValidationError("That time has no time zone; choose a slot again.")
-    return moment
+        return params.parse_instant((value or "").strip(), label=label)
+    except params.InvalidParameter as exc:
+        raise ValidationError(f"{exc} Choose a slot again.") from None
+
+
+def _in_bounds(value, *, label: str):
+    """Dates far outside what the service works with are refused here, before any date arithmetic."""
+    if value is None:
+        return value
+    try:
+        params.check_date_bounds(value.date() if isinstance(value, dt.datetime) else value, label=label)
+    except params.InvalidParameter as exc:
+        raise ValidationError(str(exc)) from None
+    return value
 
 
 class SlotChoiceForm(forms.Form):
@@ -40,7 +49,7 @@ class SlotChoiceForm(forms.Form):
     start = forms.CharField()
 
     def clean_start(self):
-        return parse_instant(self.cleaned_data["start"])
+        return read_instant(self.cleaned_data["start"])
 
 
 class LocalTimeForm(forms.Form):
@@ -51,9 +60,21 @@ class LocalTimeForm(forms.Form):
     appointment_type = forms.ChoiceField(choices=AppointmentType.choices)
     day = forms.DateField(label="Date", widget=forms.DateInput(attrs={"type": "date"}))
     at = forms.TimeField(label="Time", widget=forms.TimeInput(attrs={"type": "time"}))
+    override = forms.BooleanField(
+        label="Book outside the practitioner's availability", required=False,
+        help_text="Only when agreed: outside working hours, on leave or a bank holiday.",
+    )
+    override_reason = forms.CharField(label="Reason for booking outside availability", max_length=200, required=False)
+
+    def clean_day(self):
+        return _in_bounds(self.cleaned_data["day"], label="Date")
 
     def clean(self):
         data = super().clean()
+        if data.get("override") and not (data.get("override_reason") or "").strip():
+            self.add_error("override_reason", "Say why this time is booked outside the practitioner's availability.")
+        if not data.get("override"):
+            data["override_reason"] = ""
         if data.get("day") and data.get("at"):
             try:
                 data["start"] = local_datetime(data["day"], data["at"])
@@ -62,7 +83,12 @@ class LocalTimeForm(forms.Form):
         return data
 
 
-class AskedForm(forms.Form):
+class _AskedAtMixin:
+    def clean_asked_at(self):
+        return _in_bounds(self.cleaned_data["asked_at"], label="When they asked")
+
+
+class AskedForm(_AskedAtMixin, forms.Form):
     asked_by = forms.ChoiceField(label="Who asked", choices=Rearrangement.AskedBy.choices, widget=forms.RadioSelect)
     reason = forms.CharField(max_length=200, required=False)
     asked_at = forms.DateTimeField(
@@ -71,7 +97,7 @@ class AskedForm(forms.Form):
     )
 
 
-class CancelForm(forms.Form):
+class CancelForm(_AskedAtMixin, forms.Form):
     cancelled_by = forms.ChoiceField(label="Who cancelled", choices=Appointment.CancelledBy.choices, widget=forms.RadioSelect)
     reason = forms.CharField(max_length=200)
     asked_at = forms.DateTimeField(

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from scheduling.booking.db import OPEN_ASSESSMENT_GUARD_NAME
 from scheduling.codes import (
     APPOINTMENT_TYPE_NHS_CODES,
     ATTENDED_OUTCOMES,
@@ -74,6 +75,13 @@ class Appointment(models.Model):
             models.CheckConstraint(
                 condition=Q(outcome__in=["2", "4"], cancelled_at__isnull=False) | ~Q(outcome__in=["2", "4"]),
                 name="appointment_cancellation_has_time",
+            ),
+            # One assessment still to happen per referral; moving it is a rearrangement (which
+            # cancels the original before inserting the replacement).
+            models.UniqueConstraint(
+                fields=["referral"],
+                condition=Q(appointment_type=AppointmentType.ASSESSMENT, outcome=AttendanceOutcome.NOT_APPLICABLE),
+                name=OPEN_ASSESSMENT_GUARD_NAME,
             ),
         ]
 
@@ -150,6 +158,9 @@ class BookingSettings(models.Model):
         default=6, help_text="Months after the last treatment session for the second review (0 = none)."
     )
     search_weeks = models.PositiveSmallIntegerField(default=8, help_text="How far ahead the slot finder looks, in weeks.")
+    max_months_ahead = models.PositiveSmallIntegerField(
+        default=18, help_text="How far ahead staff may book an appointment, in months."
+    )
 
     class Meta:
         verbose_name_plural = "booking settings"
@@ -159,6 +170,9 @@ class BookingSettings(models.Model):
                 & Q(treatment_minutes__gte=5, treatment_minutes__lte=240)
                 & Q(review_minutes__gte=5, review_minutes__lte=240),
                 name="booking_slot_lengths_sensible",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_months_ahead__gte=1, max_months_ahead__lte=60), name="booking_max_months_ahead_sensible"
             ),
         ]
 

@@ -3,12 +3,15 @@
 import datetime
 from datetime import timedelta
 
+from dateutil.relativedelta import relativedelta
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-from scheduling.booking.db import is_overlap_violation
+from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
+from scheduling.booking.availability import LONDON
 from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement
+from scheduling.booking import selectors
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
@@ -37,24 +40,82 @@ EARLIEST_OUTCOME_BEFORE_START = timedelta(minutes=30)
 
 
 class SlotTaken(ValidationError):
-    """The practitioner already holds an overlapping appointment."""
+    """The practitioner already holds an overlapping appointment (or another booking won the race)."""
+
+
+class AlreadyDone(ValidationError):
+    """The same write was already made (a double submit): nothing changed; `appointment` is the result."""
+
+    def __init__(self, message, *, appointment, code):
+        self.appointment = appointment
+        super().__init__(message, code=code)
+
+
+class AlreadyBooked(AlreadyDone):
+    pass
+
+
+class AlreadyCancelled(AlreadyDone):
+    pass
+
+
+class AlreadyRearranged(AlreadyDone):
+    pass
+
+
+def _when(moment) -> str:
+    return f"{timezone.localtime(moment):%H:%M on %a %d %b %Y}"
+
+
+def _open_assessment(referral, *, exclude_pk=None):
+    """The referral's assessment still to happen (outcome "0"), if any: there may be only one."""
+    pending = Appointment.objects.filter(
+        referral=referral, appointment_type=AppointmentType.ASSESSMENT, outcome=AttendanceOutcome.NOT_APPLICABLE
+    )
+    if exclude_pk:
+        pending = pending.exclude(pk=exclude_pk)
+    return pending.order_by("start").first()
+
+
+def _assessment_already_booked(existing: Appointment) -> SlotTaken:
+    return SlotTaken(
+        f"This referral already has an assessment booked for {_when(existing.start)}; rearrange it instead.",
+        code="assessment_already_booked",
+    )
 
 
 def _insert_appointment(**values) -> Appointment:
-    """Create the row; if the database's no-overlap guard refuses it (another booking for this time
-    committed after our check), say so as SlotTaken. The caller's transaction then rolls back."""
+    """Create the row; if the database refuses it because another booking committed after our check
+    (the no-overlap guard, the one-open-assessment index, or a deadlock / serialization failure
+    between two such inserts), say so as SlotTaken. The caller's transaction then rolls back."""
     try:
         with transaction.atomic():
             return Appointment.objects.create(**values)
     except IntegrityError as exc:
-        if is_overlap_violation(exc):
-            local = timezone.localtime(values["start"])
+        if is_open_assessment_violation(exc):
+            existing = _open_assessment(values["referral"])
+            if existing is not None:
+                raise _assessment_already_booked(existing) from exc
             raise SlotTaken(
-                f"Someone else has just booked {local:%H:%M on %a %d %b %Y} for "
-                f"{values['practitioner'].get_full_name() or values['practitioner']}. Choose another time.",
-                code="slot_taken",
+                "Someone has just booked an assessment for this referral; reload to see it.", code="assessment_already_booked"
             ) from exc
+        if is_overlap_violation(exc):
+            raise _someone_just_booked(values) from exc
         raise
+    except OperationalError as exc:
+        # Two inserts checking each other's rows under the exclusion constraint can deadlock; the
+        # one PostgreSQL aborts has lost the race just as if the other had committed first.
+        if is_lost_race(exc):
+            raise _someone_just_booked(values) from exc
+        raise
+
+
+def _someone_just_booked(values) -> SlotTaken:
+    return SlotTaken(
+        f"Someone else has just booked {_when(values['start'])} for "
+        f"{values['practitioner'].get_full_name() or values['practitioner']}. Choose another time.",
+        code="slot_taken",
+    )
 
 
 def _check_lead_time(start, *, now=None):
@@ -66,6 +127,42 @@ def _check_lead_time(start, *, now=None):
             f"(the earliest is {timezone.localtime(earliest):%H:%M on %a %d %b}).",
             code="too_soon",
         )
+
+
+def _check_how_far_ahead(start, *, now=None):
+    months = BookingSettings.current().max_months_ahead
+    latest = (now or timezone.now()) + relativedelta(months=months)
+    if start is not None and timezone.is_aware(start) and start > latest:
+        raise ValidationError(
+            f"Appointments can be booked at most {months} months ahead (the latest is {timezone.localtime(latest):%a %d %b %Y}).",
+            code="too_far_ahead",
+        )
+
+
+def _why_unavailable(*, practitioner, start, duration_minutes: int) -> str | None:
+    """Why the practitioner's diary has no room for this time (bank holiday, leave, not working), or None.
+    Existing appointments are not considered here: _check_bookable and the database refuse clashes."""
+    start = start.astimezone(datetime.timezone.utc)
+    end = start + timedelta(minutes=duration_minutes)
+    day = start.astimezone(LONDON).date()
+    diary = selectors.Diary(practitioner_ids=[practitioner.pk], first_day=day, last_day=day)
+    why = diary.why_unavailable(practitioner.pk, start, end)
+    if why == "outside working hours" and not diary.working_blocks(practitioner.pk, day):
+        why = f"not a working day ({day:%A})"
+    return why
+
+
+def _check_diary(*, practitioner, start, duration_minutes: int, override_reason: str) -> str | None:
+    """Refuse a time outside the practitioner's working hours, on their leave or a bank holiday, unless the
+    person booking gives a reason to override. Returns what was overridden (to audit), or None."""
+    why = _why_unavailable(practitioner=practitioner, start=start, duration_minutes=duration_minutes)
+    if why and not (override_reason or "").strip():
+        name = practitioner.get_full_name() or practitioner
+        raise ValidationError(
+            f"{name} is not available at {_when(start)}: {why}. To book it anyway, tick the override and say why.",
+            code="unavailable",
+        )
+    return why
 
 
 def _check_bookable(*, referral: Referral, practitioner, appointment_type: str, start, duration_minutes: int, exclude_pk=None):
@@ -82,6 +179,10 @@ def _check_bookable(*, referral: Referral, practitioner, appointment_type: str, 
         errors["practitioner"] = "Choose a practitioner."
     if errors:
         raise ValidationError(errors)
+    if appointment_type == AppointmentType.ASSESSMENT:
+        existing = _open_assessment(referral, exclude_pk=exclude_pk)
+        if existing is not None:
+            raise _assessment_already_booked(existing)
     end = start.astimezone(datetime.timezone.utc) + timedelta(minutes=duration_minutes)  # UTC: see Appointment.save
     clash = Appointment.objects.overlapping(practitioner=practitioner, start=start, end=end)
     if exclude_pk:
@@ -109,17 +210,39 @@ def book_appointment(
     booked_at=None,
     is_demo: bool = False,
     enforce_lead_time: bool = False,
+    enforce_availability: bool = False,
+    override_reason: str = "",
 ) -> Appointment:
     """Book one appointment. Staff screens pass enforce_lead_time=True (the service's booking lead
-    time); imports and the demo, which record the past, do not."""
+    time, and no further ahead than BookingSettings.max_months_ahead) and enforce_availability=True
+    (working hours, leave, bank holidays; `override_reason` books outside them, audited); imports and
+    the demo, which record the past, do not.
+
+    Booking the same referral, practitioner, type and start again (a double submit) changes nothing
+    and raises AlreadyBooked carrying the first appointment."""
     if not duration_minutes and appointment_type in AppointmentType.values:
         duration_minutes = BookingSettings.current().minutes_for(appointment_type)
     duration_minutes = duration_minutes or DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
+    # Settings are read (and created on first use) outside the transaction: creating the settings row
+    # inside it would make concurrent bookings queue behind each other's uncommitted insert.
     if enforce_lead_time:
         _check_lead_time(start)
+        _check_how_far_ahead(start)
+    overridden = None
+    if enforce_availability and practitioner is not None and start is not None and timezone.is_aware(start):
+        overridden = _check_diary(
+            practitioner=practitioner, start=start, duration_minutes=duration_minutes, override_reason=override_reason
+        )
     with transaction.atomic():
         # Lock the referral row: two bookings for one referral serialise here.
         referral = Referral.objects.select_for_update().get(pk=referral.pk)
+        if practitioner is not None and start is not None and timezone.is_aware(start):
+            same = Appointment.objects.filter(
+                referral=referral, practitioner=practitioner, appointment_type=appointment_type, start=start,
+                outcome=AttendanceOutcome.NOT_APPLICABLE,
+            ).first()
+            if same is not None:
+                raise AlreadyBooked(f"Already booked: {same}.", appointment=same, code="already_booked")
         _check_bookable(
             referral=referral,
             practitioner=practitioner,
@@ -145,6 +268,8 @@ def book_appointment(
             referral=referral, appointment=appointment, field="booking", old="", new="booked", actor=actor,
             at=appointment.booked_at,
         )
+        if overridden:
+            _audit_override(appointment=appointment, why=overridden, reason=override_reason, actor=actor)
         if appointment_type == AppointmentType.ASSESSMENT:
             advance_referral_to(
                 referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
@@ -153,6 +278,13 @@ def book_appointment(
             )
         appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor)
     return appointment
+
+
+def _audit_override(*, appointment: Appointment, why: str, reason: str, actor):
+    record_change(
+        referral=appointment.referral, appointment=appointment, field="availability_override", old=why[:40],
+        new="booked anyway", actor=actor, reason=f"Override: {reason.strip()}",
+    )
 
 
 def record_appointment_outcome(*, appointment: Appointment, outcome: str, actor=None, at=None) -> Appointment:
@@ -211,10 +343,17 @@ def _step_back_if_no_assessment_pending(*, referral: Referral, actor, at=None):
         )
 
 
-def _cancel(*, appointment: Appointment, cancelled_by: str, reason: str, actor, asked_at, step_back: bool) -> Appointment:
+def _cancel(
+    *, appointment: Appointment, cancelled_by: str, reason: str, actor, asked_at, step_back: bool, enforce_asked_at: bool = False
+) -> Appointment:
     if cancelled_by not in Appointment.CancelledBy.values:
         raise ValidationError({"cancelled_by": "Say whether the patient or the service cancelled."})
     locked = Appointment.objects.select_for_update().select_related("referral").get(pk=appointment.pk)
+    if locked.is_cancelled:
+        raise AlreadyCancelled(
+            f"Already cancelled: {locked} (recorded {timezone.localtime(locked.outcome_recorded_at or locked.cancelled_at):%d %b %Y %H:%M}).",
+            appointment=locked, code="already_cancelled",
+        )
     if locked.outcome != AttendanceOutcome.NOT_APPLICABLE:
         raise ValidationError(
             f"This appointment cannot be cancelled: it already has an outcome ({locked.get_outcome_display()}).",
@@ -224,6 +363,13 @@ def _cancel(*, appointment: Appointment, cancelled_by: str, reason: str, actor, 
     asked_at = asked_at or now
     if asked_at > now:
         raise ValidationError({"asked_at": "When the cancellation was asked for cannot be in the future."})
+    # Imports, the demo and history recorded after the fact book "now" for a past appointment, so their
+    # booked_at is not when it was really booked; staff screens record the present and are held to it.
+    if enforce_asked_at and asked_at < locked.booked_at:
+        raise ValidationError({"asked_at": (
+            f"When the cancellation was asked for ({timezone.localtime(asked_at):%d %b %Y %H:%M}) cannot be before "
+            f"the appointment was booked ({timezone.localtime(locked.booked_at):%d %b %Y %H:%M})."
+        )})
     outcome = AttendanceOutcome.CANCELLED_BY_PATIENT if cancelled_by == "patient" else AttendanceOutcome.CANCELLED_BY_PROVIDER
     locked.outcome = outcome
     locked.outcome_recorded_at = now
@@ -246,11 +392,16 @@ def _cancel(*, appointment: Appointment, cancelled_by: str, reason: str, actor, 
     return locked
 
 
-def cancel_appointment(*, appointment: Appointment, cancelled_by: str, reason: str, actor=None, asked_at=None) -> Appointment:
-    """Cancel by the patient (NHS code 2) or the service (code 4), recording when it was asked for."""
+def cancel_appointment(
+    *, appointment: Appointment, cancelled_by: str, reason: str, actor=None, asked_at=None, enforce_asked_at: bool = False
+) -> Appointment:
+    """Cancel by the patient (NHS code 2) or the service (code 4), recording when it was asked for (never
+    in the future; with enforce_asked_at, as staff screens pass, never before the appointment was booked).
+    Cancelling again (a double submit) changes nothing and raises AlreadyCancelled."""
     with transaction.atomic():
         locked = _cancel(
-            appointment=appointment, cancelled_by=cancelled_by, reason=reason, actor=actor, asked_at=asked_at, step_back=True
+            appointment=appointment, cancelled_by=cancelled_by, reason=reason, actor=actor, asked_at=asked_at, step_back=True,
+            enforce_asked_at=enforce_asked_at,
         )
     appointment.refresh_from_db()
     return locked
@@ -266,22 +417,35 @@ def rearrange_appointment(
     asked_at=None,
     practitioner=None,
     enforce_lead_time: bool = False,
+    enforce_availability: bool = False,
+    enforce_asked_at: bool = False,
 ) -> Rearrangement:
     """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number.
 
     Open "patient asked to rearrange" admin tasks for the appointment (or for its referral with no
     appointment named) are resolved in the same transaction. Reminder receivers of
     appointment_cancelled / appointment_booked cancel and re-plan reminders in it too.
+
+    The original is cancelled before the replacement is inserted, so an assessment's replacement never
+    meets the one-open-assessment-per-referral index. Moving it again to the same time (a double
+    submit) changes nothing and raises AlreadyRearranged.
     """
     if asked_by not in Rearrangement.AskedBy.values:
         raise ValidationError({"asked_by": "Say whether the patient or the service asked to rearrange."})
     if enforce_lead_time:
         _check_lead_time(new_start)
+        _check_how_far_ahead(new_start)
+    if enforce_availability and timezone.is_aware(new_start):
+        _check_diary(
+            practitioner=practitioner or appointment.practitioner, start=new_start, duration_minutes=appointment.duration_minutes,
+            override_reason="",
+        )
     asked_at = asked_at or timezone.now()
     with transaction.atomic():
+        _refuse_if_already_moved(appointment=appointment, new_start=new_start, practitioner=practitioner)
         original = _cancel(
             appointment=appointment, cancelled_by=asked_by, reason=reason or "Rearranged", actor=actor, asked_at=asked_at,
-            step_back=False,
+            step_back=False, enforce_asked_at=enforce_asked_at,
         )
         practitioner = practitioner or original.practitioner
         _check_bookable(
@@ -314,6 +478,21 @@ def rearrange_appointment(
         _resolve_rearrange_requests(original=original, actor=actor, replacement=replacement)
     appointment.refresh_from_db()
     return rearrangement
+
+
+def _refuse_if_already_moved(*, appointment: Appointment, new_start, practitioner):
+    locked = Appointment.objects.select_for_update().get(pk=appointment.pk)
+    if not locked.is_cancelled:
+        return
+    moved = Rearrangement.objects.filter(original=locked).select_related("replacement").first()
+    if moved is None:
+        raise ValidationError("This appointment was cancelled; book a new one instead.", code="invalid_transition")
+    replacement = moved.replacement
+    if replacement.start == new_start and (practitioner is None or replacement.practitioner_id == practitioner.pk):
+        raise AlreadyRearranged(f"Already rearranged to {replacement}.", appointment=replacement, code="already_rearranged")
+    raise ValidationError(
+        f"This appointment was already moved to {replacement}; rearrange that one instead.", code="invalid_transition"
+    )
 
 
 def _resolve_rearrange_requests(*, original: Appointment, actor, replacement: Appointment):
@@ -414,15 +593,14 @@ def book_course(
     `expected_starts` are the starts the admin saw in the preview; if the diary changed since, nothing
     is booked and CourseConflict carries the new plan.
     """
-    from scheduling.booking.selectors import plan_course
-
     if first_start is None or timezone.is_naive(first_start):
         raise ValidationError({"first_start": "The first session's start must include its time zone."})
     if enforce_lead_time:
         _check_lead_time(first_start)
+        _check_how_far_ahead(first_start)
     with transaction.atomic():
         Referral.objects.select_for_update().get(pk=referral.pk)
-        plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
+        plan = selectors.plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         if not plan:
             raise ValidationError("This referral's course is already fully booked.", code="nothing_to_book")
         problems = [p for p in plan if p.problem]
@@ -433,6 +611,8 @@ def book_course(
             )
         if expected_starts is not None and [p.start for p in plan] != list(expected_starts):
             raise CourseConflict("The diary changed since the preview; check the new dates. Nothing was booked.", plan=plan)
+        if enforce_lead_time:
+            _check_how_far_ahead(max(p.start for p in plan))
         booked = [
             book_appointment(
                 referral=referral, practitioner=practitioner, appointment_type=p.appointment_type, start=p.start,

@@ -6,8 +6,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from scheduling import params
 from scheduling.booking import forms
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.booking.selectors import (
     admin_worklist,
     next_free_slots_for_referral,
@@ -15,6 +16,7 @@ from scheduling.booking.selectors import (
     remaining_treatment_session_numbers,
 )
 from scheduling.booking.services import (
+    AlreadyDone,
     CourseConflict,
     SlotTaken,
     book_appointment,
@@ -41,6 +43,16 @@ def _require(request, *perms):
 
 def _errors(exc: ValidationError) -> list[str]:
     return exc.messages
+
+
+def _form_errors(*forms_) -> str:
+    return " ".join(e for form in forms_ for field_errors in form.errors.values() for e in field_errors)
+
+
+def _already_done(request, exc: AlreadyDone):
+    """A double submit: nothing changed; show where the first one left things."""
+    messages.info(request, " ".join(_errors(exc)))
+    return redirect("caseload:referral_detail", pk=exc.appointment.referral_id)
 
 
 def worklist(request):
@@ -130,12 +142,17 @@ def book(request, pk: int):
     try:
         appointment = book_appointment(
             referral=referral, practitioner=data["practitioner"], appointment_type=data["appointment_type"],
-            start=data["start"], actor=request.user, enforce_lead_time=True,
+            start=data["start"], actor=request.user, enforce_lead_time=True, enforce_availability=True,
+            override_reason=data.get("override_reason", ""),
         )
+    except AlreadyDone as exc:
+        return _already_done(request, exc)
     except SlotTaken as exc:
         return find_slots(request, pk, error=" ".join(_errors(exc)), status=409)
     except ValidationError as exc:
-        return find_slots(request, pk, error=" ".join(_errors(exc)), status=400)
+        return find_slots(
+            request, pk, error=" ".join(_errors(exc)), status=400, manual_form=form if "day" in request.POST else None
+        )
     if referral.assigned_practitioner_id is None and data["appointment_type"] == AppointmentType.ASSESSMENT:
         # An unassigned referral joins the caseload of the practitioner who assesses it.
         assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
@@ -155,7 +172,7 @@ def course(request, pk: int):
     include_reviews = source.get("reviews", "1") == "1"
     error, status = None, 200
     if request.method == "POST":
-        expected = [forms.parse_instant(s) if s else None for s in request.POST.getlist("expected")]
+        expected = [params.parse_instant(s.strip(), label="expected") if s.strip() else None for s in request.POST.getlist("expected")]
         try:
             booked = book_course(
                 referral=referral, practitioner=practitioner, first_start=first_start, actor=request.user,
@@ -167,6 +184,9 @@ def course(request, pk: int):
             error, status = " ".join(_errors(exc)), 409
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         except ValidationError as exc:
+            if exc.code == "nothing_to_book":  # the same course submitted twice: the first one booked it
+                messages.info(request, "Already booked: this referral's course is fully booked.")
+                return redirect("caseload:referral_detail", pk=pk)
             error, status = " ".join(_errors(exc)), 400
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         else:
@@ -183,9 +203,16 @@ def course(request, pk: int):
 def _appointment_for_change(request, pk: int) -> Appointment:
     _require(request, "book_appointments")
     appointment = get_object_or_404(Appointment.objects.select_related("referral__patient", "practitioner"), pk=pk)
-    if appointment.outcome != "0":
+    # A cancelled one gets through: the views answer a repeated cancel or rearrange with where it went.
+    if appointment.outcome != "0" and not appointment.is_cancelled:
         raise PermissionDenied("This appointment already has an outcome.")
     return appointment
+
+
+def _show_where_it_went(request, appointment: Appointment):
+    moved = Rearrangement.objects.filter(original=appointment).select_related("replacement").first()
+    messages.info(request, f"Already rearranged to {moved.replacement}." if moved else f"Already cancelled: {appointment}.")
+    return redirect("caseload:referral_detail", pk=appointment.referral_id)
 
 
 def _asked_at(value):
@@ -196,6 +223,8 @@ def _asked_at(value):
 
 def rearrange(request, pk: int):
     appointment = _appointment_for_change(request, pk)
+    if appointment.is_cancelled and request.method != "POST":
+        return _show_where_it_went(request, appointment)
     referral = appointment.referral
     ask_form = forms.AskedForm(request.POST or None, initial={"asked_by": "patient"})
     error, status = None, 200
@@ -210,15 +239,18 @@ def rearrange(request, pk: int):
                     appointment=appointment, new_start=slot_form.cleaned_data["start"],
                     practitioner=slot_form.cleaned_data["practitioner"], asked_by=ask_form.cleaned_data["asked_by"],
                     reason=ask_form.cleaned_data["reason"], asked_at=_asked_at(ask_form.cleaned_data["asked_at"]),
-                    actor=request.user, enforce_lead_time=True,
+                    actor=request.user, enforce_lead_time=True, enforce_availability=True, enforce_asked_at=True,
                 )
+            except AlreadyDone as exc:
+                return _already_done(request, exc)
             except ValidationError as exc:
                 error, status = " ".join(_errors(exc)), 409 if isinstance(exc, SlotTaken) else 400
             else:
                 messages.success(request, "Rearranged.")
                 return redirect("caseload:referral_detail", pk=referral.pk)
         else:
-            error, status = "Say who asked, and choose a new time.", 400
+            problems = _form_errors(ask_form) + (" " + _form_errors(slot_form) if start or practitioner_id else "")
+            error, status = f"Say who asked, and choose a new time. {problems}".strip(), 400
     context = _slot_context(request, referral, appointment_type=appointment.appointment_type, ignore=[appointment.pk])
     context.update(appointment=appointment, referral=referral, patient=referral.patient, ask_form=ask_form, error=error)
     return render(request, "booking/rearrange.html", context, status=status)
@@ -226,19 +258,26 @@ def rearrange(request, pk: int):
 
 def cancel(request, pk: int):
     appointment = _appointment_for_change(request, pk)
+    if appointment.is_cancelled and request.method != "POST":
+        return _show_where_it_went(request, appointment)
     form = forms.CancelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             cancel_appointment(
                 appointment=appointment, cancelled_by=form.cleaned_data["cancelled_by"], reason=form.cleaned_data["reason"],
-                asked_at=_asked_at(form.cleaned_data["asked_at"]), actor=request.user,
+                asked_at=_asked_at(form.cleaned_data["asked_at"]), actor=request.user, enforce_asked_at=True,
             )
+        except AlreadyDone as exc:
+            return _already_done(request, exc)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
             messages.success(request, "Cancelled.")
             return redirect("caseload:referral_detail", pk=appointment.referral_id)
-    return render(request, "booking/cancel.html", {"appointment": appointment, "form": form, "patient": appointment.referral.patient})
+    return render(
+        request, "booking/cancel.html", {"appointment": appointment, "form": form, "patient": appointment.referral.patient},
+        status=400 if request.method == "POST" else 200,
+    )
 
 
 def new_referral(request):
