@@ -24,7 +24,7 @@ def refuse_referrals_with_several_open_assessments(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0007_sms_quiet_hours_defaults'),
+        ('scheduling', '0010_identity_patient_checks'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
