@@ -8,7 +8,7 @@ arithmetic or the database, so no far date or odd id can become a 500.
 
 import datetime as dt
 
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, ValidationError
 
 # Far enough for any date of birth or history, near enough that adding a course of sessions or
 # converting to UTC can never overflow.
@@ -33,6 +33,14 @@ def check_date_bounds(value: dt.date, *, label: str) -> dt.date:
             f"({EARLIEST_DATE:%d/%m/%Y} to {LATEST_DATE:%d/%m/%Y})."
         )
     return value
+
+
+def validate_date_bounds(value: dt.date) -> None:
+    """The same bounds as a form field validator: the error is shown next to the field."""
+    try:
+        check_date_bounds(value, label="This date")
+    except InvalidParameter as exc:
+        raise ValidationError(str(exc), code="date_bounds") from None
 
 
 def date_param(data, name: str, *, default: dt.date | None = None, label: str | None = None) -> dt.date | None:
