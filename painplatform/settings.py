@@ -180,6 +180,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_patient_data": {"()": "scheduling.logs.RedactPatientDataFilter"}},
+    # Every formatter redacts its whole output, traceback included (scheduling/logs.py).
     "formatters": {"logfmt": {"()": "scheduling.logs.LogfmtFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "logfmt", "filters": ["redact_patient_data"]},
@@ -190,6 +191,9 @@ LOGGING = {
         # The twilio client logs request URLs at INFO, with phone numbers in their query strings.
         "twilio.http_client": {"level": "WARNING"},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Replaces Django's default handlers for "django" (an unformatted console in DEBUG, mail_admins):
+        # request errors with their tracebacks go through the redacting handler only.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
 
