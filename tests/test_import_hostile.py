@@ -151,3 +151,30 @@ def test_an_admin_account_named_as_practitioner_is_refused_naming_every_line(db,
     assert all(f"in '{column}' is an existing account that is not a practitioner" in line for line in lines)
     assert not PractitionerProfile.objects.filter(user__in=[admin_user, manager]).exists()
     assert counts()[0] == 0
+
+
+def test_every_refusal_names_its_line_and_column(db, tmp_path):
+    text = GOOD + (
+        "R1,,Alex Example,phone_call,2026-04-01T10:00,,,answered,,\n"
+        "R3,9990000019,Alex Example,referral_received,2026-04-01,,,,,A1\n"
+        "R1,,Alex Example,call_attempt,1st April,,,no_answer,,\n"
+        "R1,,Alex Example,appointment,2026-04-02T10:00,treatment,45,voicemail,,\n"
+        "R9,,Alex Example,call_attempt,2026-04-02T11:00,,,busy,,\n"
+        "R1,,Alex Example,appointment,2026-04-03T10:00,treatment,45,cancelled_by_patient,,\n"
+        "R4,9990000026,Alex Example,referral_received,2026-07-01,,,,,A1\n"  # received in the future
+        "R1,,Alex Example,call_attempt,2026-07-01T10:00,,,busy,,\n"  # a call in the future
+        "R1,9990000026,Alex Example,call_attempt,2026-04-02T12:00,,,busy,,\n"  # another patient's NHS number
+        "R2,9990000026,Sam Sample,referral_received,2026-03-21T09:00,,,,,H2\n"  # R2 received twice
+        "R1,,Alex Example,appointment,2026-04-05T10:00,treatment,999,,,\n"
+        "R1,,Alex Example,appointment,2026-04-06T10:00,treatment,45,attended,2026-04-01T10:00,\n"
+        "R1,,Alex Example,call_attempt,2026-04-07T10:00,review,,busy,,\n"  # no such appointment
+        ",,Alex Example,call_attempt,2026-04-07T10:00,,,busy,,\n"
+        "R1,,,call_attempt,2026-04-07T10:00,,,busy,,\n"
+    )
+    lines = refusal(tmp_path, text)
+    assert len(lines) >= 15
+    for line in lines:
+        assert re.match(r"line \d+: ", line)
+        # The column quoted ('at'), or followed by the value it holds (outcome 'voicemail').
+        assert any(f"'{column}'" in line or f": {column} '" in line for column in COLUMNS), line
+    assert counts() == (0, 0, 0, 0, 0, 0, 0)

@@ -174,9 +174,9 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
         return None, [f"unknown event '{event}' in 'event' (expected {', '.join(EVENTS.values)})"]
     referral_id = raw.get("referral_id", "")
     if not referral_id:
-        errors.append("referral_id is empty")
+        errors.append("'referral_id' is empty")
     elif len(referral_id) > 64:
-        errors.append("referral_id is longer than 64 characters")
+        errors.append("'referral_id' is longer than 64 characters")
     nhs_number = raw.get("nhs_number", "")
     if nhs_number or event == EVENTS.REFERRAL_RECEIVED:
         try:
@@ -187,7 +187,7 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
             errors.append(f"invalid NHS number in 'nhs_number': {exc.messages[0]}")
     practitioner = raw.get("practitioner", "")
     if event != EVENTS.REFERRAL_RECEIVED and not practitioner:
-        errors.append("practitioner is empty")
+        errors.append("'practitioner' is empty")
     if practitioner and not practitioner_username(practitioner):
         errors.append(f"practitioner '{practitioner}' in 'practitioner' has no letters or digits")
     at = None
@@ -206,7 +206,7 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
         if outcome:
             errors.append(f"outcome '{outcome}' is not valid for a referral_received event")
         if at and at > now:
-            errors.append("a referral cannot be received in the future")
+            errors.append("'at': a referral cannot be received in the future")
     elif event == EVENTS.CALL_ATTEMPT:
         if outcome not in CALL_OUTCOMES:
             errors.append(f"outcome '{outcome}' is not valid for a call_attempt (expected {', '.join(CALL_OUTCOMES)})")
@@ -215,7 +215,7 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
             errors.append(f"appointment_type '{appointment_type}' is not one of {', '.join(AppointmentType.values)}")
         row.appointment_type = appointment_type
         if at and at > now + timedelta(minutes=5):
-            errors.append("a call attempt cannot be in the future")
+            errors.append("'at': a call attempt cannot be in the future")
     else:
         if appointment_type not in AppointmentType.values:
             errors.append(f"appointment_type '{appointment_type}' is not one of {', '.join(AppointmentType.values)}")
@@ -223,7 +223,7 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
         duration = raw.get("duration_minutes", "")
         if duration:
             if not (duration.isascii() and duration.isdigit() and len(duration) <= 3) or not 1 <= int(duration) <= 240:
-                errors.append(f"duration_minutes '{duration}' is not a whole number from 1 to 240")
+                errors.append(f"'duration_minutes' '{duration}' is not a whole number from 1 to 240")
             else:
                 row.duration_minutes = int(duration)
         else:
@@ -240,9 +240,9 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
                 detail = str(exc) if "UK time" in str(exc) or "outside the dates" in str(exc) else "not an ISO 8601 date and time"
                 errors.append(f"unparseable time in 'cancelled_at' ('{cancelled}'): {detail}")
             if not needs_cancelled_at:
-                errors.append("cancelled_at is only for cancellations and rearrangements")
+                errors.append("'cancelled_at' is only for cancellations and rearrangements")
             elif row.cancelled_at and row.cancelled_at > now:
-                errors.append("cancelled_at is in the future")
+                errors.append("'cancelled_at' is in the future")
         elif needs_cancelled_at:
             errors.append(f"outcome '{outcome}' needs cancelled_at (when the cancellation was asked for)")
         if at and at > now and outcome and not needs_cancelled_at:
@@ -268,7 +268,7 @@ def validate_rows(raw_rows: list[tuple[int, dict]], *, progress=None) -> tuple[l
     for row in rows:
         if row.event == EVENTS.REFERRAL_RECEIVED:
             if row.referral_id in received and received[row.referral_id].key != row.key:
-                errors.append((row.line, f"referral {row.referral_id} is already received on line {received[row.referral_id].line}"))
+                errors.append((row.line, f"referral {row.referral_id} ('referral_id') is already received on line {received[row.referral_id].line}"))
             else:
                 received.setdefault(row.referral_id, row)
     existing = {
@@ -280,7 +280,7 @@ def validate_rows(raw_rows: list[tuple[int, dict]], *, progress=None) -> tuple[l
     )
     for row in rows:
         if row.event == EVENTS.REFERRAL_RECEIVED and row.referral_id in existing and row.key not in imported_keys:
-            errors.append((row.line, f"referral {row.referral_id} already exists in the database"))
+            errors.append((row.line, f"referral {row.referral_id} ('referral_id') already exists in the database"))
     starts = {}
     for row in rows:
         if row.event == EVENTS.APPOINTMENT:
@@ -291,18 +291,18 @@ def validate_rows(raw_rows: list[tuple[int, dict]], *, progress=None) -> tuple[l
         first = received.get(row.referral_id)
         known = existing.get(row.referral_id)
         if first is None and known is None:
-            errors.append((row.line, f"unknown referral {row.referral_id} (no referral_received row and not in the database)"))
+            errors.append((row.line, f"unknown referral {row.referral_id} in 'referral_id' (no referral_received row and not in the database)"))
             continue
         expected_nhs = first.nhs_number if first else known.patient.nhs_number
         if row.nhs_number and row.nhs_number != expected_nhs:
-            errors.append((row.line, f"NHS number differs from referral {row.referral_id}'s"))
+            errors.append((row.line, f"NHS number in 'nhs_number' differs from referral {row.referral_id}'s"))
         if row.event == EVENTS.CALL_ATTEMPT and row.appointment_type:
             in_file = (row.referral_id, row.appointment_type, row.at) in starts
             in_db = known is not None and Appointment.objects.filter(
                 referral=known, appointment_type=row.appointment_type, start=row.at
             ).exists()
             if not (in_file or in_db):
-                errors.append((row.line, f"no {row.appointment_type} appointment for referral {row.referral_id} starts at {row.at.isoformat()}"))
+                errors.append((row.line, f"no {row.appointment_type} appointment ('appointment_type') for referral {row.referral_id} starts at {row.at.isoformat()} ('at')"))
     users, practitioner_errors = _existing_practitioners(rows)
     errors.extend(practitioner_errors)
     errors.extend(_overlap_errors(rows, imported_keys, users))
