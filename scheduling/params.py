@@ -38,9 +38,10 @@ def check_date_bounds(value: dt.date, *, label: str) -> dt.date:
 def validate_date_bounds(value: dt.date) -> None:
     """The same bounds as a form field validator: the error is shown next to the field."""
     try:
-        check_date_bounds(value, label="This date")
+        check_date_bounds(value, label="date")
     except InvalidParameter as exc:
-        raise ValidationError(str(exc), code="date_bounds") from None
+        # The form shows the error next to the field, which names it.
+        raise ValidationError(str(exc).removeprefix("date: "), code="date_bounds") from None
 
 
 def date_param(data, name: str, *, default: dt.date | None = None, label: str | None = None) -> dt.date | None:
