@@ -184,6 +184,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_patient_data": {"()": "scheduling.logs.RedactPatientDataFilter"}},
+    # Every formatter redacts its whole output, traceback included (scheduling/logs.py).
     "formatters": {"logfmt": {"()": "scheduling.logs.LogfmtFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "logfmt", "filters": ["redact_patient_data"]},
@@ -194,6 +195,9 @@ LOGGING = {
         # The twilio client logs request URLs at INFO, with phone numbers in their query strings.
         "twilio.http_client": {"level": "WARNING"},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Replaces Django's default handlers for "django" (an unformatted console in DEBUG, mail_admins):
+        # request errors with their tracebacks go through the redacting handler only.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
 
@@ -208,7 +212,24 @@ AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "0.5"))  # hours
 # Lock the username from that address, so a stranger cannot lock a clinician out from elsewhere.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_IPWARE_PROXY_COUNT = int(os.environ.get("AXES_PROXY_COUNT", "0"))
+# The client's address, read by django-ipware (axes uses it when installed). Behind N trusted proxies that
+# each append the address they received from to X-Forwarded-For (Caddy: N = 1), the client is the N-th
+# entry from the right; anything further left was written by the client and is ignored, so rotating it
+# does not escape a lockout. N = 0 (no proxy): REMOTE_ADDR only. Behind a proxy REMOTE_ADDR is the proxy
+# for everyone, so lockouts by it would let anyone lock a clinician out from anywhere.
+axes_proxy_count = int(os.environ.get("AXES_PROXY_COUNT", "0"))
+if axes_proxy_count > 0:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    # django-ipware counts the proxies listed in the header; the last one is REMOTE_ADDR, not listed.
+    AXES_IPWARE_PROXY_COUNT = axes_proxy_count - 1
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+    AXES_IPWARE_PROXY_COUNT = None
+AXES_IPWARE_PROXY_ORDER = "left-most"
+# Not strict: a longer chain (the client's own X-Forwarded-For in front of what the proxy appended) is read
+# from the right instead of being rejected (which would fall back to the proxy's address).
+IPWARE_STRICT = False
+AXES_HTTP_RESPONSE_CODE = 429  # Too Many Requests (axes' default too; the page says when to try again)
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 # Shared clinical PCs: sessions end after inactivity and when the browser closes.

@@ -8,7 +8,7 @@ arithmetic or the database, so no far date or odd id can become a 500.
 
 import datetime as dt
 
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, ValidationError
 from django.utils import timezone
 
 # Far enough for any date of birth or history, near enough that adding a course of sessions or
@@ -34,6 +34,15 @@ def check_date_bounds(value: dt.date, *, label: str) -> dt.date:
             f"({EARLIEST_DATE:%d/%m/%Y} to {LATEST_DATE:%d/%m/%Y})."
         )
     return value
+
+
+def validate_date_bounds(value: dt.date) -> None:
+    """The same bounds as a form field validator: the error is shown next to the field."""
+    try:
+        check_date_bounds(value, label="date")
+    except InvalidParameter as exc:
+        # The form shows the error next to the field, which names it.
+        raise ValidationError(str(exc).removeprefix("date: "), code="date_bounds") from None
 
 
 def date_param(data, name: str, *, default: dt.date | None = None, label: str | None = None) -> dt.date | None:

@@ -1,7 +1,9 @@
 """The activity import: a past year of referrals, calls and appointments from another system, so a service
 can measure its capacity loss before switching over.
 
-The whole file is validated first; if any row is bad nothing is imported and every bad line is named.
+The whole file is validated first; if any row is bad nothing is imported and every bad line is named, with
+the column at fault. Appointments that would overlap a live appointment of the same practitioner (in the
+file or already in the database) are refused, as the database's no-overlap guard would refuse them.
 Each row's identity is a hash of its values (ImportedEvent.key), so importing the same file again changes
 nothing. Rows are written with the same audit entries the booking and caseload services write."""
 
@@ -11,21 +13,26 @@ import csv
 import datetime
 import hashlib
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
+from scheduling.booking.db import is_overlap_violation
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral
 from scheduling.caseload.nhs_number import normalise_nhs_number
-from scheduling.codes import ATTENDED_OUTCOMES, DEFAULT_DURATION_MINUTES, AppointmentType, AttendanceOutcome, ReferralSource
+from scheduling.codes import (
+    ATTENDED_OUTCOMES, CANCELLED_OUTCOMES, DEFAULT_DURATION_MINUTES, AppointmentType, AttendanceOutcome, ReferralSource,
+)
+from scheduling.params import InvalidParameter, check_date_bounds
 from scheduling.reports.models import ImportedEvent
 
 LONDON = ZoneInfo("Europe/London")
@@ -57,6 +64,8 @@ APPOINTMENT_OUTCOMES = {
 IMPORTED_GIVEN_NAME = "Not recorded"
 IMPORTED_FAMILY_NAME = "(imported)"
 PROGRESS_EVERY = 1000
+# Longer than any real value in any column (names, ids); a longer one is refused rather than truncated.
+MAX_FIELD_LENGTH = 200
 
 
 class ImportRejected(ValidationError):
@@ -95,8 +104,13 @@ class ImportResult:
 
 
 def parse_time(raw: str) -> datetime.datetime:
-    """ISO 8601; without an offset the time is Europe/London local time."""
+    """ISO 8601; without an offset the time is Europe/London local time. Dates outside the service's
+    bounds (scheduling.params) are refused before any time zone arithmetic could overflow."""
     value = datetime.datetime.fromisoformat(raw.strip())
+    try:
+        check_date_bounds(value.date(), label="date")
+    except InvalidParameter as exc:
+        raise ValueError(str(exc).removeprefix("date: ")) from None
     if value.tzinfo is None:
         local = value.replace(tzinfo=LONDON)
         round_trip = local.astimezone(datetime.UTC).astimezone(LONDON).replace(tzinfo=None)
@@ -128,37 +142,59 @@ def read_csv(handle) -> list[tuple[int, dict]]:
         raise ImportRejected([(1, f"missing column(s): {', '.join(missing)}")])
     reader.fieldnames = header
     rows = []
-    for raw in reader:
-        rows.append((reader.line_num, {k: (v or "").strip() for k, v in raw.items() if k}))
+    try:
+        for raw in reader:
+            rows.append((reader.line_num, {k: (v if isinstance(v, str) else "").strip() for k, v in raw.items() if k}))
+    except csv.Error as exc:
+        # A field over the csv module's size limit, or a malformed quote: the line, not a traceback.
+        raise ImportRejected([(reader.line_num, f"not readable as CSV ({exc})")]) from None
     return rows
 
 
-def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
+def _check_text(raw: dict) -> list[str]:
+    """Refusals that apply to every column: characters no database text can hold, absurd lengths."""
     errors = []
+    for column in COLUMNS:
+        value = raw.get(column, "")
+        if "\x00" in value:
+            errors.append(f"'{column}' contains a NUL character")
+        elif len(value) > MAX_FIELD_LENGTH:
+            errors.append(f"'{column}' is longer than {MAX_FIELD_LENGTH} characters")
+        elif any(ord(ch) < 32 for ch in value):
+            errors.append(f"'{column}' contains a control character")
+    return errors
+
+
+def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
+    errors = _check_text(raw)
+    if errors:
+        return None, errors
     event = raw.get("event", "")
     if event not in EVENTS.values:
-        return None, [f"unknown event '{event}' (expected {', '.join(EVENTS.values)})"]
+        return None, [f"unknown event '{event}' in 'event' (expected {', '.join(EVENTS.values)})"]
     referral_id = raw.get("referral_id", "")
     if not referral_id:
-        errors.append("referral_id is empty")
+        errors.append("'referral_id' is empty")
     elif len(referral_id) > 64:
-        errors.append("referral_id is longer than 64 characters")
+        errors.append("'referral_id' is longer than 64 characters")
     nhs_number = raw.get("nhs_number", "")
     if nhs_number or event == EVENTS.REFERRAL_RECEIVED:
         try:
+            if not nhs_number.isascii():
+                raise ValidationError("An NHS number contains only the digits 0-9.")
             nhs_number = normalise_nhs_number(nhs_number)
         except ValidationError as exc:
-            errors.append(f"invalid NHS number: {exc.messages[0]}")
+            errors.append(f"invalid NHS number in 'nhs_number': {exc.messages[0]}")
     practitioner = raw.get("practitioner", "")
     if event != EVENTS.REFERRAL_RECEIVED and not practitioner:
-        errors.append("practitioner is empty")
+        errors.append("'practitioner' is empty")
     if practitioner and not practitioner_username(practitioner):
-        errors.append(f"practitioner '{practitioner}' has no letters or digits")
+        errors.append(f"practitioner '{practitioner}' in 'practitioner' has no letters or digits")
     at = None
     try:
         at = parse_time(raw.get("at", ""))
     except ValueError as exc:
-        detail = str(exc) if "UK time" in str(exc) else "not an ISO 8601 date and time"
+        detail = str(exc) if "UK time" in str(exc) or "outside the dates" in str(exc) else "not an ISO 8601 date and time"
         errors.append(f"unparseable time in 'at' ('{raw.get('at', '')}'): {detail}")
     row = Row(line=line, event=event, referral_id=referral_id, nhs_number=nhs_number, practitioner=practitioner, at=at)
     outcome = raw.get("outcome", "")
@@ -170,7 +206,7 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
         if outcome:
             errors.append(f"outcome '{outcome}' is not valid for a referral_received event")
         if at and at > now:
-            errors.append("a referral cannot be received in the future")
+            errors.append("'at': a referral cannot be received in the future")
     elif event == EVENTS.CALL_ATTEMPT:
         if outcome not in CALL_OUTCOMES:
             errors.append(f"outcome '{outcome}' is not valid for a call_attempt (expected {', '.join(CALL_OUTCOMES)})")
@@ -179,15 +215,15 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
             errors.append(f"appointment_type '{appointment_type}' is not one of {', '.join(AppointmentType.values)}")
         row.appointment_type = appointment_type
         if at and at > now + timedelta(minutes=5):
-            errors.append("a call attempt cannot be in the future")
+            errors.append("'at': a call attempt cannot be in the future")
     else:
         if appointment_type not in AppointmentType.values:
             errors.append(f"appointment_type '{appointment_type}' is not one of {', '.join(AppointmentType.values)}")
         row.appointment_type = appointment_type
         duration = raw.get("duration_minutes", "")
         if duration:
-            if not duration.isdigit() or not 1 <= int(duration) <= 240:
-                errors.append(f"duration_minutes '{duration}' is not a whole number from 1 to 240")
+            if not (duration.isascii() and duration.isdigit() and len(duration) <= 3) or not 1 <= int(duration) <= 240:
+                errors.append(f"'duration_minutes' '{duration}' is not a whole number from 1 to 240")
             else:
                 row.duration_minutes = int(duration)
         else:
@@ -200,12 +236,13 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
         if cancelled:
             try:
                 row.cancelled_at = parse_time(cancelled)
-            except ValueError:
-                errors.append(f"unparseable time in 'cancelled_at' ('{cancelled}')")
+            except ValueError as exc:
+                detail = str(exc) if "UK time" in str(exc) or "outside the dates" in str(exc) else "not an ISO 8601 date and time"
+                errors.append(f"unparseable time in 'cancelled_at' ('{cancelled}'): {detail}")
             if not needs_cancelled_at:
-                errors.append("cancelled_at is only for cancellations and rearrangements")
+                errors.append("'cancelled_at' is only for cancellations and rearrangements")
             elif row.cancelled_at and row.cancelled_at > now:
-                errors.append("cancelled_at is in the future")
+                errors.append("'cancelled_at' is in the future")
         elif needs_cancelled_at:
             errors.append(f"outcome '{outcome}' needs cancelled_at (when the cancellation was asked for)")
         if at and at > now and outcome and not needs_cancelled_at:
@@ -231,7 +268,7 @@ def validate_rows(raw_rows: list[tuple[int, dict]], *, progress=None) -> tuple[l
     for row in rows:
         if row.event == EVENTS.REFERRAL_RECEIVED:
             if row.referral_id in received and received[row.referral_id].key != row.key:
-                errors.append((row.line, f"referral {row.referral_id} is already received on line {received[row.referral_id].line}"))
+                errors.append((row.line, f"referral {row.referral_id} ('referral_id') is already received on line {received[row.referral_id].line}"))
             else:
                 received.setdefault(row.referral_id, row)
     existing = {
@@ -243,7 +280,7 @@ def validate_rows(raw_rows: list[tuple[int, dict]], *, progress=None) -> tuple[l
     )
     for row in rows:
         if row.event == EVENTS.REFERRAL_RECEIVED and row.referral_id in existing and row.key not in imported_keys:
-            errors.append((row.line, f"referral {row.referral_id} already exists in the database"))
+            errors.append((row.line, f"referral {row.referral_id} ('referral_id') already exists in the database"))
     starts = {}
     for row in rows:
         if row.event == EVENTS.APPOINTMENT:
@@ -254,20 +291,106 @@ def validate_rows(raw_rows: list[tuple[int, dict]], *, progress=None) -> tuple[l
         first = received.get(row.referral_id)
         known = existing.get(row.referral_id)
         if first is None and known is None:
-            errors.append((row.line, f"unknown referral {row.referral_id} (no referral_received row and not in the database)"))
+            errors.append((row.line, f"unknown referral {row.referral_id} in 'referral_id' (no referral_received row and not in the database)"))
             continue
         expected_nhs = first.nhs_number if first else known.patient.nhs_number
         if row.nhs_number and row.nhs_number != expected_nhs:
-            errors.append((row.line, f"NHS number differs from referral {row.referral_id}'s"))
+            errors.append((row.line, f"NHS number in 'nhs_number' differs from referral {row.referral_id}'s"))
         if row.event == EVENTS.CALL_ATTEMPT and row.appointment_type:
             in_file = (row.referral_id, row.appointment_type, row.at) in starts
             in_db = known is not None and Appointment.objects.filter(
                 referral=known, appointment_type=row.appointment_type, start=row.at
             ).exists()
             if not (in_file or in_db):
-                errors.append((row.line, f"no {row.appointment_type} appointment for referral {row.referral_id} starts at {row.at.isoformat()}"))
+                errors.append((row.line, f"no {row.appointment_type} appointment ('appointment_type') for referral {row.referral_id} starts at {row.at.isoformat()} ('at')"))
+    users, practitioner_errors = _existing_practitioners(rows)
+    errors.extend(practitioner_errors)
+    errors.extend(_overlap_errors(rows, imported_keys, users))
     errors.sort()
     return rows, errors
+
+
+def _find_user(raw: str):
+    return get_user_model().objects.filter(username__in=[raw.strip(), practitioner_username(raw)]).order_by("pk").first()
+
+
+def _existing_practitioners(rows: list[Row]) -> tuple[dict, list[tuple[int, str]]]:
+    """Existing accounts the file names, by username. An existing account without a practitioner profile
+    (an admin or manager account) is refused: importing must not make anyone a practitioner."""
+    users, errors = {}, []
+    for raw in sorted({row.practitioner for row in rows if row.practitioner}):
+        user = _find_user(raw)
+        if user is None:
+            continue
+        if not PractitionerProfile.objects.filter(user=user).exists():
+            lines = [row.line for row in rows if row.practitioner == raw]
+            errors.extend(
+                (line, f"practitioner '{raw}' in 'practitioner' is an existing account that is not a practitioner "
+                       f"(an admin or manager account); the import does not make accounts practitioners")
+                for line in lines
+            )
+            continue
+        users[practitioner_username(raw)] = user
+    return users, errors
+
+
+def _is_live(row: Row) -> bool:
+    code = APPOINTMENT_OUTCOMES.get(row.outcome, (AttendanceOutcome.NOT_APPLICABLE, "", False))[0]
+    return code not in CANCELLED_OUTCOMES
+
+
+def _when(start, end) -> str:
+    return f"{start.astimezone(LONDON):%d/%m/%Y %H:%M}-{end.astimezone(LONDON):%H:%M} UK time"
+
+
+def _overlap_errors(rows: list[Row], imported_keys: set, users: dict) -> list[tuple[int, str]]:
+    """A practitioner cannot hold two live (not cancelled) appointments at once: the database refuses it
+    (booking/db.py), so the file is checked against itself and the database first, naming both sides."""
+    fresh, seen = {}, set()
+    for row in rows:
+        if row.event != EVENTS.APPOINTMENT or row.key in imported_keys or row.key in seen or not _is_live(row):
+            continue
+        seen.add(row.key)
+        fresh.setdefault(practitioner_username(row.practitioner), []).append(row)
+    errors = []
+    for username, group in fresh.items():
+        group.sort(key=lambda r: (r.at, r.line))
+        latest = None  # the row ending last so far
+        for row in group:
+            end = row.at + timedelta(minutes=row.duration_minutes)
+            if latest is not None and row.at < latest[1]:
+                other = latest[0]
+                errors.append((row.line, f"appointment at 'at' {_when(row.at, end)} overlaps {username}'s live "
+                                         f"appointment on line {other.line} ({_when(other.at, latest[1])})"))
+            if latest is None or end > latest[1]:
+                latest = (row, end)
+        user = users.get(username)
+        if user is None:
+            continue
+        booked = list(
+            Appointment.objects.not_cancelled()
+            .filter(practitioner=user, start__lt=max(r.at + timedelta(minutes=r.duration_minutes) for r in group),
+                    end__gt=min(r.at for r in group))
+            .order_by("start")
+            .values_list("start", "end")
+        )
+        starts = [start for start, _ in booked]
+        for row in group:
+            end = row.at + timedelta(minutes=row.duration_minutes)
+            # Live appointments in the database never overlap each other, so only the last one starting
+            # before this row ends can reach into it.
+            i = bisect_left(starts, end) - 1
+            if i >= 0 and booked[i][1] > row.at:
+                errors.append((row.line, f"appointment at 'at' {_when(row.at, end)} overlaps a live appointment of "
+                                         f"{username} already in the database ({_when(*booked[i])})"))
+    return errors
+
+
+def _database_refusal(exc: Exception) -> str:
+    # The database's own message is not repeated: its DETAIL quotes the row's values.
+    if is_overlap_violation(exc):
+        return "the appointment in 'at' overlaps a live appointment of the same practitioner booked since the file was checked"
+    return "the database refused this row (it conflicts with data written since the file was checked, or a value is out of range)"
 
 
 def import_activity(*, raw_rows: list[tuple[int, dict]], file_name: str = "", actor=None, progress=None) -> ImportResult:
@@ -291,7 +414,12 @@ def import_activity(*, raw_rows: list[tuple[int, dict]], file_name: str = "", ac
         fresh.sort(key=lambda r: (order[r.event], r.at, r.line))
         importer = _Importer(file_name=file_name, actor=actor, result=result)
         for i, row in enumerate(fresh, 1):
-            importer.add(row)
+            try:
+                importer.add(row)
+            except (IntegrityError, DataError) as exc:
+                # The database as the last guard (e.g. a booking made since validation): the whole import is
+                # rolled back and the line named.
+                raise ImportRejected([(row.line, _database_refusal(exc))]) from None
             if progress and i % PROGRESS_EVERY == 0:
                 progress(f"imported {i}/{len(fresh)} new rows")
         importer.link_rearrangements()
@@ -320,15 +448,17 @@ class _Importer:
         username = practitioner_username(raw)
         if username not in self.users:
             User = get_user_model()
-            user = User.objects.filter(username__in=[raw.strip(), username]).first()
+            user = _find_user(raw)
             if user is None:
                 words = raw.strip().split()
                 user = User(username=username, first_name=" ".join(words[:-1])[:150] if len(words) > 1 else "", last_name=words[-1][:150] if words else "")
                 user.set_unusable_password()
                 user.save()
                 self.result.new_practitioners.append(username)
-            if not PractitionerProfile.objects.filter(user=user).exists():
                 PractitionerProfile.objects.create(user=user)
+            elif not PractitionerProfile.objects.filter(user=user).exists():
+                # validate_rows refuses this; never turn an existing (admin) account into a practitioner.
+                raise IntegrityError("an existing account without a practitioner profile")
             self.users[username] = user
         return self.users[username]
 

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from scheduling.codes import AppointmentType
+from scheduling.params import InvalidParameter
 from scheduling.reports import charts, selectors
 from scheduling.reports.exports import report_csv, report_json
 from scheduling.reports.forms import ReportFilterForm
@@ -39,6 +40,26 @@ def _form(request):
     if not form.is_valid():
         return form, None
     return form, form.params().with_settings()
+
+
+def _form_errors_text(form) -> str:
+    """The form's errors, each naming its field, for the 400 page."""
+    parts = []
+    for name, errors in form.errors.items():
+        label = form.fields[name].label if name in form.fields else ""
+        parts.append(f"{label or name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors))
+    return " ".join(parts)
+
+
+def _choice_param(request, name: str, choices, *, label: str) -> str:
+    value = request.GET.get(name, "")
+    if value and value not in choices:
+        raise InvalidParameter(f"{label}: “{value[:40]}” is not one of {', '.join(choices)}.")
+    return value
+
+
+# A wait longer than ten years is not a filter anyone means.
+MAX_WITHIN_DAYS = 3660
 
 
 def rows_url(params, figure: str, **extra) -> str:
@@ -108,7 +129,7 @@ def export(request, fmt: str):
         raise Http404("Exports are CSV or JSON")
     form, params = _form(request)
     if params is None:
-        return HttpResponse("; ".join(" ".join(e) for e in form.errors.values()), status=400, content_type="text/plain")
+        raise InvalidParameter(_form_errors_text(form))
     report = selectors.build_report(params)
     name = f"capacity-{params.date_from.isoformat()}-to-{params.date_to.isoformat()}"
     if fmt == "csv":
@@ -132,9 +153,15 @@ def rows(request):
     """The rows behind one figure, with the same conditions the figure was computed from."""
     _require_reports(request)
     form, params = _form(request)
-    figure = request.GET.get("figure", "")
-    if params is None or figure not in APPOINTMENT_FIGURES | OTHER_FIGURES:
-        raise Http404("Unknown figure or filters")
+    if params is None:
+        raise InvalidParameter(_form_errors_text(form))
+    figure = _choice_param(request, "figure", [*APPOINTMENT_FIGURES, *OTHER_FIGURES], label="figure")
+    if not figure:
+        raise InvalidParameter("figure: choose which figure to list.")
+    bucket = _choice_param(request, "contacts", selectors.CONTACT_BUCKETS, label="contacts")
+    within = request.GET.get("within", "")
+    if within and not (within.isascii() and within.isdigit() and len(within) <= 4 and int(within) <= MAX_WITHIN_DAYS):
+        raise InvalidParameter(f"within: “{within[:40]}” is not a number of days from 0 to {MAX_WITHIN_DAYS}.")
     kind = "appointments"
     total_label, total = "", None
     title = (APPOINTMENT_FIGURES | OTHER_FIGURES)[figure]
@@ -149,8 +176,7 @@ def rows(request):
     elif figure == "pre_assessment":
         kind = "pre_assessment"
         qs = selectors.pre_assessment_rows(params)
-        bucket = request.GET.get("contacts", "")
-        if bucket in selectors.CONTACT_BUCKETS:
+        if bucket:
             qs = qs.filter(selectors.contacts_bucket_q(bucket))
             title += f", {bucket} contact attempts before it"
         qs = qs.select_related("referral__patient", "practitioner").order_by("start", "pk")
@@ -162,8 +188,7 @@ def rows(request):
         else:
             appointment_type = AppointmentType.ASSESSMENT if figure == "wait_assessment" else AppointmentType.TREATMENT
             qs = selectors.first_attended_in_period(params, appointment_type).order_by("start", "pk")
-        within = request.GET.get("within", "")
-        if within.isdigit():
+        if within:
             qs = qs.filter(Q(wait_days__lte=int(within)))
             title += f", within {within} days of referral"
         qs = qs.select_related("referral__patient", "practitioner")
