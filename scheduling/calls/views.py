@@ -101,11 +101,14 @@ def today(request):
 
 
 def _redirect_back(request, anchor: str = ""):
-    params = {
-        k: v
-        for k, v in (("date", request.POST.get("date", "")), ("practitioner", request.POST.get("practitioner", "")))
-        if v
-    }
+    # Only a well-formed day and id go back into the URL: the outcome is already recorded, and an
+    # over-long Location would turn that success into a 400 (DisallowedRedirect), inviting a second click.
+    day, practitioner = request.POST.get("date", ""), request.POST.get("practitioner", "")
+    params = {}
+    if len(day) == 10 and _parse_day(day).isoformat() == day:
+        params["date"] = day
+    if practitioner.isascii() and practitioner.isdigit() and len(practitioner) <= 10:
+        params["practitioner"] = practitioner
     url = reverse("calls:today") + (f"?{urlencode(params)}" if params else "")
     return redirect(url + (f"#{anchor}" if anchor else ""))
 

@@ -65,12 +65,14 @@ def search_referrals(*, user, query: str = "", status: str = "", practitioner_id
         qs = qs.filter(status=status)
     if practitioner_id:
         qs = qs.filter(assigned_practitioner_id=practitioner_id)
-    query = (query or "").strip()
+    # No name is longer than 100 characters; a longer search could only fail (SQLite refuses a LIKE
+    # pattern over 50,000 bytes with a 500) or cost a join per word.
+    query = (query or "").strip()[:200]
     if query:
         digits = query.replace(" ", "")
         if digits.isdigit():
             qs = qs.filter(patient__nhs_number__startswith=digits)
         else:
-            for word in query.split():
+            for word in query.split()[:8]:
                 qs = qs.filter(Q(patient__given_name__icontains=word) | Q(patient__family_name__icontains=word))
     return qs.order_by("-received_on", "-id")
