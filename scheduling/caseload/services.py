@@ -3,7 +3,7 @@
 import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.caseload.audit import record_change
@@ -89,6 +89,24 @@ def register_patient(
     existing = Patient.objects.filter(nhs_number=nhs_number).first()
     if existing is not None:
         raise DuplicatePatient(existing)
+    try:
+        # The unique NHS number is the last guard: two submissions at once both pass the check above.
+        with transaction.atomic():
+            return _create_patient(
+                nhs_number=nhs_number, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth,
+                mobile=mobile, other=other, sms_consent=sms_consent, voicemail_allowed=voicemail_allowed, days=days,
+                times=times, is_demo=is_demo,
+            )
+    except IntegrityError:
+        existing = Patient.objects.filter(nhs_number=nhs_number).first()
+        if existing is None:
+            raise
+        raise DuplicatePatient(existing) from None
+
+
+def _create_patient(
+    *, nhs_number, given_name, family_name, date_of_birth, mobile, other, sms_consent, voicemail_allowed, days, times, is_demo
+) -> Patient:
     return Patient.objects.create(
         nhs_number=nhs_number,
         given_name=given_name.strip(),
