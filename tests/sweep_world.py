@@ -30,6 +30,7 @@ class Caseload:
     attempt: object
     task: object
     message: object | None
+    today: object  # an appointment on today's call list
     patients: list = field(default_factory=list)
 
     def markers(self) -> list[str]:
@@ -78,9 +79,14 @@ def _caseload(tag: str, pwp, admin) -> Caseload:
         detail="Wants a later time", actor=pwp,
     )
     message = OutboundMessage.objects.filter(appointment=appointment).order_by("id").first()
+    # A session on today's call list (09:00 today, past or not), so the list has a booked row and its forms.
+    today_patient = make_patient(given_name=f"Sweep{tag}", family_name=f"Ztoday{tag}")
+    today_referral = make_referral(pwp, patient=today_patient, actor=admin)
+    nine = timezone.localtime().replace(hour=9, minute=0, second=0, microsecond=0)
+    today_appointment = book(today_referral, pwp, nine, actor=admin)
     return Caseload(
         pwp=pwp, booked=booked, waiting=waiting, appointment=appointment, attempt=attempt, task=task, message=message,
-        patients=[booked_patient, waiting_patient],
+        today=today_appointment, patients=[booked_patient, waiting_patient, today_patient],
     )
 
 
@@ -99,5 +105,5 @@ def build_world() -> World:
     other = _caseload("Other", pwp_two, admin)
     covered = _caseload("Covered", pwp_three, admin)
     unassigned = make_referral(None, patient=make_patient(given_name="Sweep", family_name="Zunassigned"), actor=admin)
-    assert Appointment.objects.count() == 3
+    assert Appointment.objects.count() == 6
     return World(own=own, other=other, covered=covered, unassigned=unassigned, admin=admin, manager=manager)

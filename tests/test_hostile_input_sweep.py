@@ -33,6 +33,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from scheduling.reminders.models import MessageTemplate, ReminderRule
+from scheduling.reports.views import APPOINTMENT_FIGURES
 from tests import sweep_stats
 from tests.sweep_world import build_world
 
@@ -75,6 +76,8 @@ def hostile_values(world) -> list[tuple[str, str]]:
 
 
 FAR_VALUES = {"0001-01-01", "9999-12-31", "9999-12-31T23:30:00+00:00"}
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_NAME = re.compile(r"(date|due|^from$|^to$)")
 NON_ASCII_DIGITS = {"٩٤٣٤٧٦٥٩١٩", "９４３４７６５９１９"}
 
 
@@ -403,6 +406,10 @@ def seed_query(name, world) -> dict:
     if name == "booking:course":
         appointment = world.own.appointment
         return {"practitioner": str(world.own.pwp.pk), "start": (appointment.start + (appointment.end - appointment.start) * 4).isoformat()}
+    if name in ("reports:rows", "reports:export"):
+        today = dt.date.today()
+        period = {"date_from": (today - dt.timedelta(weeks=4)).isoformat(), "date_to": today.isoformat()}
+        return {"figure": sorted(APPOINTMENT_FIGURES)[0], **period} if name == "reports:rows" else period
     return {}
 
 
@@ -427,6 +434,13 @@ def sweep_pattern(sweeper: Sweeper, name: str, route: str):
             for param in sorted(names):
                 for value_label, value in values_for(param, str(seed.get(param, "")), hostile):
                     sweeper.request("GET", url, {**seed, param: value}, field=param, value_label=value_label, value=value)
+            # And every date parameter at once (a period from 9999-12-31 to 9999-12-31 passes a "from before to" check).
+            dates = {n for f in own_page.forms if f.method == "get" for n, v in f.fields if ISO_DATE.fullmatch(v)}
+            dates |= {n for n in names if DATE_NAME.search(n)}
+            if len(dates) >= 2:
+                for value_label, value in hostile:
+                    together = {**seed, **{param: value for param in dates}}
+                    sweeper.request("GET", url, together, field="+".join(sorted(dates)), value_label=value_label, value=value)
         # POST every form any role sees on this page, as this role, with the values it was rendered with.
         seen = set()
         for form_role, page in pages.items():
