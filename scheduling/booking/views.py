@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.db import transaction
 from django.utils import timezone
 
 from scheduling.booking import forms
@@ -256,19 +257,21 @@ def new_referral(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            if existing is None or request.POST.get("use_existing") != "1":
-                patient = register_patient(
-                    nhs_number=data["nhs_number"], given_name=data["given_name"], family_name=data["family_name"],
-                    date_of_birth=data["date_of_birth"], mobile_phone=data["mobile_phone"], other_phone=data["other_phone"],
-                    sms_consent=data["sms_consent"], voicemail_allowed=data["voicemail_allowed"],
-                    preferred_days=data["preferred_days"], preferred_times=data["preferred_times"],
+            # One transaction: a referral refused after the patient was registered leaves no patient behind.
+            with transaction.atomic():
+                if existing is None or request.POST.get("use_existing") != "1":
+                    patient = register_patient(
+                        nhs_number=data["nhs_number"], given_name=data["given_name"], family_name=data["family_name"],
+                        date_of_birth=data["date_of_birth"], mobile_phone=data["mobile_phone"], other_phone=data["other_phone"],
+                        sms_consent=data["sms_consent"], voicemail_allowed=data["voicemail_allowed"],
+                        preferred_days=data["preferred_days"], preferred_times=data["preferred_times"],
+                    )
+                else:
+                    patient = existing
+                referral = create_referral(
+                    patient=patient, source=data["source"], received_on=data["received_on"], reason=data["reason"],
+                    assigned_practitioner=data["assigned_practitioner"], actor=request.user,
                 )
-            else:
-                patient = existing
-            referral = create_referral(
-                patient=patient, source=data["source"], received_on=data["received_on"], reason=data["reason"],
-                assigned_practitioner=data["assigned_practitioner"], actor=request.user,
-            )
         except DuplicatePatient as exc:
             duplicate = exc.existing
             form.add_error("nhs_number", "A patient with this NHS number already exists.")
