@@ -32,6 +32,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.reminders.models import MessageTemplate, ReminderRule
 from scheduling.reports.views import APPOINTMENT_FIGURES
 from tests import sweep_stats
@@ -411,8 +412,9 @@ def values_for(field_name: str, default: str, hostile):
 def seed_query(name, world) -> dict:
     """Query strings a page needs to show its form at all (the course page needs a chosen slot)."""
     if name == "booking:course":
-        appointment = world.own.appointment
-        return {"practitioner": str(world.own.pwp.pk), "start": (appointment.start + (appointment.end - appointment.start) * 4).isoformat()}
+        slots = next_free_slots_for_referral(referral=world.own.booked, appointment_type="treatment", respect_preferences=False)
+        start = [s for s in slots if s.practitioner_id == world.own.pwp.pk][-1].start
+        return {"practitioner": str(world.own.pwp.pk), "start": start.isoformat()}
     if name in ("reports:rows", "reports:export"):
         today = dt.date.today()
         period = {"date_from": (today - dt.timedelta(weeks=4)).isoformat(), "date_to": today.isoformat()}
