@@ -18,6 +18,15 @@ def test_a_search_of_100k_characters_gets_an_empty_list_not_a_500(admin_user, re
     assert referral.patient.family_name not in response.content.decode()
 
 
+def test_a_search_or_status_holding_a_nul_gets_an_answer_not_a_500(admin_user, referral):
+    client = Client(raise_request_exception=False)
+    client.force_login(admin_user)
+    assert client.get(reverse("caseload:referral_list"), {"q": "Pat\x00ient"}).status_code == 200
+    response = client.get(reverse("caseload:referral_list"), {"status": "a\x00b"})
+    assert response.status_code == 200
+    assert referral.patient.family_name not in response.content.decode()
+
+
 def test_a_call_outcome_with_an_over_long_return_date_is_recorded_and_redirects_to_the_list(pwp, referral):
     client = Client(raise_request_exception=False)
     client.force_login(pwp)

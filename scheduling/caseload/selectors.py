@@ -62,12 +62,13 @@ def can_view_clinical_notes(user) -> bool:
 def search_referrals(*, user, query: str = "", status: str = "", practitioner_id=None):
     qs = referrals_visible_to(user)
     if status:
-        qs = qs.filter(status=status)
+        # An unknown status matches nothing; it is not sent to the database (PostgreSQL refuses a NUL with a 500).
+        qs = qs.filter(status=status) if status in Referral.Status.values else qs.none()
     if practitioner_id:
         qs = qs.filter(assigned_practitioner_id=practitioner_id)
-    # No name is longer than 100 characters; a longer search could only fail (SQLite refuses a LIKE
-    # pattern over 50,000 bytes with a 500) or cost a join per word.
-    query = (query or "").strip()[:200]
+    # No name is longer than 100 characters or holds a NUL; a longer search could only fail (SQLite
+    # refuses a LIKE pattern over 50,000 bytes, PostgreSQL a NUL, both with a 500) or cost a join per word.
+    query = (query or "").replace("\x00", "").strip()[:200]
     if query:
         digits = query.replace(" ", "")
         if digits.isdigit():
