@@ -105,3 +105,14 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
     db = settings.DATABASES["default"]
     if db["ENGINE"] == "django.db.backends.sqlite3":
         db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The hostile-input sweep's counts (tests/test_hostile_input_sweep.py), for quoting."""
+    from tests import sweep_stats
+
+    lines = sweep_stats.summary_lines()
+    if lines:
+        terminalreporter.section("hostile-input sweep")
+        for line in lines:
+            terminalreporter.write_line(line)

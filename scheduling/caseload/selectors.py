@@ -62,15 +62,18 @@ def can_view_clinical_notes(user) -> bool:
 def search_referrals(*, user, query: str = "", status: str = "", practitioner_id=None):
     qs = referrals_visible_to(user)
     if status:
-        qs = qs.filter(status=status)
+        # An unknown status matches nothing; it is not sent to the database (PostgreSQL refuses a NUL with a 500).
+        qs = qs.filter(status=status) if status in Referral.Status.values else qs.none()
     if practitioner_id:
         qs = qs.filter(assigned_practitioner_id=practitioner_id)
-    query = (query or "").strip()
+    # No name is longer than 100 characters or holds a NUL; a longer search could only fail (SQLite
+    # refuses a LIKE pattern over 50,000 bytes, PostgreSQL a NUL, both with a 500) or cost a join per word.
+    query = (query or "").replace("\x00", "").strip()[:200]
     if query:
         digits = query.replace(" ", "")
         if digits.isdigit():
             qs = qs.filter(patient__nhs_number__startswith=digits)
         else:
-            for word in query.split():
+            for word in query.split()[:8]:
                 qs = qs.filter(Q(patient__given_name__icontains=word) | Q(patient__family_name__icontains=word))
     return qs.order_by("-received_on", "-id")
