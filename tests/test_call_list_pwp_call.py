@@ -102,8 +102,11 @@ def test_todays_call_back_is_said_on_the_to_reach_row_which_leads_to_the_timed_r
     reach = row_html(html, f"referral-{referral.pk}")
     assert "Call back requested for Tue 10 Mar 18:00" in reach
     # One place to log the call: the timed row has the buttons, the to-reach row links to it.
-    assert "Log the call to" not in reach and f'href="#callback-{request.pk}"' in reach
-    assert f'id="callback-{request.pk}"' in html
+    link = re.search(r'<a href="([^"]+)">Go to the call back</a>', reach).group(1).replace("&amp;", "&")
+    assert "Log the call to" not in reach and link.endswith(f"#callback-{request.pk}")
+    # Followed (also after htmx swapped only this row): the list that has the call-back row.
+    landed = client.get(link.split("#")[0]).content.decode()
+    assert "Log the call to" in row_html(landed, f"callback-{request.pk}")
 
 
 def test_the_referral_page_says_when_a_call_back_was_requested(client, pwp, referral):

@@ -74,6 +74,7 @@ def _urls(user):
         # The note box only for those who write clinical notes (PWPs); the service checks again.
         "may_write_notes": user.has_perm("scheduling.add_clinicalnote"),
         "note_max_length": ClinicalNote.MAX_LENGTH,
+        "list_url": reverse("calls:today"),
         "log_url": reverse("calls:log"),
         "undo_url": reverse("calls:undo"),
         "invite_url": reverse("calls:invite"),
