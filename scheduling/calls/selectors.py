@@ -418,7 +418,7 @@ def callbacks_on(*, practitioner, day, viewer=None, now=None, policy=None, reque
     today = timezone.localdate(now)
     rows = []
     for request in requests:
-        info = AttemptInfo(*[getattr(request, "pk" if f == "pk" else f) for f in _ATTEMPT_FIELDS])
+        info = AttemptInfo(*[getattr(request, f) for f in _ATTEMPT_FIELDS])
         answer = next(
             (
                 t for t in later.get(request.referral_id, [])
