@@ -218,7 +218,7 @@ def test_an_invitation_made_by_a_later_failed_call_is_said_with_its_number_and_t
 ):
     fail_policy_attempts_outside_the_list(referral, pwp)
     [row] = people_to_reach(practitioner=pwp, viewer=pwp)
-    assert row.invitation_needed and "Another unanswered call records it too." in row.next_step
+    assert row.invitation_needed and "Another failed call records it too." in row.next_step
     click(referral, CallButton.NO_ANSWER, pwp)
     invitation = OptInInvitation.objects.get(referral=referral)
     number = display_phone(referral.patient.mobile_phone)
@@ -226,7 +226,7 @@ def test_an_invitation_made_by_a_later_failed_call_is_said_with_its_number_and_t
     client.force_login(pwp)
     row = row_html(client.get(URL).content.decode(), f"referral-{referral.pk}")
     assert "4 of 3" not in row
-    assert "3 of 3 policy attempts failed, then 1 more unanswered call" in row
+    assert "3 of 3 policy attempts failed, then 1 more failed call" in row
     assert f"opt-in invitation due Tue 10 Mar 10:00, to be texted to {number}" in row
     mark_opt_in_invitation_sent(invitation=invitation, sent_at=NOW + timedelta(minutes=1))
     row = row_html(client.get(URL).content.decode(), f"referral-{referral.pk}")

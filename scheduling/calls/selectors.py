@@ -177,7 +177,7 @@ class PersonToReach:
     invitation_needed: bool = False
     book_url: str = ""
     failed_parts: list = field(default_factory=list)
-    extra_failed: int = 0  # unanswered calls after the policy's attempts were used up (not counted against it)
+    extra_failed: int = 0  # failed calls after the policy's attempts were used up (not counted against it)
     number_wrong: bool = False
     callback: AttemptInfo | None = None
     callback_on_timed_list: bool = False  # today's call-back row (with the timed calls) carries the buttons
@@ -640,7 +640,7 @@ def people_to_reach(
             row.reason = f"All {policy.max_attempts} policy attempts failed."
             row.next_step = (
                 "Record the opt-in invitation (texted at once if the patient can be texted). "
-                "Another unanswered call records it too."
+                "Another failed call records it too."
             )
             row.invitation_needed = True
         else:
