@@ -2,7 +2,9 @@
 
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
 from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours  # noqa: F401
-from scheduling.calls.models import CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation  # noqa: F401
+from scheduling.calls.models import (  # noqa: F401
+    CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation, WrongNumberMark,
+)
 from scheduling.caseload.models import (  # noqa: F401
     AdminTask,
     AuditEntry,

@@ -1,9 +1,14 @@
-"""Real headless Chromium: a demo PWP records "No answer" on the call list, with and without JavaScript."""
+"""Real headless Chromium: a demo PWP records "No answer" on the call list, with and without JavaScript, and a
+call from start to finish (call back, wrong number, decline, then the admin worklist)."""
+
+from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from scheduling.calls.models import ContactAttempt
+from scheduling.reminders.models import OutboundMessage
 from scheduling.demo import DEMO_PASSWORD, DemoBuilder
 from tests.factories import make_referral
 
@@ -69,5 +74,57 @@ def test_no_answer_works_as_a_plain_form_post_without_javascript(
     ).click()
     wait_for(driver, lambda d: "Recorded: No answer." in d.find_element(By.CSS_SELECTOR, ".messages").text)
     assert f"#referral-{referral.pk}" in driver.current_url
-    assert "1 of 3 policy attempts failed" in driver.find_element(By.ID, f"referral-{referral.pk}").text
+    row_text = driver.find_element(By.ID, f"referral-{referral.pk}").text
+    assert "1 of 3 policy attempts failed" in row_text
+    # The result is where the browser jumped to: inside the row, not only at the top of the page.
+    assert "Recorded: No answer." in row_text
     assert ContactAttempt.objects.filter(referral=referral, outcome="no_answer", practitioner=alex).count() == 1
+
+
+def test_a_pwps_call_from_call_back_to_wrong_number_to_decline_reaches_the_admin_worklist(
+    browser, live_server, demo_pwp_with_a_referral
+):
+    from selenium.webdriver.common.by import By
+
+    alex, referral = demo_pwp_with_a_referral
+    row_id = f"referral-{referral.pk}"
+    sign_in(browser, live_server, alex.username)
+    wait_for(browser, lambda d: d.find_elements(By.ID, row_id))
+
+    # "Call back requested" for 18:00 tomorrow (always in the future, whenever the test runs).
+    tomorrow = timezone.localdate() + timedelta(days=1)
+    row = browser.find_element(By.ID, row_id)
+    row.find_element(By.CSS_SELECTOR, ".callback-form summary").click()
+    picker = row.find_element(By.CSS_SELECTOR, "input[name=callback_at]")
+    browser.execute_script("arguments[0].value = arguments[1];", picker, f"{tomorrow:%Y-%m-%d}T18:00")
+    row.find_element(By.CSS_SELECTOR, "button[value=callback]").click()
+    wait_for(browser, lambda d: "Recorded: Call back requested." in d.find_element(By.ID, row_id).text)
+    request = ContactAttempt.objects.get(referral=referral, outcome="callback_requested")
+    assert f"Call back requested for {tomorrow:%a} {tomorrow.day} {tomorrow:%b} 18:00" in browser.find_element(
+        By.ID, row_id
+    ).text
+
+    # That day's list has the person at 18:00, labelled "Call back".
+    browser.find_element(By.CSS_SELECTOR, ".day-nav a[rel=next]").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, f"callback-{request.pk}"))
+    callback_title = browser.find_element(By.ID, f"callback-{request.pk}-title").text
+    assert "18:00" in callback_title and "Call back" in callback_title and referral.patient.full_name in callback_title
+
+    # Back to today: "Wrong number" and the row says so; nothing is queued to that number.
+    browser.find_element(By.CSS_SELECTOR, ".day-nav a[rel=prev]").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, row_id))
+    browser.find_element(By.ID, row_id).find_element(By.CSS_SELECTOR, "button[value=wrong_number]").click()
+    wait_for(browser, lambda d: "Number wrong: waiting for a new number." in d.find_element(By.ID, row_id).text)
+    assert not OutboundMessage.objects.filter(patient=referral.patient, status="scheduled").exists()
+
+    # "Patient declined": admin staff see "discharge: declined" on the worklist.
+    browser.find_element(By.ID, row_id).find_element(By.CSS_SELECTOR, "button[value=declined]").click()
+    wait_for(browser, lambda d: "Recorded: Patient declined." in d.find_element(By.ID, row_id).text)
+    browser.delete_all_cookies()
+    sign_in(browser, live_server, "admin.sam")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "main, body"))
+    browser.get(live_server.url + reverse("booking:worklist"))
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table.worklist"))
+    items = [tr.text for tr in browser.find_elements(By.CSS_SELECTOR, "tr.worklist-item") if referral.patient.full_name in tr.text]
+    assert len([text for text in items if "discharge: declined" in text]) == 1, items
+    assert not [text for text in items if "book the assessment" in text], items

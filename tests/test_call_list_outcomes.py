@@ -230,7 +230,7 @@ def test_a_call_back_request_is_due_at_the_time_asked_for(frozen, pwp, admin_use
     click(referral, CallButton.CALLBACK, pwp, callback_at=NOW + timedelta(hours=5))
     [row] = people_to_reach(practitioner=pwp, viewer=pwp)
     assert row.due_at == NOW + timedelta(hours=5)
-    assert "called back" in row.reason
+    assert "Call back requested for Tue 10 Mar 15:00" in row.reason
 
 
 # --- the contact policy, end to end ----------------------------------------------------------

@@ -15,7 +15,8 @@ from tests.factories import london, make_referral
 
 pytestmark = pytest.mark.django_db
 NOW = london(2026, 3, 10, 15, 0)
-QUERY_BOUND = 24
+# Call-backs, numbers marked wrong and notes on calls (issue 13) cost a few fixed queries more.
+QUERY_BOUND = 30
 OUTCOMES = ["no_answer", "voicemail", "busy", "answered", "wrong_number", "callback_requested"]
 
 

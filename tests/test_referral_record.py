@@ -244,7 +244,8 @@ def grow(referral, pwp, admin_user, *, n: int, week: int):
     other = make_user(f"former.{week}", roles.PWP)
     assign_practitioner(referral=referral, practitioner=other, actor=admin_user)
     assign_practitioner(referral=referral, practitioner=pwp, actor=admin_user)
-    record_call_outcome(referral=referral, button=CallButton.WRONG_NUMBER, actor=pwp)
+    # Minutes apart each week: the same click within SAME_SUBMISSION_WINDOW would be recorded once.
+    record_call_outcome(referral=referral, button=CallButton.WRONG_NUMBER, actor=pwp, now=NOW - timedelta(minutes=5 * week))
 
 
 def count_queries(client, referral) -> int:

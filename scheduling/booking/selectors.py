@@ -395,7 +395,7 @@ def _suggested_discharge_items(*, now) -> list[WorklistItem]:
     from scheduling.calls.selectors import referrals_suggested_for_discharge
 
     items = []
-    for referral in referrals_suggested_for_discharge(now=now):
+    for referral in referrals_suggested_for_discharge(now=now, include_declined=True):
         invitation = referral.opt_in_invitation
         items.append(WorklistItem(
             kind="suggest_discharge",
@@ -414,7 +414,7 @@ def _unbooked_referral_items(*, now) -> list[WorklistItem]:
     from scheduling.calls.selectors import referrals_suggested_for_discharge
 
     # A referral suggested for discharge is listed once, under that suggestion.
-    suggested = {r.pk for r in referrals_suggested_for_discharge(now=now)}
+    suggested = {r.pk for r in referrals_suggested_for_discharge(now=now, include_declined=True)}
     items = []
     for referral in referrals_without_assessment().exclude(pk__in=suggested):
         contacted = referral.status == Referral.Status.CONTACTED

@@ -124,6 +124,9 @@ class OptInInvitation(models.Model):
     deadline = models.DateField(help_text="After this day with no contact, discharge is suggested.")
     sms_possible = models.BooleanField(default=False, help_text="Whether the patient could be sent an SMS when it fell due.")
     sent_at = models.DateTimeField(null=True, blank=True)
+    # The mobile number it is (or was) to be texted to, as it was when it fell due, so the row can say
+    # where it went even after the number is changed. Blank when no SMS was possible.
+    sms_to = models.CharField(max_length=16, blank=True)
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
     recorded_at = models.DateTimeField(default=timezone.now)
     # Withdrawn when the attempt that made it due is undone. Never deleted.
@@ -138,6 +141,37 @@ class OptInInvitation(models.Model):
 
     def __str__(self):
         return f"Opt-in invitation for referral {self.referral_id}, reply by {self.deadline:%d %b %Y}"
+
+
+class WrongNumberMarkQuerySet(models.QuerySet):
+    def in_force(self):
+        """Marks whose attempt still counts and whose numbers are still the patient's numbers: a change of
+        either number (a correction) ends the mark without anyone having to clear it."""
+        return self.filter(
+            attempt__undo__isnull=True,
+            mobile_phone=models.F("patient__mobile_phone"),
+            other_phone=models.F("patient__other_phone"),
+        )
+
+
+class WrongNumberMark(models.Model):
+    """A call found the patient's number wrong or not in service. The numbers on record at that moment are
+    kept with it: while they are unchanged nothing is texted to the patient; once someone corrects them the
+    mark no longer applies. Never edited or deleted (undoing the attempt ends it too)."""
+
+    attempt = models.OneToOneField(ContactAttempt, on_delete=models.PROTECT, related_name="wrong_number_mark")
+    patient = models.ForeignKey("scheduling.Patient", on_delete=models.PROTECT, related_name="wrong_number_marks")
+    mobile_phone = models.CharField(max_length=16, blank=True)
+    other_phone = models.CharField(max_length=16, blank=True)
+    marked_at = models.DateTimeField(default=timezone.now)
+
+    objects = WrongNumberMarkQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["patient", "marked_at"])]
+
+    def __str__(self):
+        return f"Number marked wrong (attempt {self.attempt_id})"
 
 
 class CallOutcomeEffect(models.Model):

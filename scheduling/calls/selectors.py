@@ -10,11 +10,18 @@ from django.utils import timezone
 
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
-from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation
+from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation, WrongNumberMark
 from scheduling.calls.policy import LONDON, PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
-from scheduling.calls.services import DEFAULT_TRIES_BEFORE_DNA, CallButton, POLICY_FAILED_OUTCOMES, UNANSWERED_OUTCOMES
-from scheduling.caseload.models import AdminTask, CaseloadCover, PractitionerProfile, Referral
-from scheduling.caseload.selectors import can_view_all_caseloads
+from scheduling.calls.services import (
+    DEFAULT_TRIES_BEFORE_DNA,
+    POLICY_FAILED_OUTCOMES,
+    UNANSWERED_OUTCOMES,
+    CallButton,
+    action_label,
+)
+from scheduling.caseload.models import AdminTask, CaseloadCover, ClinicalNote, PractitionerProfile, Referral
+from scheduling.caseload.phones import display_phone
+from scheduling.caseload.selectors import can_view_all_caseloads, can_view_clinical_notes
 from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
 
 Status = Referral.Status
@@ -35,7 +42,9 @@ class AttemptInfo:
     callback_at: datetime | None
     recorded_by_id: int | None
     recorded_at: datetime
+    practitioner_id: int | None = None
     button: str = ""
+    note: str = ""  # the clinical note written with it, for a viewer who may read notes
 
     @property
     def outcome_label(self) -> str:
@@ -44,16 +53,42 @@ class AttemptInfo:
     @property
     def action_label(self) -> str:
         """What was clicked ("Patient wants to rearrange"), else the call outcome."""
-        if self.button == CallButton.SPOKE and self.appointment_id is None:
-            return "Spoke to patient"
-        return CallButton(self.button).label if self.button in CallButton.values else self.outcome_label
+        if self.button in CallButton.values:
+            return action_label(self.button, on_appointment=self.appointment_id is not None)
+        return self.outcome_label
 
     @property
     def was_successful(self) -> bool:
         return self.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES
 
 
-_ATTEMPT_FIELDS = ["pk", "attempted_at", "outcome", "appointment_id", "callback_at", "recorded_by_id", "recorded_at"]
+_ATTEMPT_FIELDS = [
+    "pk", "attempted_at", "outcome", "appointment_id", "callback_at", "recorded_by_id", "recorded_at", "practitioner_id",
+]
+
+
+def _add_notes(attempts, viewer) -> None:
+    """Put on each attempt the clinical note written with it (its latest version), for a viewer who may read
+    clinical notes (never admin staff). One query for the whole list."""
+    attempts = [a for a in attempts if a is not None]
+    if not attempts or viewer is None or not can_view_clinical_notes(viewer):
+        return
+    texts = dict(
+        ClinicalNote.objects.filter(contact_attempt_id__in={a.pk for a in attempts})
+        .order_by("written_at", "id")
+        .values_list("contact_attempt_id", "text")
+    )
+    for attempt in attempts:
+        attempt.note = texts.get(attempt.pk, "")
+
+
+def number_marked_wrong(patient) -> bool:
+    """A call found this patient's numbers (as they still are) wrong or not in service."""
+    return WrongNumberMark.objects.in_force().filter(patient_id=patient.pk).exists()
+
+
+def patients_with_wrong_numbers(patient_ids) -> set[int]:
+    return set(WrongNumberMark.objects.in_force().filter(patient_id__in=patient_ids).values_list("patient_id", flat=True))
 
 
 def _attempts_by(qs, key: str):
@@ -94,8 +129,13 @@ class BookedCall:
     state: str  # upcoming, now, past (no outcome yet), done (has an outcome)
     last_attempt: AttemptInfo | None
     undo: Undoable | None
+    number_wrong: bool = False
 
     kind = "booked"
+
+    @property
+    def sort_at(self) -> datetime:
+        return self.appointment.start
 
     @property
     def patient(self):
@@ -137,8 +177,16 @@ class PersonToReach:
     invitation_needed: bool = False
     book_url: str = ""
     failed_parts: list = field(default_factory=list)
+    extra_failed: int = 0  # failed calls after the policy's attempts were used up (not counted against it)
+    number_wrong: bool = False
+    callback: AttemptInfo | None = None
+    callback_on_timed_list: bool = False  # today's call-back row (with the timed calls) carries the buttons
 
     kind = "reach"
+
+    @property
+    def callback_row_id(self) -> str:
+        return f"callback-{self.callback.pk}" if self.callback else ""
 
     @property
     def patient(self):
@@ -172,6 +220,48 @@ class PersonToReach:
 
 
 @dataclass
+class CallBack:
+    """A call back the patient asked for, on the list of whoever took that call, at the time asked for."""
+
+    request: AttemptInfo
+    referral: Referral
+    appointment: Appointment | None
+    age: int
+    state: str  # upcoming, now, past (not called back), done (a call was logged after the request)
+    answer: AttemptInfo | None
+    undo: Undoable | None
+    number_wrong: bool = False
+
+    kind = "callback"
+
+    @property
+    def patient(self):
+        return self.referral.patient
+
+    @property
+    def row_id(self) -> str:
+        return f"callback-{self.request.pk}"
+
+    @property
+    def sort_at(self) -> datetime:
+        return self.request.callback_at
+
+    @property
+    def last_attempt(self) -> AttemptInfo | None:
+        return self.answer
+
+    @property
+    def state_label(self) -> str:
+        if self.state == "done":
+            return f"Done: {self.answer.action_label}"
+        return {"upcoming": "Upcoming", "now": "Due now", "past": "Past: not called back"}[self.state]
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != "done"
+
+
+@dataclass
 class CallList:
     practitioner: object
     day: object
@@ -179,6 +269,12 @@ class CallList:
     booked: list
     to_reach: list
     policy: ContactPolicy
+    callbacks: list = field(default_factory=list)
+
+    @property
+    def timed(self) -> list:
+        """Booked sessions and call-backs together, in time order."""
+        return sorted([*self.booked, *self.callbacks], key=lambda row: (row.sort_at, row.kind, row.row_id))
 
 
 def local_day_bounds(day):
@@ -244,6 +340,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     )
     # Latest attempt on each referral (any appointment or none), to offer undo only on the latest.
     latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
+    wrong = patients_with_wrong_numbers({a.referral.patient_id for a in appointments})
     rows = []
     for a in appointments:
         attempts = by_appointment.get(a.pk, [])
@@ -280,8 +377,79 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
                 state=state,
                 last_attempt=last,
                 undo=undo,
+                number_wrong=a.referral.patient_id in wrong,
             )
         )
+    _add_notes([row.last_attempt for row in rows], viewer)
+    return rows
+
+
+def callbacks_on(*, practitioner, day, viewer=None, now=None, policy=None, request_ids=None) -> list[CallBack]:
+    """Call backs asked for on `day` on the calls `practitioner` took (they made the promise), in time order.
+    One is done once any call is logged on the referral after it. A fixed number of queries."""
+    now = now or timezone.now()
+    policy = policy or ContactPolicy.current()
+    requests = ContactAttempt.objects.effective().filter(outcome=Outcome.CALLBACK_REQUESTED)
+    if request_ids is not None:
+        requests = requests.filter(pk__in=request_ids)
+    else:
+        start, end = local_day_bounds(day)
+        requests = requests.filter(practitioner=practitioner, callback_at__gte=start, callback_at__lt=end).exclude(
+            referral__status=Status.DISCHARGED
+        )
+    requests = list(
+        requests.select_related("referral__patient", "appointment").order_by("callback_at", "id")
+    )
+    if not requests:
+        return []
+    referral_ids = {r.referral_id for r in requests}
+    later = {}
+    for row in (
+        ContactAttempt.objects.effective()
+        .filter(referral_id__in=referral_ids, attempted_at__gte=min(r.attempted_at for r in requests))
+        .order_by("attempted_at", "id")
+        .values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id")
+    ):
+        info = AttemptInfo(*row[:-2])
+        info.button = row[-2] or ""
+        later.setdefault(row[-1], []).append(info)
+    latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
+    wrong = patients_with_wrong_numbers({r.referral.patient_id for r in requests})
+    today = timezone.localdate(now)
+    rows = []
+    for request in requests:
+        info = AttemptInfo(*[getattr(request, f) for f in _ATTEMPT_FIELDS])
+        answer = next(
+            (
+                t for t in later.get(request.referral_id, [])
+                if (t.attempted_at, t.pk) > (request.attempted_at, request.pk)
+            ),
+            None,
+        )
+        if answer is not None:
+            state = "done"
+        elif timezone.localdate(request.callback_at) < today:
+            state = "past"
+        elif now >= request.callback_at - EARLIEST_OUTCOME_BEFORE_START:
+            state = "now"
+        else:
+            state = "upcoming"
+        undo = None
+        if answer is not None and latest.get(request.referral_id) and latest[request.referral_id].pk == answer.pk:
+            undo = _undoable(latest[request.referral_id], viewer=viewer, now=now, policy=policy)
+        rows.append(
+            CallBack(
+                request=info,
+                referral=request.referral,
+                appointment=request.appointment,
+                age=request.referral.patient.age_on(timezone.localdate(request.callback_at)),
+                state=state,
+                answer=answer,
+                undo=undo,
+                number_wrong=request.referral.patient_id in wrong,
+            )
+        )
+    _add_notes([row.answer for row in rows], viewer)
     return rows
 
 
@@ -380,6 +548,7 @@ def people_to_reach(
     invitations = {}
     for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
         invitations[invitation.referral_id] = invitation  # the latest wins
+    wrong = patients_with_wrong_numbers({r.patient_id for r in referrals})
     rows = []
     for referral in referrals:
         attempts = recent.get(referral.pk, [])
@@ -409,19 +578,29 @@ def people_to_reach(
             due_at=now,
             reason="",
             next_step="",
-            failed_attempts=len(failed),
+            # The policy's count stops at its number of attempts; any further failed calls are told apart.
+            failed_attempts=min(len(failed), policy.max_attempts),
+            extra_failed=max(0, len(failed) - policy.max_attempts),
             max_attempts=policy.max_attempts,
             attempts_for_referral=counts.get(referral.pk, 0),
             invitation=invitation,
             last_attempt=last,
             spoken_to=spoken,
             failed_parts=failed_parts,
+            number_wrong=patient.pk in wrong,
+            callback=callback,
         )
         if spoken:
             row.due_at = last.attempted_at
             if last.outcome == Outcome.DECLINED:
+                row.suggested_end_code = _declined_end_code(
+                    status=referral.status, assessment_started=referral.assessment_started
+                )
                 row.reason = "Spoke to the patient: they declined."
-                row.next_step = "Admin staff discharge the referral."
+                row.next_step = (
+                    f"On the admin worklist as “discharge: declined” (suggested end code {row.suggested_end_code}, "
+                    f"{EndOfCare(row.suggested_end_code).label.lower()})."
+                )
             else:
                 row.reason = "Spoke to the patient."
                 row.next_step = (
@@ -440,24 +619,29 @@ def people_to_reach(
                 row.next_step = f"Suggest discharge: unable to contact (NHS end code {row.suggested_end_code})."
             else:
                 row.due_at = datetime.combine(invitation.deadline, time(23, 59), tzinfo=LONDON)
-                sent = (
-                    "sent"
-                    if invitation.sent_at
-                    else (
-                        "due to be sent by SMS"
-                        if patient.can_receive_sms
-                        else "due, but no SMS can be sent (no consent, opted out or no mobile): write or ring"
-                    )
-                )
-                row.reason = f"{len(failed)} attempts failed; opt-in invitation {sent}."
+                row.reason = f"All {policy.max_attempts} policy attempts failed; {_invitation_text(invitation, row)}."
                 row.next_step = f"Wait for the patient to get in touch by {invitation.deadline:%a %d %b %Y}."
         elif callback is not None:
+            # A call-back request is a successful contact: the policy's count starts again, and the call at
+            # the time asked for is the next attempt (on the timed calls of the day, for whoever took it).
             row.due_at = callback.callback_at
-            row.reason = f"Asked to be called back at {_fmt_local(callback.callback_at)}."
-            row.next_step = "Ring back at the time they asked for."
+            row.reason = f"Call back requested for {_fmt_local(callback.callback_at)}."
+            callback_day = timezone.localdate(callback.callback_at)
+            row.callback_on_timed_list = callback_day == today and callback.practitioner_id == practitioner_id_of(
+                practitioner
+            )
+            if row.callback_on_timed_list:
+                row.next_step = f"Ring back at {callback.callback_at.astimezone(LONDON):%H:%M}: listed with today's timed calls."
+            elif callback_day < today:
+                row.next_step = "Not called back yet: ring back now."
+            else:
+                row.next_step = "Ring back at the time they asked for."
         elif len(failed) >= policy.max_attempts:
-            row.reason = f"All {policy.max_attempts} attempts failed."
-            row.next_step = "Record the opt-in invitation (sent by SMS if the patient consents)."
+            row.reason = f"All {policy.max_attempts} policy attempts failed."
+            row.next_step = (
+                "Record the opt-in invitation (texted at once if the patient can be texted). "
+                "Another failed call records it too."
+            )
             row.invitation_needed = True
         else:
             if failed:
@@ -494,8 +678,25 @@ def people_to_reach(
             row.undo = _undoable(latest[row.referral.pk], viewer=viewer, now=now, policy=policy)
     for row in rows:
         row.due_now = row.due_at <= now
+    _add_notes([row.last_attempt for row in rows], viewer)
     rows.sort(key=lambda r: (r.due_at, r.referral.received_on, r.referral.pk))
     return rows
+
+
+def practitioner_id_of(practitioner):
+    return getattr(practitioner, "pk", practitioner)
+
+
+def _invitation_text(invitation: OptInInvitation, row: PersonToReach) -> str:
+    """When, and to which number, the opt-in invitation went (or why it could not)."""
+    if invitation.sent_at and invitation.sms_to:
+        return f"opt-in invitation texted to {display_phone(invitation.sms_to)} on {_fmt_local(invitation.sent_at)}"
+    if invitation.sent_at:
+        return f"opt-in invitation texted on {_fmt_local(invitation.sent_at)}"
+    if invitation.sms_possible and invitation.sms_to and not row.number_wrong:
+        return f"opt-in invitation due {_fmt_local(invitation.due_at)}, to be texted to {display_phone(invitation.sms_to)}"
+    why = "the number was marked wrong" if row.number_wrong else "no consent, opted out or no mobile"
+    return f"opt-in invitation recorded {_fmt_local(invitation.due_at)}, but no SMS can be sent ({why}): write or ring"
 
 
 def call_list(*, practitioner, day, viewer=None, now=None) -> CallList:
@@ -509,6 +710,7 @@ def call_list(*, practitioner, day, viewer=None, now=None) -> CallList:
         booked=booked_calls(practitioner=practitioner, day=day, viewer=viewer, now=now, policy=policy),
         to_reach=people_to_reach(practitioner=practitioner, viewer=viewer, now=now, policy=policy) if is_today else [],
         policy=policy,
+        callbacks=callbacks_on(practitioner=practitioner, day=day, viewer=viewer, now=now, policy=policy),
     )
 
 

@@ -13,10 +13,18 @@ from scheduling.booking.services import (
     correct_appointment_outcome,
     record_appointment_outcome,
 )
-from scheduling.calls.models import CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation
-from scheduling.calls.signals import opt_in_invitation_due
+from scheduling.calls.models import (
+    CallOutcomeEffect,
+    ContactAttempt,
+    ContactAttemptUndo,
+    ContactPolicy,
+    OptInInvitation,
+    WrongNumberMark,
+)
+from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
 from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, PractitionerProfile, Referral
+from scheduling.caseload.models import AdminTask, Patient, PractitionerProfile, Referral
+from scheduling.caseload.notes import can_write_notes, text_problem, write_note
 from scheduling.caseload.services import (
     advance_referral_to,
     raise_admin_task,
@@ -111,6 +119,14 @@ class CallButton(TextChoices):
     DECLINED = "declined", "Patient declined"
 
 
+def action_label(button: str, *, on_appointment: bool) -> str:
+    """The words for a click, as the row it was made on says them: "Spoke – session held" only where
+    there is a session."""
+    if button == CallButton.SPOKE and not on_appointment:
+        return "Spoke to patient"
+    return CallButton(button).label
+
+
 BUTTON_OUTCOMES = {
     CallButton.SPOKE: Outcome.ANSWERED,
     CallButton.NO_ANSWER: Outcome.NO_ANSWER,
@@ -152,18 +168,23 @@ def policy_attempts_since_last_contact(referral) -> list[ContactAttempt]:
 
 
 def _maybe_invite_to_opt_in(*, referral, attempt, actor, policy: ContactPolicy, now) -> OptInInvitation | None:
+    """The policy's rule: once its attempts have all failed, the invitation is due at once (the SMS is
+    queued by the reminders capability), whether the last failed call or the button records it."""
     failed = policy_attempts_since_last_contact(referral)
     if len(failed) < policy.max_attempts:
         return None
     already = OptInInvitation.objects.active().filter(referral=referral, due_at__gte=failed[0].attempted_at).exists()
     if already:
         return None
+    patient = referral.patient
+    sms_possible = patient.can_receive_sms and not WrongNumberMark.objects.in_force().filter(patient=patient).exists()
     invitation = OptInInvitation.objects.create(
         referral=referral,
         attempt=attempt,
         due_at=now,
         deadline=timezone.localdate(now) + timedelta(days=policy.opt_in_days),
-        sms_possible=referral.patient.can_receive_sms,
+        sms_possible=sms_possible,
+        sms_to=patient.mobile_phone if sms_possible else "",
         recorded_by=actor,
         recorded_at=now,
     )
@@ -229,8 +250,14 @@ def _first_submission(*, referral, appointment, actor, button, callback_at, now)
     )
 
 
-def _refusals(*, button, appointment, callback_at, now) -> dict:
+def _refusals(*, button, appointment, callback_at, now, clinical_note="", may_write_note=True) -> dict:
     errors = {}
+    if clinical_note:
+        problem = text_problem(clinical_note)
+        if problem:
+            errors["clinical_note"] = problem
+        elif not may_write_note:
+            errors["clinical_note"] = "Note: you cannot write clinical notes on this referral; nothing was recorded."
     if button == CallButton.REARRANGE and appointment is None:
         errors["button"] = "Rearranging needs a booked appointment."
     if button == CallButton.CALLBACK and callback_at is None:
@@ -264,6 +291,7 @@ def record_call_outcome(
     appointment: Appointment | None = None,
     callback_at=None,
     note: str = "",
+    clinical_note: str = "",
     now=None,
 ) -> ContactAttempt:
     """One click on the call list: record the attempt (by `actor`, now) and make the state change it means.
@@ -272,12 +300,16 @@ def record_call_outcome(
     - no answer / voicemail / engaged at a booked session: after the practitioner's `tries_before_dna`
       such tries within the slot, the appointment is did not attend (3);
     - a failed first-contact attempt that uses up the contact policy makes an opt-in invitation due;
-    - wrong number raises a WRONG_NUMBER admin task; wants to rearrange raises a REARRANGE_REQUEST task.
+    - wrong number raises a WRONG_NUMBER admin task and marks the patient's numbers wrong (their pending
+      texts are cancelled and none is sent until the numbers change); wants to rearrange raises a
+      REARRANGE_REQUEST task;
+    - a clinical note, if given, is written on the referral linked to the attempt, in the same transaction.
 
     The same click sent again within SAME_SUBMISSION_WINDOW (also several at once) is recorded once: every
     copy returns the first attempt and changes nothing more.
     """
     now = now or timezone.now()
+    clinical_note = (clinical_note or "").strip()
     if button not in CallButton.values:
         raise ValidationError({"button": f"'{button}' is not a call-list outcome."})
     if appointment is not None and appointment.referral_id != referral.pk:
@@ -295,7 +327,10 @@ def record_call_outcome(
             return first
         if appointment is not None:
             appointment.refresh_from_db()  # its outcome as it is now, not as the page saw it
-        errors = _refusals(button=button, appointment=appointment, callback_at=callback_at, now=now)
+        errors = _refusals(
+            button=button, appointment=appointment, callback_at=callback_at, now=now, clinical_note=clinical_note,
+            may_write_note=not clinical_note or can_write_notes(actor, referral),
+        )
         if errors:
             raise ValidationError(errors)
         outcome_before = appointment.outcome if appointment is not None else ""
@@ -303,6 +338,8 @@ def record_call_outcome(
             referral=referral, practitioner=actor, outcome=BUTTON_OUTCOMES[CallButton(button)], actor=actor,
             appointment=appointment, attempted_at=now, callback_at=callback_at, note=note,
         )
+        if clinical_note:
+            write_note(referral=referral, author=actor, text=clinical_note, contact_attempt=attempt)
         task = None
         if appointment is not None and button == CallButton.SPOKE:
             record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.ATTENDED, actor=actor, at=now)
@@ -321,6 +358,13 @@ def record_call_outcome(
                     appointment=appointment, outcome=AttendanceOutcome.DID_NOT_ATTEND, actor=actor, at=now
                 )
         if button == CallButton.WRONG_NUMBER:
+            # Before any invitation below: it must find the number wrong and queue nothing to it.
+            patient = Patient.objects.get(pk=referral.patient_id)  # the numbers as they are now
+            WrongNumberMark.objects.create(
+                attempt=attempt, patient=patient, mobile_phone=patient.mobile_phone, other_phone=patient.other_phone,
+                marked_at=now,
+            )
+            number_marked_wrong.send(sender=Referral, patient=patient, actor=actor)
             task = raise_admin_task(
                 kind=AdminTask.Kind.WRONG_NUMBER, source=AdminTask.Source.CALL_LIST, referral=referral,
                 appointment=appointment, actor=actor, detail="Number wrong or not in service: please check it with the patient or referrer.",

@@ -15,11 +15,29 @@ from django.views.decorators.http import require_POST
 
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import CallOutcomeEffect, ContactAttempt
-from scheduling.calls.selectors import booked_calls, call_list, people_to_reach, practitioners_viewable_by
-from scheduling.calls.services import CALLBACK_HORIZON, CallButton, invite_to_opt_in, record_call_outcome, undo_call_outcome
-from scheduling.caseload.models import Referral
+from scheduling.calls.selectors import (
+    booked_calls,
+    call_list,
+    callbacks_on,
+    people_to_reach,
+    practitioners_viewable_by,
+)
+from scheduling.calls.services import (
+    CALLBACK_HORIZON,
+    CallButton,
+    action_label,
+    invite_to_opt_in,
+    record_call_outcome,
+    undo_call_outcome,
+)
+from scheduling.caseload.models import ClinicalNote, Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
 from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param
+
+
+# Without JavaScript the list is reloaded at the row's anchor: the result of the click waits here for that
+# page so it is shown inside the row (besides the page-top message).
+ROW_FEEDBACK_KEY = "calls.row_feedback"
 
 
 def _day(data) -> date:
@@ -48,11 +66,15 @@ def _book_assessment_url(referral) -> str:
     return reverse("caseload:referral_detail", args=[referral.pk])
 
 
-def _urls():
+def _urls(user):
     # Reversed once per page rather than once per row (hundreds of rows on a big caseload). The call-back
     # bounds let the browser's picker stop a far date early; the service still checks them.
     now = timezone.now()
     return {
+        # The note box only for those who write clinical notes (PWPs); the service checks again.
+        "may_write_notes": user.has_perm("scheduling.add_clinicalnote"),
+        "note_max_length": ClinicalNote.MAX_LENGTH,
+        "list_url": reverse("calls:today"),
         "log_url": reverse("calls:log"),
         "undo_url": reverse("calls:undo"),
         "invite_url": reverse("calls:invite"),
@@ -61,14 +83,14 @@ def _urls():
     }
 
 
-def _row_context(*, practitioner_id, day, can_log: bool):
+def _row_context(*, user, practitioner_id, day, can_log: bool):
     return {
         "can_log": can_log,
         "practitioner_id": practitioner_id,
         "day": day,
         "day_iso": day.isoformat(),
         "today": timezone.localdate(),
-        **_urls(),
+        **_urls(user),
     }
 
 
@@ -97,8 +119,9 @@ def today(request):
         "practitioner_id": practitioner.pk if practitioner else "",
         "choices": choices,
         "can_log": False,
-        **_urls(),
+        **_urls(user),
     }
+    context["feedback"] = request.session.pop(ROW_FEEDBACK_KEY, None)
     if practitioner is not None:
         context["calls"] = call_list(practitioner=practitioner, day=day, viewer=user)
         for row in context["calls"].to_reach:
@@ -143,10 +166,37 @@ def _redirect_back(back: dict, anchor: str = ""):
     return redirect(url + (f"#{anchor}" if anchor else ""))
 
 
-def _render_row(request, back: dict, *, referral, appointment, message: str = "", error: str = ""):
+def _callback_request(data, referral):
+    """The call-back row a post came from (its request attempt), read after the permission check: it must
+    be a call-back request on the same referral."""
+    request_id = id_param(data, "callback", label="callback")
+    if request_id is None:
+        return None
+    found = ContactAttempt.objects.filter(
+        pk=request_id, referral_id=referral.pk, outcome=ContactAttempt.Outcome.CALLBACK_REQUESTED
+    ).exists()
+    if not found:
+        raise InvalidParameter("callback: that is not a call back asked for by this person.")
+    return request_id
+
+
+def _row_id(*, referral, appointment, callback_id) -> str:
+    if callback_id is not None:
+        return f"callback-{callback_id}"
+    return f"appointment-{appointment.pk}" if appointment is not None else f"referral-{referral.pk}"
+
+
+def _render_row(request, back: dict, *, referral, appointment, callback_id=None, message: str = "", error: str = ""):
     user = request.user
     day = back["day"]
-    if appointment is not None:
+    rows = []
+    if callback_id is not None:
+        rows = callbacks_on(practitioner=None, day=day, viewer=user, request_ids=[callback_id])
+        owner = appointment.practitioner if appointment is not None else referral.assigned_practitioner
+        template = "calls/_callback_row.html"
+    if rows:
+        pass  # the call-back row (gone only if its request was undone meanwhile: then the person's row)
+    elif appointment is not None:
         rows = booked_calls(
             practitioner=appointment.practitioner, day=day, viewer=user, appointment_ids=[appointment.pk]
         )
@@ -158,23 +208,27 @@ def _render_row(request, back: dict, *, referral, appointment, message: str = ""
         )
         owner = referral.assigned_practitioner
         template = "calls/_reach_row.html"
-    context = _row_context(practitioner_id=back["practitioner_id"], day=day, can_log=_may_log(user, owner))
+    context = _row_context(user=user, practitioner_id=back["practitioner_id"], day=day, can_log=_may_log(user, owner))
     context.update({"row": rows[0], "message": message, "error": error})
-    if appointment is None and rows[0].offers_booking:
+    if rows[0].kind == "reach" and rows[0].offers_booking:
         rows[0].book_url = _book_assessment_url(referral)
     return render(request, template, context)
 
 
-def _answer(request, back: dict, *, referral, appointment, message: str, error: str):
-    """The updated row for htmx; otherwise a flash message and back to the list. Only reached once
-    _check_may_log has passed, so naming the person here is fine."""
+def _answer(request, back: dict, *, referral, appointment, message: str, error: str, callback_id=None):
+    """The updated row for htmx; otherwise a flash message, the result kept for the row, and back to the
+    list at that row. Only reached once _check_may_log has passed, so naming the person here is fine."""
     if request.headers.get("HX-Request"):
-        return _render_row(request, back, referral=referral, appointment=appointment, message=message, error=error)
+        return _render_row(
+            request, back, referral=referral, appointment=appointment, callback_id=callback_id, message=message,
+            error=error,
+        )
     if error:
         messages.error(request, f"{referral.patient.full_name}: {error}")
     else:
         messages.success(request, f"{referral.patient.full_name}: {message}")
-    anchor = f"appointment-{appointment.pk}" if appointment is not None else f"referral-{referral.pk}"
+    anchor = _row_id(referral=referral, appointment=appointment, callback_id=callback_id)
+    request.session[ROW_FEEDBACK_KEY] = {"row": anchor, "message": message, "error": error}
     return _redirect_back(back, anchor)
 
 
@@ -194,6 +248,7 @@ def log_outcome(request):
     if appointment_id is not None:
         appointment = get_object_or_404(Appointment.objects.select_related("practitioner"), pk=appointment_id)
     _check_may_log(request.user, referral=referral, appointment=appointment)
+    callback_id = _callback_request(data, referral)
     message = error = ""
     callback_at = None
     if button == CallButton.CALLBACK:
@@ -210,14 +265,17 @@ def log_outcome(request):
                 appointment=appointment,
                 callback_at=callback_at,
                 note=data.get("note", ""),
+                clinical_note=data.get("clinical_note", ""),
             )
-            message = f"Recorded: {CallButton(button).label}."
+            message = f"Recorded: {action_label(button, on_appointment=appointment is not None)}."
         except ValidationError as exc:
             error = " ".join(exc.messages)
         referral.refresh_from_db()
         if appointment is not None:
             appointment.refresh_from_db()
-    return _answer(request, back, referral=referral, appointment=appointment, message=message, error=error)
+    return _answer(
+        request, back, referral=referral, appointment=appointment, message=message, error=error, callback_id=callback_id
+    )
 
 
 @require_POST
@@ -230,13 +288,16 @@ def undo(request):
         pk=_required_id(request.POST, "attempt"),
     )
     _check_may_log(request.user, referral=attempt.referral, appointment=attempt.appointment)
+    callback_id = _callback_request(request.POST, attempt.referral)
     message = error = ""
     try:
         undo_call_outcome(attempt=attempt, actor=request.user)
         effect = CallOutcomeEffect.objects.filter(attempt=attempt).values_list("button", flat=True).first()
-        label = CallButton(effect).label if effect in CallButton.values else attempt.get_outcome_display()
-        if effect == CallButton.SPOKE and attempt.appointment_id is None:
-            label = "Spoke to patient"
+        label = (
+            action_label(effect, on_appointment=attempt.appointment_id is not None)
+            if effect in CallButton.values
+            else attempt.get_outcome_display()
+        )
         message = f"Undone: {label}."
     except ValidationError as exc:
         error = " ".join(exc.messages)
@@ -245,7 +306,11 @@ def undo(request):
     appointment = attempt.appointment
     if appointment is not None:
         appointment.refresh_from_db()
-    return _answer(request, back, referral=referral, appointment=appointment, message=message, error=error)
+    if callback_id is not None and attempt.pk == callback_id:
+        callback_id = None  # the call-back request itself was undone: its row is gone, answer with the person's
+    return _answer(
+        request, back, referral=referral, appointment=appointment, message=message, error=error, callback_id=callback_id
+    )
 
 
 @require_POST

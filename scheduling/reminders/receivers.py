@@ -5,7 +5,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
-from scheduling.calls.signals import opt_in_invitation_due
+from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
 from scheduling.reminders import services
 
 
@@ -26,3 +26,9 @@ def queue_opt_in_invitation(sender, referral, actor=None, **kwargs):
     invitation = referral.opt_in_invitations.active().order_by("-due_at", "-id").first()
     if invitation is not None:
         services.queue_opt_in_invitation(invitation=invitation, actor=actor)
+
+
+@receiver(number_marked_wrong, dispatch_uid="reminders.wrong_number")
+def cancel_texts_to_a_wrong_number(sender, patient, actor=None, **kwargs):
+    # As for a STOP or Twilio's 21610: the patient's pending texts are cancelled at once, with the reason.
+    services.cancel_pending_messages(patient=patient, reason=services.WRONG_NUMBER_REASON, actor=actor)

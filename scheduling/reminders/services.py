@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from scheduling.calls.selectors import number_marked_wrong
 from scheduling.codes import AppointmentType
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
@@ -91,6 +92,8 @@ def still_useful(*, appointment_start: datetime.datetime, at: datetime.datetime,
 
 # --- Planning --------------------------------------------------------------------------------
 
+WRONG_NUMBER_REASON = "the number was marked wrong on a call: waiting for a new number"
+
 def sms_refusal_reason(patient) -> str:
     """Why this patient cannot be sent an SMS, or "" if they can."""
     if patient.sms_opted_out:
@@ -101,6 +104,8 @@ def sms_refusal_reason(patient) -> str:
         return "no mobile number"
     if not patient.mobile_is_mobile:
         return "the number on record is not a mobile"
+    if number_marked_wrong(patient):
+        return WRONG_NUMBER_REASON
     return ""
 
 
