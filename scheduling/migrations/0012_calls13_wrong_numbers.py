@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0009_record_notes'),
+        ('scheduling', '0011_booking_one_open_assessment'),
     ]
 
     operations = [
