@@ -301,3 +301,32 @@ def test_the_call_lists_book_the_assessment_link_leads_to_booking_and_back_to_th
     assert f'id="appointment-{appointment.pk}"' in landed  # today's booked call, on the list
     referral.refresh_from_db()
     assert referral.status == Referral.Status.ASSESSMENT_BOOKED
+
+
+def test_a_course_can_start_today_with_the_patient_on_the_phone_and_is_audited_once(client, pwp, referral, admin_user):
+    give_pattern(pwp, weekdays=range(5))
+    with time_machine.travel(london(2026, 2, 2, 11), tick=False):
+        held = book(referral, pwp, london(2026, 2, 2, 10), actor=admin_user)
+        record_appointment_outcome(appointment=held, outcome="5", actor=pwp)
+    client.force_login(pwp)
+    with time_machine.travel(NOW, tick=False):
+        without = client.post(reverse("booking:book", args=[referral.pk]), {
+            "practitioner": pwp.pk, "appointment_type": "treatment", "start": london(2026, 3, 2, 14).isoformat(), "course": "1",
+        })
+        refused = client.post(without["Location"].replace("?", "?reviews=1&"), {
+            "practitioner": pwp.pk, "start": london(2026, 3, 2, 14).isoformat(), "reviews": "1",
+        })
+        assert refused.status_code == 400 and "at least 24 hours ahead" in refused.content.decode()
+        page = client.get(reverse("booking:find_slots", args=[referral.pk]) + "?type=treatment&on_phone=1").content.decode()
+        slot = slot_at(page, "Mon 2 Mar 2026, 14:15")
+        preview = client.get(client.post(slot["action"], {**slot["fields"], "course": "1"})["Location"])
+        assert preview.status_code == 200
+        assert '<input type="hidden" name="on_phone" value="1">' in preview.content.decode()
+        confirm = client.post(reverse("booking:course", args=[referral.pk]), {
+            "practitioner": pwp.pk, "start": slot["fields"]["start"], "reviews": "1", "on_phone": "1",
+            "expected": [p.start.isoformat() for p in preview.context["plan"]],
+        })
+    assert confirm.status_code == 302
+    first = Appointment.objects.filter(referral=referral, appointment_type="treatment").order_by("start").first()
+    assert first.start == london(2026, 3, 2, 14, 15)
+    assert list(AuditEntry.objects.filter(field="lead_time").values_list("appointment_id", flat=True)) == [first.pk]
