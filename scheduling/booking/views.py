@@ -103,7 +103,12 @@ def _back_to_calls(request) -> bool:
 
 def _carried(request) -> list[tuple[str, str]]:
     """Hidden fields every slot form carries on: the phone tick and where to land afterwards."""
-    return [(name, "1" if name == "on_phone" else "calls") for name, on in (("on_phone", _on_phone(request)), ("back", _back_to_calls(request))) if on]
+    fields = []
+    if _on_phone(request):
+        fields.append(("on_phone", "1"))
+    if _back_to_calls(request):
+        fields.append(("back", "calls"))
+    return fields
 
 
 def _landing(request, referral: Referral, *, practitioner_id=None) -> str:
