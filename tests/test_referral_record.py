@@ -262,7 +262,9 @@ def test_the_pages_query_count_does_not_grow_with_the_record(client, frozen, pwp
     small = count_queries(client, referral)
     for week in range(2, 7):
         grow(referral, pwp, admin_user, n=10, week=week)
-    assert referral.contact_attempts.count() > 60 and referral.appointments.count() == 12
+    # The clock is frozen, so a repeated "Wrong number" within SAME_SUBMISSION_WINDOW is the same submission
+    # (recorded once): 52 no-answers plus the call-backs and one wrong number.
+    assert referral.contact_attempts.count() > 55 and referral.appointments.count() == 12
     big = count_queries(client, referral)
     assert big == small, f"{small} queries with a short record, {big} with a long one"
     assert small <= 20, small

@@ -60,11 +60,10 @@ def can_book_for_referral(user, referral: Referral) -> bool:
     caseload and those they cover, so the call that reaches a patient can end in a booking."""
     if user.has_perm("scheduling.book_appointments"):
         return True
-    return bool(
-        is_pwp(user)
-        and referral.assigned_practitioner_id
-        and referral.assigned_practitioner_id in caseload_owner_ids_worked_by(user)
-    )
+    if not (is_pwp(user) and referral.assigned_practitioner_id):
+        return False
+    # Their own caseload needs no query (the usual case); a covered one is looked up.
+    return referral.assigned_practitioner_id == user.pk or referral.assigned_practitioner_id in caseload_owner_ids_worked_by(user)
 
 
 def can_rearrange_appointment(user, appointment) -> bool:
@@ -72,7 +71,7 @@ def can_rearrange_appointment(user, appointment) -> bool:
     practitioner's, as the call list shows it)."""
     if can_book_for_referral(user, appointment.referral):
         return True
-    return is_pwp(user) and appointment.practitioner_id in caseload_owner_ids_worked_by(user)
+    return is_pwp(user) and (appointment.practitioner_id == user.pk or appointment.practitioner_id in caseload_owner_ids_worked_by(user))
 
 
 def can_cancel_appointments(user) -> bool:
