@@ -16,7 +16,9 @@ _VIEW_CORE = [
 ]
 
 ROLE_PERMISSIONS = {
-    # PWPs work their own caseload (and those they cover); they read and write clinical notes.
+    # PWPs work their own caseload (and those they cover); they read and write clinical notes. They book and
+    # rearrange there too (caseload.selectors.can_book_for_referral), without book_appointments, which means
+    # any caseload and cancelling (admin staff and managers only).
     PWP: _VIEW_CORE + ["log_contact", "view_clinicalnote", "add_clinicalnote", "view_admintask"],
     # Admin staff take referrals and book; they never read clinical notes.
     ADMIN_STAFF: _VIEW_CORE

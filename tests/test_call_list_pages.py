@@ -101,7 +101,8 @@ def test_without_javascript_spoke_keeps_the_row_with_undo_and_a_booking_link(cli
     response = post_log(client, referral, "spoke")
     page = client.get(response.url).content.decode()
     assert "Spoken to" in page and "Book the assessment" in page and "Undo “Spoke to patient”" in page
-    assert reverse("caseload:referral_detail", args=[referral.pk]) in page
+    # The link leads to the slot finder for this referral (followed in tests/test_booking_by_pwps.py).
+    assert f'href="{reverse("booking:find_slots", args=[referral.pk])}?type=assessment&amp;back=calls">Book the assessment' in page
 
 
 def test_a_callback_time_is_ignored_for_other_buttons(client, pwp, referral):

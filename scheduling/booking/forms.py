@@ -41,12 +41,16 @@ def _in_bounds(value, *, label: str):
     return value
 
 
+ON_PHONE_LABEL = "The patient agreed this time on the phone just now"
+
+
 class SlotChoiceForm(forms.Form):
     """A slot picked from the finder's list (hidden fields on each slot's button)."""
 
     practitioner = PractitionerField(queryset=practitioner_choices())
     appointment_type = forms.ChoiceField(choices=AppointmentType.choices)
     start = forms.CharField()
+    on_phone = forms.BooleanField(label=ON_PHONE_LABEL, required=False)
 
     def clean_start(self):
         return read_instant(self.cleaned_data["start"])
@@ -65,6 +69,10 @@ class LocalTimeForm(forms.Form):
         help_text="Only when agreed: outside working hours, on leave or a bank holiday.",
     )
     override_reason = forms.CharField(label="Reason for booking outside availability", max_length=200, required=False)
+    on_phone = forms.BooleanField(
+        label=ON_PHONE_LABEL, required=False,
+        help_text="Then the booking lead time does not apply (recorded in the history); the time must still be ahead.",
+    )
 
     def clean_day(self):
         return _in_bounds(self.cleaned_data["day"], label="Date")

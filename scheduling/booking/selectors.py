@@ -42,8 +42,15 @@ def slot_minutes(appointment_type: str) -> int:
     return BookingSettings.current().minutes_for(appointment_type)
 
 
-def earliest_bookable(*, now=None) -> dt.datetime:
+# With the patient on the phone the lead time gives way; slots start this long from now, enough to
+# finish the call and get ready.
+ON_THE_PHONE_MARGIN = dt.timedelta(minutes=15)
+
+
+def earliest_bookable(*, now=None, patient_on_phone: bool = False) -> dt.datetime:
     now = now or timezone.now()
+    if patient_on_phone:
+        return now + ON_THE_PHONE_MARGIN
     return now + dt.timedelta(hours=ServiceSettings.current().booking_lead_time_hours)
 
 
@@ -206,9 +213,11 @@ def next_free_slots_for_referral(
     after: dt.datetime | None = None,
     limit: int = 10,
     ignore_appointment_ids=(),
+    patient_on_phone: bool = False,
 ) -> list[Slot]:
     """Next free slots for a referral's practitioner (or the whole team), in the patient's windows,
-    no sooner than the service's booking lead time."""
+    no sooner than the service's booking lead time (or, with the patient on the phone, from
+    ON_THE_PHONE_MARGIN from now: today's and tomorrow's slots too)."""
     practitioner = referral.assigned_practitioner
     if whole_team or practitioner is None:
         ids = team_practitioner_ids(practitioner) if practitioner else list(
@@ -216,7 +225,8 @@ def next_free_slots_for_referral(
         )
     else:
         ids = [practitioner.pk]
-    earliest = max(earliest_bookable(now=now), after) if after else earliest_bookable(now=now)
+    soonest = earliest_bookable(now=now, patient_on_phone=patient_on_phone)
+    earliest = max(soonest, after) if after else soonest
     patient = referral.patient
     return find_free_slots(
         practitioner_ids=ids,

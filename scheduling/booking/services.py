@@ -118,15 +118,31 @@ def _someone_just_booked(values) -> SlotTaken:
     )
 
 
-def _check_lead_time(start, *, now=None):
+# The audit entry written when the lead time gave way to a patient agreeing the time on the phone.
+ON_THE_PHONE = "booked with the patient on the phone"
+
+
+def _check_lead_time(start, *, now=None, patient_on_phone: bool = False) -> bool:
+    """Refuse a start inside the service's lead time. With the patient on the phone agreeing the time
+    there and then, the lead time (which exists so the patient hears in time) gives way, but the time
+    must still be ahead. Returns True when it gave way (to audit)."""
+    now = now or timezone.now()
     hours = ServiceSettings.current().booking_lead_time_hours
-    earliest = (now or timezone.now()) + timedelta(hours=hours)
-    if start is not None and timezone.is_aware(start) and start < earliest:
-        raise ValidationError(
-            f"Appointments must be booked at least {hours} hours ahead "
-            f"(the earliest is {timezone.localtime(earliest):%H:%M on %a %d %b}).",
-            code="too_soon",
-        )
+    earliest = now + timedelta(hours=hours)
+    if start is None or not timezone.is_aware(start) or start >= earliest:
+        return False
+    if patient_on_phone:
+        if start <= now:
+            raise ValidationError(
+                f"{timezone.localtime(start):%H:%M on %a %d %b} has already passed; choose a later time.", code="in_the_past"
+            )
+        return True
+    raise ValidationError(
+        f"Appointments must be booked at least {hours} hours ahead "
+        f"(the earliest is {timezone.localtime(earliest):%H:%M on %a %d %b}), unless the patient agrees the time "
+        "on the phone.",
+        code="too_soon",
+    )
 
 
 def _check_how_far_ahead(start, *, now=None):
@@ -212,11 +228,13 @@ def book_appointment(
     enforce_lead_time: bool = False,
     enforce_availability: bool = False,
     override_reason: str = "",
+    patient_on_phone: bool = False,
 ) -> Appointment:
     """Book one appointment. Staff screens pass enforce_lead_time=True (the service's booking lead
     time, and no further ahead than BookingSettings.max_months_ahead) and enforce_availability=True
     (working hours, leave, bank holidays; `override_reason` books outside them, audited); imports and
-    the demo, which record the past, do not.
+    the demo, which record the past, do not. `patient_on_phone` (the patient agreed this time on the
+    phone just now) lets the lead time give way; that is audited as ON_THE_PHONE.
 
     Booking the same referral, practitioner, type and start again (a double submit) changes nothing
     and raises AlreadyBooked carrying the first appointment."""
@@ -225,8 +243,9 @@ def book_appointment(
     duration_minutes = duration_minutes or DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
     # Settings are read (and created on first use) outside the transaction: creating the settings row
     # inside it would make concurrent bookings queue behind each other's uncommitted insert.
+    waived = False
     if enforce_lead_time:
-        _check_lead_time(start)
+        waived = _check_lead_time(start, patient_on_phone=patient_on_phone)
         _check_how_far_ahead(start)
     overridden = None
     if enforce_availability and practitioner is not None and start is not None and timezone.is_aware(start):
@@ -270,6 +289,8 @@ def book_appointment(
         )
         if overridden:
             _audit_override(appointment=appointment, why=overridden, reason=override_reason, actor=actor)
+        if waived:
+            _audit_lead_time_waived(appointment=appointment, actor=actor)
         if appointment_type == AppointmentType.ASSESSMENT:
             advance_referral_to(
                 referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
@@ -284,6 +305,14 @@ def _audit_override(*, appointment: Appointment, why: str, reason: str, actor):
     record_change(
         referral=appointment.referral, appointment=appointment, field="availability_override", old=why[:40],
         new="booked anyway", actor=actor, reason=f"Override: {reason.strip()}",
+    )
+
+
+def _audit_lead_time_waived(*, appointment: Appointment, actor):
+    hours = ServiceSettings.current().booking_lead_time_hours
+    record_change(
+        referral=appointment.referral, appointment=appointment, field="lead_time", old=f"{hours} hours", new="waived",
+        actor=actor, reason=ON_THE_PHONE,
     )
 
 
@@ -419,6 +448,7 @@ def rearrange_appointment(
     enforce_lead_time: bool = False,
     enforce_availability: bool = False,
     enforce_asked_at: bool = False,
+    patient_on_phone: bool = False,
 ) -> Rearrangement:
     """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number.
 
@@ -432,8 +462,9 @@ def rearrange_appointment(
     """
     if asked_by not in Rearrangement.AskedBy.values:
         raise ValidationError({"asked_by": "Say whether the patient or the service asked to rearrange."})
+    waived = False
     if enforce_lead_time:
-        _check_lead_time(new_start)
+        waived = _check_lead_time(new_start, patient_on_phone=patient_on_phone)
         _check_how_far_ahead(new_start)
     if enforce_availability and timezone.is_aware(new_start):
         _check_diary(
@@ -470,6 +501,8 @@ def rearrange_appointment(
             referral=original.referral, appointment=replacement, field="booking", old="", new="booked", actor=actor,
             reason=f"Rearranged from appointment {original.pk}",
         )
+        if waived:
+            _audit_lead_time_waived(appointment=replacement, actor=actor)
         rearrangement = Rearrangement.objects.create(
             original=original, replacement=replacement, asked_by=asked_by, reason=(reason or "")[:200], asked_at=asked_at,
             recorded_by=actor,
@@ -586,6 +619,7 @@ def book_course(
     include_reviews: bool = True,
     expected_starts: list | None = None,
     enforce_lead_time: bool = True,
+    patient_on_phone: bool = False,
 ) -> list[Appointment]:
     """Book the referral's remaining treatment sessions weekly at the same local time (skipping weeks
     the practitioner is away, bank holidays included), then the reviews: all of them or none.
@@ -595,8 +629,9 @@ def book_course(
     """
     if first_start is None or timezone.is_naive(first_start):
         raise ValidationError({"first_start": "The first session's start must include its time zone."})
+    waived = False
     if enforce_lead_time:
-        _check_lead_time(first_start)
+        waived = _check_lead_time(first_start, patient_on_phone=patient_on_phone)
         _check_how_far_ahead(first_start)
     with transaction.atomic():
         Referral.objects.select_for_update().get(pk=referral.pk)
@@ -620,6 +655,8 @@ def book_course(
             )
             for p in plan
         ]
+        if waived:
+            _audit_lead_time_waived(appointment=booked[0], actor=actor)
     return booked
 
 

@@ -1,6 +1,10 @@
-"""Admin booking screens. Thin: parse the form, call a selector or service, show the result."""
+"""Booking screens (admin staff and managers on any caseload; PWPs on the caseloads they work). Thin:
+parse the form, call a selector or service, show the result."""
+
+from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -33,6 +37,7 @@ from scheduling.caseload.services import (
     resolve_admin_task,
 )
 from scheduling.caseload.nhs_number import normalise_nhs_number
+from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
 from scheduling.codes import AppointmentType
 
 
@@ -76,24 +81,61 @@ def task_resolve(request, pk: int):
 
 
 def _referral_for_booking(request, pk: int) -> Referral:
-    _require(request, "book_appointments")
-    return get_object_or_404(Referral.objects.select_related("patient", "assigned_practitioner"), pk=pk)
+    referral = get_object_or_404(Referral.objects.select_related("patient", "assigned_practitioner"), pk=pk)
+    # The 403 page names no one: a PWP on a caseload they do not work learns nothing about the patient.
+    if not can_book_for_referral(request.user, referral):
+        raise PermissionDenied
+    return referral
+
+
+_TICKED = ("1", "on", "true")
+
+
+def _on_phone(request) -> bool:
+    """The person booking says the patient agreed the time on the phone just now: the lead time gives way."""
+    return request.GET.get("on_phone") in _TICKED or request.POST.get("on_phone") in _TICKED
+
+
+def _back_to_calls(request) -> bool:
+    # A fixed word, not a URL: nothing posted can send the browser elsewhere.
+    return request.GET.get("back") == "calls" or request.POST.get("back") == "calls"
+
+
+def _carried(request) -> list[tuple[str, str]]:
+    """Hidden fields every slot form carries on: the phone tick and where to land afterwards."""
+    fields = []
+    if _on_phone(request):
+        fields.append(("on_phone", "1"))
+    if _back_to_calls(request):
+        fields.append(("back", "calls"))
+    return fields
+
+
+def _landing(request, referral: Referral, *, practitioner_id=None) -> str:
+    """Back to the call list the booking started from (that caseload's list, today), else the referral page."""
+    owner = referral.assigned_practitioner_id or practitioner_id
+    if _back_to_calls(request) and owner:
+        return f"{reverse('calls:today')}?{urlencode({'practitioner': owner})}"
+    return reverse("caseload:referral_detail", args=[referral.pk])
 
 
 def _slot_context(request, referral: Referral, *, appointment_type: str, ignore=(), after=None):
     whole_team = request.GET.get("team") == "1" or request.POST.get("team") == "1"
     respect = request.GET.get("any_time") != "1" and request.POST.get("any_time") != "1"
+    on_phone = _on_phone(request)
     slots = next_free_slots_for_referral(
         referral=referral, appointment_type=appointment_type, whole_team=whole_team, respect_preferences=respect,
-        ignore_appointment_ids=ignore, after=after,
+        ignore_appointment_ids=ignore, after=after, patient_on_phone=on_phone,
     )
-    from django.contrib.auth import get_user_model
-
     names = {u.pk: u.get_full_name() or u.username for u in get_user_model().objects.filter(pk__in={s.practitioner_id for s in slots})}
     return {
         "slots": [{"slot": s, "practitioner_name": names.get(s.practitioner_id, "")} for s in slots],
         "whole_team": whole_team,
         "any_time": not respect,
+        "on_phone": on_phone,
+        "back": "calls" if _back_to_calls(request) else "",
+        "extra_fields": _carried(request),
+        "may_cancel": can_cancel_appointments(request.user),
         "appointment_type": appointment_type,
         "appointment_type_label": AppointmentType(appointment_type).label,
     }
@@ -110,6 +152,7 @@ def find_slots(request, pk: int, *, error=None, status=200, manual_form=None):
         remaining_sessions=remaining_treatment_session_numbers(referral),
         manual_form=manual_form or forms.LocalTimeForm(initial={
             "practitioner": referral.assigned_practitioner_id, "appointment_type": appointment_type,
+            "on_phone": context["on_phone"],
         }),
         types=AppointmentType.choices,
         upcoming=referral.appointments.not_cancelled().filter(outcome="0", start__gte=timezone.now()).select_related("practitioner"),
@@ -137,13 +180,13 @@ def book(request, pk: int):
         return find_slots(request, pk, error=" ".join(errors), status=400, manual_form=form if "day" in request.POST else None)
     data = form.cleaned_data
     if request.POST.get("course") == "1":
-        query = f"?practitioner={data['practitioner'].pk}&start={data['start'].isoformat()}"
-        return redirect(reverse("booking:course", args=[pk]) + query.replace("+", "%2B"))
+        query = {"practitioner": data["practitioner"].pk, "start": data["start"].isoformat(), **dict(_carried(request))}
+        return redirect(reverse("booking:course", args=[pk]) + "?" + urlencode(query))
     try:
         appointment = book_appointment(
             referral=referral, practitioner=data["practitioner"], appointment_type=data["appointment_type"],
             start=data["start"], actor=request.user, enforce_lead_time=True, enforce_availability=True,
-            override_reason=data.get("override_reason", ""),
+            override_reason=data.get("override_reason", ""), patient_on_phone=data["on_phone"],
         )
     except AlreadyDone as exc:
         return _already_done(request, exc)
@@ -156,8 +199,10 @@ def book(request, pk: int):
     if referral.assigned_practitioner_id is None and data["appointment_type"] == AppointmentType.ASSESSMENT:
         # An unassigned referral joins the caseload of the practitioner who assesses it.
         assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
-    messages.success(request, f"Booked: {appointment} with {data['practitioner'].get_full_name()}.")
-    return redirect("caseload:referral_detail", pk=pk)
+    messages.success(
+        request, f"Booked for {referral.patient.full_name}: {appointment} with {data['practitioner'].get_full_name()}."
+    )
+    return redirect(_landing(request, referral, practitioner_id=data["practitioner"].pk))
 
 
 def course(request, pk: int):
@@ -176,7 +221,7 @@ def course(request, pk: int):
         try:
             booked = book_course(
                 referral=referral, practitioner=practitioner, first_start=first_start, actor=request.user,
-                include_reviews=include_reviews, expected_starts=expected,
+                include_reviews=include_reviews, expected_starts=expected, patient_on_phone=_on_phone(request),
             )
         except CourseConflict as exc:
             error, status, plan = " ".join(_errors(exc)), 409, exc.plan
@@ -190,19 +235,26 @@ def course(request, pk: int):
             error, status = " ".join(_errors(exc)), 400
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         else:
-            messages.success(request, f"Booked {len(booked)} sessions with {practitioner.get_full_name()}.")
-            return redirect("caseload:referral_detail", pk=pk)
+            messages.success(
+                request, f"Booked {len(booked)} sessions for {referral.patient.full_name} with {practitioner.get_full_name()}, "
+                f"the first {booked[0]}.",
+            )
+            return redirect(_landing(request, referral))
     else:
         plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
     return render(request, "booking/course.html", {
         "referral": referral, "patient": referral.patient, "practitioner": practitioner, "first_start": first_start,
         "plan": plan, "has_problems": any(p.problem for p in plan), "error": error, "include_reviews": include_reviews,
+        "extra_fields": _carried(request),
     }, status=status)
 
 
-def _appointment_for_change(request, pk: int) -> Appointment:
-    _require(request, "book_appointments")
+def _appointment_for_change(request, pk: int, *, cancelling: bool = False) -> Appointment:
+    if cancelling and not can_cancel_appointments(request.user):
+        raise PermissionDenied  # before anything is read: PWPs never cancel
     appointment = get_object_or_404(Appointment.objects.select_related("referral__patient", "practitioner"), pk=pk)
+    if not can_rearrange_appointment(request.user, appointment):
+        raise PermissionDenied
     # A cancelled one gets through: the views answer a repeated cancel or rearrange with where it went.
     if appointment.outcome != "0" and not appointment.is_cancelled:
         raise PermissionDenied("This appointment already has an outcome.")
@@ -235,19 +287,20 @@ def rearrange(request, pk: int):
         )
         if ask_form.is_valid() and slot_form.is_valid():
             try:
-                rearrange_appointment(
+                moved = rearrange_appointment(
                     appointment=appointment, new_start=slot_form.cleaned_data["start"],
                     practitioner=slot_form.cleaned_data["practitioner"], asked_by=ask_form.cleaned_data["asked_by"],
                     reason=ask_form.cleaned_data["reason"], asked_at=_asked_at(ask_form.cleaned_data["asked_at"]),
                     actor=request.user, enforce_lead_time=True, enforce_availability=True, enforce_asked_at=True,
+                    patient_on_phone=_on_phone(request),
                 )
             except AlreadyDone as exc:
                 return _already_done(request, exc)
             except ValidationError as exc:
                 error, status = " ".join(_errors(exc)), 409 if isinstance(exc, SlotTaken) else 400
             else:
-                messages.success(request, "Rearranged.")
-                return redirect("caseload:referral_detail", pk=referral.pk)
+                messages.success(request, f"Rearranged for {referral.patient.full_name}: now {moved.replacement}.")
+                return redirect(_landing(request, referral))
         else:
             problems = _form_errors(ask_form) + (" " + _form_errors(slot_form) if start or practitioner_id else "")
             error, status = f"Say who asked, and choose a new time. {problems}".strip(), 400
@@ -257,7 +310,7 @@ def rearrange(request, pk: int):
 
 
 def cancel(request, pk: int):
-    appointment = _appointment_for_change(request, pk)
+    appointment = _appointment_for_change(request, pk, cancelling=True)
     if appointment.is_cancelled and request.method != "POST":
         return _show_where_it_went(request, appointment)
     form = forms.CancelForm(request.POST or None)

@@ -58,12 +58,10 @@ def _may_log(user, owner) -> bool:
 
 
 def _book_assessment_url(referral) -> str:
-    for name in ("booking:book", "booking:book_appointment"):
-        try:
-            return reverse(name, kwargs={"referral_pk": referral.pk})
-        except NoReverseMatch:
-            continue
-    return reverse("caseload:referral_detail", args=[referral.pk])
+    # The slot finder for this referral, coming back to the call list after booking. A wrong URL name
+    # fails loudly here rather than quietly sending the PWP somewhere they cannot book.
+    query = urlencode({"type": "assessment", "back": "calls"})
+    return f"{reverse('booking:find_slots', args=[referral.pk])}?{query}"
 
 
 def _urls(user):

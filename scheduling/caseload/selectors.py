@@ -55,6 +55,30 @@ def can_view_referral(user, referral: Referral) -> bool:
     )
 
 
+def can_book_for_referral(user, referral: Referral) -> bool:
+    """Admin staff and managers book on any caseload (book_appointments); a PWP books on their own
+    caseload and those they cover, so the call that reaches a patient can end in a booking."""
+    if user.has_perm("scheduling.book_appointments"):
+        return True
+    if not (is_pwp(user) and referral.assigned_practitioner_id):
+        return False
+    # Their own caseload needs no query (the usual case); a covered one is looked up.
+    return referral.assigned_practitioner_id == user.pk or referral.assigned_practitioner_id in caseload_owner_ids_worked_by(user)
+
+
+def can_rearrange_appointment(user, appointment) -> bool:
+    """As booking: a PWP moves appointments on a caseload they work (the referral's, or the session's
+    practitioner's, as the call list shows it)."""
+    if can_book_for_referral(user, appointment.referral):
+        return True
+    return is_pwp(user) and (appointment.practitioner_id == user.pk or appointment.practitioner_id in caseload_owner_ids_worked_by(user))
+
+
+def can_cancel_appointments(user) -> bool:
+    """Cancelling stays with admin staff and managers: it ends a slot the service has to refill."""
+    return user.is_authenticated and user.has_perm("scheduling.book_appointments")
+
+
 def can_view_clinical_notes(user) -> bool:
     return user.has_perm("scheduling.view_clinicalnote")
 

@@ -9,7 +9,7 @@ from django.urls import reverse
 from scheduling.caseload.models import ClinicalNote, Referral
 from scheduling.caseload.note_forms import NoteForm
 from scheduling.caseload.record import appointment_choices, referral_record
-from scheduling.caseload.selectors import can_view_referral, search_referrals
+from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_view_referral, search_referrals
 from scheduling.caseload.services import discharge_referral
 from scheduling.codes import EndOfCare
 from scheduling.params import id_param
@@ -60,6 +60,8 @@ def render_record(request, referral, *, note_form=None, amend_form=None, amend_n
             "amend_form": amend_form,
             "amend_note_pk": amend_note_pk,
             "note_max_length": ClinicalNote.MAX_LENGTH,
+            "may_book": can_book_for_referral(request.user, referral),
+            "may_cancel": can_cancel_appointments(request.user),
         },
         status=status,
     )
