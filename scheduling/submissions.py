@@ -77,10 +77,12 @@ def _claim(*, key: str, request) -> bool:
         return False
 
 
-def _record_answer(*, key: str, response) -> None:
-    if response.status_code >= 400 or response.streaming or len(response.content) > LARGEST_STORED_BODY:
-        # A refusal or failure changed nothing, so the next identical post may run the view itself
-        # (after an expired CSRF cookie, say); only a done piece of work is replayed.
+def _record_answer(*, key: str, request, response) -> None:
+    done = 300 <= response.status_code < 400 or (request.headers.get("HX-Request") and 200 <= response.status_code < 300)
+    if not done or response.streaming or len(response.content) > LARGEST_STORED_BODY:
+        # Only a done piece of work is replayed: a redirect after a post, or an htmx row. A refusal, a
+        # failure or a page re-shown with form errors changed nothing, so the next identical post may run
+        # the view itself (after an expired CSRF cookie, say).
         FormSubmission.objects.filter(key=key, answered_at__isnull=True).delete()
         return
     headers = {name: response[name] for name in _REPLAYED_HEADERS if response.has_header(name)}
@@ -115,7 +117,7 @@ class OnceOnlyFormMiddleware:
                 except BaseException:
                     FormSubmission.objects.filter(key=key, answered_at__isnull=True).delete()
                     raise
-                _record_answer(key=key, response=response)
+                _record_answer(key=key, request=request, response=response)
                 return response
             first = FormSubmission.objects.filter(key=key).first()
             if first is not None and first.answered_at is not None:

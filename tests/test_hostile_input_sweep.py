@@ -33,6 +33,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from scheduling.booking.selectors import next_free_slots_for_referral
+from scheduling.caseload.notes import write_note
 from scheduling.reminders.models import MessageTemplate, ReminderRule
 from scheduling.reports.views import APPOINTMENT_FIGURES
 from tests import sweep_stats
@@ -112,7 +113,9 @@ def path_variants(name: str, route: str, world) -> list[tuple[str, str]]:
     kwargs = re.findall(r"<(?:(\w+):)?(\w+)>", route)
     if not kwargs:
         return [("", reverse(name))]
-    (converter, kwarg), = kwargs  # every pattern here has at most one
+    if len(kwargs) > 1:
+        return [(label, reverse(name, kwargs=values)) for label, values in MULTI_PARAMS[name](world).items()]
+    (converter, kwarg), = kwargs
     if converter == "str":
         values = STR_PARAMS[name](world)
     else:
@@ -128,12 +131,29 @@ def _pk(obj):
 INT_PARAMS = {
     **{name: (lambda w: {"own": w.own.booked.pk, "own waiting": w.own.waiting.pk, "covered": w.covered.booked.pk,
                          "other": w.other.booked.pk, "unassigned": w.unassigned.pk})
-       for name in ("caseload:referral_detail", "caseload:discharge", "booking:find_slots", "booking:book", "booking:course")},
+       for name in ("caseload:referral_detail", "caseload:discharge", "caseload:write_note", "booking:find_slots",
+                    "booking:book", "booking:course")},
     **{name: (lambda w: {"own": w.own.appointment.pk, "other": w.other.appointment.pk})
        for name in ("booking:rearrange", "booking:cancel")},
     "booking:task_resolve": lambda w: {"own": w.own.task.pk, "other": w.other.task.pk},
     "sms:message_detail": lambda w: {"own": _pk(w.own.message), "other": _pk(w.other.message)},
     "sms:edit_rule": lambda w: {"first": _pk(ReminderRule.objects.order_by("pk").first())},
+}
+
+
+def _note(caseload):
+    return write_note(referral=caseload.booked, author=caseload.pwp, text="Sweep note")
+
+
+# Patterns with two ids: each variant gives every keyword.
+MULTI_PARAMS = {
+    "caseload:amend_note": lambda w: {
+        "own": {"pk": w.own.booked.pk, "note_pk": _note(w.own).pk},
+        "other": {"pk": w.other.booked.pk, "note_pk": _note(w.other).pk},
+        "own referral, other's note": {"pk": w.own.booked.pk, "note_pk": _note(w.other).pk},
+        "missing note": {"pk": w.own.booked.pk, "note_pk": MISSING_ID},
+        "huge": {"pk": HUGE_ID, "note_pk": HUGE_ID},
+    },
 }
 STR_PARAMS = {
     "sms:edit_template": lambda w: {"first": MessageTemplate.Key.values[0], "unknown": "nope", "dots": "..", "script": "%3Cscript%3E"},
@@ -144,7 +164,11 @@ STR_PARAMS = {
 def test_every_url_pattern_with_a_path_id_has_records_to_open():
     """The sweep is generated: a new pattern with an id must say which records to open it with."""
     for name, route in PATTERNS:
-        for converter, _ in re.findall(r"<(?:(\w+):)?(\w+)>", route):
+        kwargs = re.findall(r"<(?:(\w+):)?(\w+)>", route)
+        if len(kwargs) > 1:
+            assert name in MULTI_PARAMS, f"{name} ({route}) is not swept"
+            continue
+        for converter, _ in kwargs:
             assert name in (STR_PARAMS if converter == "str" else INT_PARAMS), f"{name} ({route}) is not swept"
     assert len(PATTERNS) >= 20
 

@@ -134,3 +134,13 @@ def test_twenty_identical_posts_at_once_record_one_attempt():
     assert len(answers) == 20 and len(set(answers)) == 1 and answers[0][0] == 302
     assert ContactAttempt.objects.filter(referral=referral).count() == 1
     assert AdminTask.objects.filter(referral=referral).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_form_shown_again_with_its_errors_is_not_kept(client, admin_user, referral, frozen):
+    client.force_login(admin_user)
+    data = {"end_code": "50", "reason": "", "form_token": "b" * 32}
+    response = client.post(reverse("caseload:discharge", args=[referral.pk]), data)
+    referral.refresh_from_db()
+    assert response.status_code in (200, 400) and referral.status != "discharged"
+    assert not FormSubmission.objects.exists()

@@ -27,15 +27,15 @@ def test_a_search_or_status_holding_a_nul_gets_an_answer_not_a_500(admin_user, r
     assert referral.patient.family_name not in response.content.decode()
 
 
-def test_a_call_outcome_with_an_over_long_return_date_is_recorded_and_redirects_to_the_list(pwp, referral):
+def test_a_call_outcome_with_an_over_long_return_date_is_refused_before_anything_is_recorded(pwp, referral):
     client = Client(raise_request_exception=False)
     client.force_login(pwp)
     response = client.post(
         reverse("calls:log"), {"referral": referral.pk, "button": "no_answer", "date": "x" * 100_000, "practitioner": "9" * 5000}
     )
-    assert response.status_code == 302
-    assert response["Location"] == reverse("calls:today") + f"#referral-{referral.pk}"
-    assert ContactAttempt.objects.filter(referral=referral).count() == 1
+    assert response.status_code == 400
+    assert "date" in response.content.decode()
+    assert ContactAttempt.objects.filter(referral=referral).count() == 0
 
 
 def test_a_new_referral_refused_after_the_patient_was_registered_leaves_no_patient(admin_user):
