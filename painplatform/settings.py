@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before any view or the once-only check reads a form: a NUL in any field is a 400 naming it.
+    "scheduling.params.RefuseNulMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # After authentication: a duplicate form post gets the first post's answer (submissions.py).
     "scheduling.submissions.OnceOnlyFormMiddleware",

@@ -111,3 +111,18 @@ def local_datetime_param(data, name: str, *, label: str | None = None) -> dt.dat
             )
         value = first
     return value.astimezone(dt.timezone.utc)
+
+
+class RefuseNulMiddleware:
+    """No field of any form or address may hold a NUL character: PostgreSQL cannot store one, and no
+    person types one. Refused at the boundary (a 400 naming the field) before any view reads it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        for data in (request.GET, request.POST):
+            for name, values in data.lists():
+                if "\x00" in name or any("\x00" in value for value in values):
+                    raise InvalidParameter(f"{name.replace(chr(0), '')[:40]}: contains a NUL character, which cannot be stored.")
+        return self.get_response(request)

@@ -223,5 +223,6 @@ def test_twenty_identical_bookings_leave_one_appointment_and_one_set_of_reminder
     assert len(appointments) == 1
     reminders = OutboundMessage.objects.filter(appointment=appointments[0])
     assert reminders.count() == reminders.values("due_at").distinct().count()
-    assert statuses.count(302) == 1, sorted(statuses)
+    # One post booked; the others were answered "Already booked" (the same redirect) or lost the race (409).
+    assert 302 in statuses and set(statuses) <= {302, 409}, sorted(statuses)
 

@@ -5,6 +5,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from scheduling.calls.models import ContactAttempt
+
 pytestmark = pytest.mark.urls("tests.error_pages_urls")
 
 
@@ -64,3 +66,12 @@ def test_a_view_that_raises_gets_the_500_page(pwp, settings):
     response = client.get("/test-errors/crash/")
     assert_site_error_page(response, 500, "something went wrong", "check whether it was saved")
     assert "a bug in a view" not in response.content.decode() and "Traceback" not in response.content.decode()
+
+
+def test_a_nul_character_in_any_field_is_a_400_naming_the_field_and_changes_nothing(client, pwp, referral):
+    client.force_login(pwp)
+    response = client.post(reverse("calls:log"), {"referral": referral.pk, "button": "no_answer", "clinical_note": "a\x00b"})
+    assert response.status_code == 400
+    assert "clinical_note" in response.content.decode() and "site-header" in response.content.decode()
+    assert not ContactAttempt.objects.filter(referral=referral).exists()
+    assert client.get(reverse("caseload:referral_list"), {"q": "x\x00"}).status_code == 400
