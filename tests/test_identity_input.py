@@ -201,8 +201,8 @@ def test_the_database_refuses_an_other_phone_that_is_not_e164(db, bad):
 def test_the_database_takes_e164_numbers_and_empty_phones(db):
     patient = make_patient()
     Patient.objects.filter(pk=patient.pk).update(mobile_phone="", other_phone=US_NUMBER)
-    Patient.objects.filter(pk=patient.pk).update(mobile_phone="+447400123456", other_phone="")
-    assert Patient.objects.get(pk=patient.pk).mobile_phone == "+447400123456"
+    Patient.objects.filter(pk=patient.pk).update(mobile_phone="+447700900456", other_phone="")
+    assert Patient.objects.get(pk=patient.pk).mobile_phone == "+447700900456"
 
 
 def test_a_model_form_like_django_admins_refuses_a_us_mobile_and_a_national_format_phone(db, settings):
