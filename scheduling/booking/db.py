@@ -69,7 +69,7 @@ def is_overlap_violation(exc: Exception) -> bool:
     return OVERLAP_GUARD_NAME in str(exc)
 
 
-# At most one assessment still to happen per referral (issue 12): a partial unique index, which
+# At most one assessment still to happen per referral: a partial unique index, which
 # PostgreSQL and SQLite both enforce. SQLite's message names the column, not the index.
 OPEN_ASSESSMENT_GUARD_NAME = "appointment_one_open_assessment_per_referral"
 _SQLITE_OPEN_ASSESSMENT_MESSAGE = "UNIQUE constraint failed: scheduling_appointment.referral_id"

@@ -6,7 +6,7 @@ from django.db.models import Count
 
 
 def refuse_referrals_with_several_open_assessments(apps, schema_editor):
-    """Before issue 12 a referral could hold several assessments still to happen. The unique index
+    """Earlier versions let a referral hold several assessments still to happen. The unique index
     cannot be built over them, and which one stands is a human decision (nothing is deleted or
     cancelled behind anyone's back), so name the referrals to sort out first."""
     Appointment = apps.get_model("scheduling", "Appointment")
