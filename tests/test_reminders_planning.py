@@ -19,7 +19,7 @@ S = OutboundMessage.Status
 
 
 def reminders_for(appointment):
-    return list(OutboundMessage.objects.filter(appointment=appointment).order_by("due_at"))
+    return list(OutboundMessage.objects.filter(appointment=appointment, kind__startswith="reminder_").order_by("due_at"))
 
 
 def test_it_plans_one_reminder_two_days_before_at_ten_and_one_at_eight_on_the_day(pwp, admin_user):
@@ -121,7 +121,7 @@ def test_a_second_reminder_of_the_same_kind_for_the_same_occurrence_is_impossibl
             patient=first.patient, appointment=appointment, appointment_start=appointment.start, kind=first.kind,
             body="again", due_at=first.due_at,
         )
-    assert OutboundMessage.objects.filter(appointment=appointment).count() == 2
+    assert OutboundMessage.objects.filter(appointment=appointment, kind__startswith="reminder_").count() == 2
 
 
 def test_cancelling_cancels_pending_reminders_in_the_same_transaction(pwp, admin_user):
@@ -129,7 +129,8 @@ def test_cancelling_cancels_pending_reminders_in_the_same_transaction(pwp, admin
         appointment = book(make_referral(pwp), pwp, london(2026, 6, 10, 14))
         cancel_appointment(appointment=appointment, cancelled_by="patient", reason="Away", actor=admin_user)
     assert {m.status for m in reminders_for(appointment)} == {S.CANCELLED}
-    assert MessageEvent.objects.filter(message__appointment=appointment, new_status=S.CANCELLED, actor=admin_user).count() == 2
+    # Both reminders and the booking confirmation.
+    assert MessageEvent.objects.filter(message__appointment=appointment, new_status=S.CANCELLED, actor=admin_user).count() == 3
 
 
 def test_rearranging_cancels_the_old_reminders_and_plans_new_ones(pwp, admin_user):

@@ -10,12 +10,19 @@ from scheduling.booking.services import cancel_appointment
 from scheduling.calls.models import OptInInvitation
 from scheduling.caseload.services import record_sms_opt_out
 from scheduling.reminders import sending
-from scheduling.reminders.models import OutboundMessage
+from scheduling.reminders.models import OutboundMessage, SmsSettings
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 
 pytestmark = pytest.mark.django_db
 S = OutboundMessage.Status
+
+
+@pytest.fixture(autouse=True)
+def reminders_only(db):
+    """These tests follow reminders alone: no booking confirmation in the outbox beside them
+    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
+    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
 
 
 @pytest.fixture

@@ -27,6 +27,13 @@ DUE = london(2026, 6, 8, 10, 0)  # when the two-day reminder of the appointment 
 MINUTE = dt.timedelta(minutes=1)
 
 
+@pytest.fixture(autouse=True)
+def reminders_only(db):
+    """These tests follow reminders alone: no booking confirmation in the outbox beside them
+    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
+    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
+
+
 # -- fixtures and helpers -------------------------------------------------------------------------
 
 

@@ -176,7 +176,8 @@ def test_the_outbox_filters_by_status_kind_and_due_dates_and_counts_statuses_for
     assert "2 messages" in html and "Reminder 2 days before</td>" not in html
 
     html = page(client, "sms:outbox", status="scheduled")
-    assert "3 messages" in html  # the same-day one for June 10, and both for June 24
+    # The same-day one for June 10, both for June 24, and the two booking confirmations due on 1 June.
+    assert "5 messages" in html
 
     html = page(client, "sms:outbox", due_from="2026-06-20", due_to="2026-06-24")
     assert "2 messages" in html and "Mon 22 Jun 2026 10:00" in html and "Wed 24 Jun 2026 08:00" in html

@@ -507,7 +507,7 @@ def rearrange_appointment(
             original=original, replacement=replacement, asked_by=asked_by, reason=(reason or "")[:200], asked_at=asked_at,
             recorded_by=actor,
         )
-        appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor)
+        appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor, rearranged_from=original)
         _resolve_rearrange_requests(original=original, actor=actor, replacement=replacement)
     appointment.refresh_from_db()
     return rearrangement

@@ -26,6 +26,14 @@ DEFAULT_TEMPLATES = {
         "Hi {first_name}, we could not reach you by phone. Please call us on {service_phone} "
         "by {deadline} to arrange a time. Reply STOP to end texts."
     ),
+    "confirmation": (
+        "Hi {first_name}, we have booked a phone call with you on {day} {date} at {time}. "
+        "Reply R to rearrange, STOP to end texts."
+    ),
+    "confirmation_moved": (
+        "Hi {first_name}, your phone call has moved to {day} {date} at {time}. "
+        "Reply R to rearrange, STOP to end texts."
+    ),
 }
 
 PLACEHOLDERS = {

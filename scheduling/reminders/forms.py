@@ -71,6 +71,10 @@ class SmsSettingsForm(forms.Form):
         "Maximum send attempts", min_value=0,
         help_text="Tries (the first included) after temporary Twilio errors before a message is marked failed. 1 to 10.",
     )
+    send_confirmations = forms.BooleanField(
+        label="Send a confirmation text when a call is booked or moved", required=False,
+        help_text="Wording under “Booking confirmation” and “Confirmation of a new time” below.",
+    )
 
 
 class ReminderRuleForm(forms.Form):

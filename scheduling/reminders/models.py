@@ -37,6 +37,9 @@ class SmsSettings(models.Model):
     max_send_attempts = models.PositiveSmallIntegerField(
         default=4, help_text="Tries (the first one included) after transient Twilio errors before a message is failed."
     )
+    send_confirmations = models.BooleanField(
+        default=True, help_text="Text the patient when a call is booked or moved (a service that tells them otherwise may turn it off)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
 
@@ -63,6 +66,8 @@ class MessageTemplate(models.Model):
         REMINDER = "reminder", "Appointment reminder (days before)"
         REMINDER_SAME_DAY = "reminder_same_day", "Appointment reminder (on the day)"
         OPT_IN_INVITATION = "opt_in_invitation", "Invitation to get in touch (calls unanswered)"
+        CONFIRMATION = "confirmation", "Booking confirmation (when a call is booked)"
+        CONFIRMATION_MOVED = "confirmation_moved", "Confirmation of a new time (when a call is moved)"
 
     key = models.CharField(max_length=30, choices=Key.choices, unique=True)
     body = models.TextField()
@@ -135,6 +140,10 @@ class OutboundMessage(models.Model):
     FINAL = frozenset({Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.SKIPPED, Status.CANCELLED})
 
     OPT_IN_INVITATION = "opt_in_invitation"
+    # Sent once when a call is booked, or moved (the new appointment's), not before it.
+    CONFIRMATION = "confirmation"
+    CONFIRMATION_MOVED = "confirmation_moved"
+    CONFIRMATION_KINDS = (CONFIRMATION, CONFIRMATION_MOVED)
 
     patient = models.ForeignKey("scheduling.Patient", on_delete=models.PROTECT, related_name="outbound_messages")
     appointment = models.ForeignKey(
@@ -145,7 +154,7 @@ class OutboundMessage(models.Model):
     opt_in_invitation = models.OneToOneField(
         "scheduling.OptInInvitation", on_delete=models.PROTECT, related_name="outbound_message", null=True, blank=True
     )
-    # "reminder_2d", "reminder_0d", ... or "opt_in_invitation".
+    # "reminder_2d", "reminder_0d", ..., "confirmation", "confirmation_moved" or "opt_in_invitation".
     kind = models.CharField(max_length=30)
     body = models.TextField()
     to_number = models.CharField(max_length=16, blank=True, help_text="E.164, set when the message is handed to the gateway.")
@@ -202,6 +211,10 @@ class OutboundMessage(models.Model):
     def kind_display(self) -> str:
         if self.kind == self.OPT_IN_INVITATION:
             return "Invitation to get in touch"
+        if self.kind == self.CONFIRMATION:
+            return "Booking confirmation"
+        if self.kind == self.CONFIRMATION_MOVED:
+            return "Confirmation of the new time"
         if self.kind.startswith("reminder_"):
             days = int(self.kind.removeprefix("reminder_").removesuffix("d") or 0)
             return "Reminder on the day" if days == 0 else f"Reminder {days} day{'s' if days != 1 else ''} before"

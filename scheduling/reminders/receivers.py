@@ -10,10 +10,14 @@ from scheduling.reminders import services
 
 
 @receiver(appointment_booked, dispatch_uid="reminders.plan")
-def plan_reminders_for_booking(sender, appointment, actor=None, **kwargs):
-    if appointment.start <= timezone.now():
+def plan_reminders_for_booking(sender, appointment, actor=None, rearranged_from=None, **kwargs):
+    now = timezone.now()
+    if appointment.start <= now:
         return  # recording the past (imports, demo history): nothing to remind anyone of
-    services.plan_reminders(appointment=appointment, actor=actor)
+    services.plan_reminders(appointment=appointment, actor=actor, now=now)
+    # After the reminders: a reminder going at once makes the confirmation redundant.
+    if services.confirmation_wanted(appointment=appointment, now=now):
+        services.plan_confirmation(appointment=appointment, moved=rearranged_from is not None, actor=actor, now=now)
 
 
 @receiver(appointment_cancelled, dispatch_uid="reminders.cancel")

@@ -66,12 +66,15 @@ def outbox_kind_choices() -> list[tuple[str, str]]:
     kinds = set(OutboundMessage.objects.order_by().values_list("kind", flat=True).distinct())
     kinds |= {OutboundMessage.reminder_kind(d) for d in ReminderRule.objects.values_list("days_before", flat=True)}
     kinds.add(OutboundMessage.OPT_IN_INVITATION)
+    kinds.update(OutboundMessage.CONFIRMATION_KINDS)
 
     def order(kind):
-        # Reminders furthest ahead first, then the invitation.
+        # Confirmations (sent first), reminders furthest ahead first, then the invitation.
+        if kind in OutboundMessage.CONFIRMATION_KINDS:
+            return (0, OutboundMessage.CONFIRMATION_KINDS.index(kind))
         if kind.startswith("reminder_"):
-            return (0, -int(kind.removeprefix("reminder_").removesuffix("d") or 0))
-        return (1, 0)
+            return (1, -int(kind.removeprefix("reminder_").removesuffix("d") or 0))
+        return (2, 0)
 
     return [(kind, OutboundMessage(kind=kind).kind_display) for kind in sorted(kinds, key=order)]
 
@@ -110,7 +113,7 @@ def rules_by_appointment_type() -> list[tuple[str, str, list[ReminderRule]]]:
 
 
 def message_templates() -> list[SimpleNamespace]:
-    """The three templates (their default wording if never saved)."""
+    """Every template (its default wording if never saved)."""
     saved = {t.key: t for t in MessageTemplate.objects.select_related("updated_by")}
     return [
         SimpleNamespace(key=key, label=label, body=template_body(key), saved=saved.get(key))

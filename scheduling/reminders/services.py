@@ -1,4 +1,4 @@
-"""Writes to the SMS outbox: planning reminders for a booking, cancelling them with it, queueing
+"""Writes to the SMS outbox: planning reminders and the confirmation for a booking, cancelling them with it, queueing
 opt-in invitations, and the manager's edits of rules, templates and quiet hours.
 
 Planning and cancelling run inside the booking transaction (via the booking signals), so a
@@ -188,6 +188,64 @@ def plan_reminders(*, appointment, actor=None, now=None) -> list[OutboundMessage
     return created
 
 
+# A booking recorded this long after it was made (history, a back-dated entry) gets no confirmation.
+CONFIRMATION_BOOKED_WITHIN = datetime.timedelta(hours=1)
+# A reminder due this soon after the confirmation says the same thing: only the reminder goes.
+CONFIRMATION_COVERED_BY_REMINDER_WITHIN = datetime.timedelta(hours=1)
+
+
+def confirmation_wanted(*, appointment, now=None) -> bool:
+    """Confirmations are on (SMS settings) and this is a booking made just now by someone, for a call still to come: not the demo's history, not an
+    appointment recorded after the fact (imports write their rows without the booking hooks)."""
+    now = now or timezone.now()
+    return (
+        SmsSettings.current().send_confirmations
+        and not appointment.is_demo
+        and appointment.start > now
+        and appointment.booked_at is not None
+        and appointment.booked_at >= now - CONFIRMATION_BOOKED_WITHIN
+    )
+
+
+def plan_confirmation(*, appointment, moved: bool = False, actor=None, now=None) -> OutboundMessage | None:
+    """Write the one confirmation text for a newly booked (or, with `moved`, newly moved-to)
+    appointment: due now, or at the end of quiet hours. Skipped, with the reason, when the patient
+    cannot be texted, when it would reach them too close to the call, or when a reminder goes at
+    about the same time anyway. One per appointment and start (the outbox's uniqueness rule), so
+    a repeated booking hook writes nothing; returns None then."""
+    now = now or timezone.now()
+    sms_settings = SmsSettings.current()
+    patient = appointment.referral.patient
+    kind = OutboundMessage.CONFIRMATION_MOVED if moved else OutboundMessage.CONFIRMATION
+    key = MessageTemplate.Key.CONFIRMATION_MOVED if moved else MessageTemplate.Key.CONFIRMATION
+    due = end_of_quiet_hours(now, sms_settings)
+    status, reason = Status.SCHEDULED, sms_refusal_reason(patient)
+    if reason:
+        status = Status.SKIPPED
+    elif not still_useful(appointment_start=appointment.start, at=due, sms_settings=sms_settings):
+        # The same rule the worker applies at send time: a text that would come (almost) after the call.
+        status, reason = Status.SKIPPED, "would arrive too close to the appointment"
+    elif OutboundMessage.objects.filter(
+        appointment=appointment, appointment_start=appointment.start, status=Status.SCHEDULED,
+        due_at__lte=due + CONFIRMATION_COVERED_BY_REMINDER_WITHIN,
+    ).exclude(kind__in=OutboundMessage.CONFIRMATION_KINDS).exists():
+        status, reason = Status.SKIPPED, "a reminder goes at about the same time"
+    body = content.render(template_body(key), content.appointment_placeholders(appointment=appointment, patient=patient))
+    return _create_message(
+        actor=actor,
+        now=now,
+        patient=patient,
+        appointment=appointment,
+        appointment_start=appointment.start,
+        kind=kind,
+        body=body,
+        due_at=due,
+        status=status,
+        status_reason=reason,
+        finished_at=now if status == Status.SKIPPED else None,
+    )
+
+
 def cancel_pending_messages(*, appointment=None, patient=None, reason: str, actor=None, now=None) -> int:
     """Cancel every message not yet handed to the gateway, for an appointment or for a patient.
     Runs in the caller's transaction; a send task that has not claimed its row yet finds it cancelled."""
@@ -274,7 +332,8 @@ def update_template(*, key: str, body: str, actor) -> MessageTemplate:
     return template
 
 
-def update_sms_settings(*, actor, quiet_hours_start, quiet_hours_end, minimum_notice_minutes, max_send_attempts) -> SmsSettings:
+def update_sms_settings(*, actor, quiet_hours_start, quiet_hours_end, minimum_notice_minutes, max_send_attempts,
+                        send_confirmations: bool = True) -> SmsSettings:
     if not 1 <= max_send_attempts <= 10:
         raise ValidationError({"max_send_attempts": "Tries must be between 1 and 10."})
     if minimum_notice_minutes > 24 * 60:
@@ -284,6 +343,7 @@ def update_sms_settings(*, actor, quiet_hours_start, quiet_hours_end, minimum_no
     sms_settings.quiet_hours_end = quiet_hours_end
     sms_settings.minimum_notice_minutes = minimum_notice_minutes
     sms_settings.max_send_attempts = max_send_attempts
+    sms_settings.send_confirmations = send_confirmations
     sms_settings.updated_by = actor
     sms_settings.save()
     return sms_settings

@@ -136,6 +136,7 @@ def sms_settings(request):
             "quiet_hours_end": current.quiet_hours_end,
             "minimum_notice_minutes": current.minimum_notice_minutes,
             "max_send_attempts": current.max_send_attempts,
+            "send_confirmations": current.send_confirmations,
         })
         status = 200
     return render(request, "reminders/settings.html", {
