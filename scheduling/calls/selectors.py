@@ -21,7 +21,12 @@ from scheduling.calls.services import (
 )
 from scheduling.caseload.models import AdminTask, CaseloadCover, ClinicalNote, PractitionerProfile, Referral
 from scheduling.caseload.phones import display_phone
-from scheduling.caseload.selectors import can_view_all_caseloads, can_view_clinical_notes
+from scheduling.caseload.selectors import (
+    WaitingReply,
+    can_view_all_caseloads,
+    can_view_clinical_notes,
+    latest_replies_waiting_for_staff,
+)
 from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
 
 Status = Referral.Status
@@ -130,6 +135,7 @@ class BookedCall:
     last_attempt: AttemptInfo | None
     undo: Undoable | None
     number_wrong: bool = False
+    latest_reply: WaitingReply | None = None  # the patient's latest text still waiting for staff
 
     kind = "booked"
 
@@ -181,6 +187,7 @@ class PersonToReach:
     number_wrong: bool = False
     callback: AttemptInfo | None = None
     callback_on_timed_list: bool = False  # today's call-back row (with the timed calls) carries the buttons
+    latest_reply: WaitingReply | None = None
 
     kind = "reach"
 
@@ -231,6 +238,7 @@ class CallBack:
     answer: AttemptInfo | None
     undo: Undoable | None
     number_wrong: bool = False
+    latest_reply: WaitingReply | None = None
 
     kind = "callback"
 
@@ -341,6 +349,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     # Latest attempt on each referral (any appointment or none), to offer undo only on the latest.
     latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
     wrong = patients_with_wrong_numbers({a.referral.patient_id for a in appointments})
+    replies = latest_replies_waiting_for_staff({a.referral.patient_id for a in appointments})
     rows = []
     for a in appointments:
         attempts = by_appointment.get(a.pk, [])
@@ -378,6 +387,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
                 last_attempt=last,
                 undo=undo,
                 number_wrong=a.referral.patient_id in wrong,
+                latest_reply=replies.get(a.referral.patient_id),
             )
         )
     _add_notes([row.last_attempt for row in rows], viewer)
@@ -415,6 +425,7 @@ def callbacks_on(*, practitioner, day, viewer=None, now=None, policy=None, reque
         later.setdefault(row[-1], []).append(info)
     latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
     wrong = patients_with_wrong_numbers({r.referral.patient_id for r in requests})
+    replies = latest_replies_waiting_for_staff({r.referral.patient_id for r in requests})
     today = timezone.localdate(now)
     rows = []
     for request in requests:
@@ -447,6 +458,7 @@ def callbacks_on(*, practitioner, day, viewer=None, now=None, policy=None, reque
                 answer=answer,
                 undo=undo,
                 number_wrong=request.referral.patient_id in wrong,
+                latest_reply=replies.get(request.referral.patient_id),
             )
         )
     _add_notes([row.answer for row in rows], viewer)
@@ -549,6 +561,7 @@ def people_to_reach(
     for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
         invitations[invitation.referral_id] = invitation  # the latest wins
     wrong = patients_with_wrong_numbers({r.patient_id for r in referrals})
+    replies = latest_replies_waiting_for_staff({r.patient_id for r in referrals})
     rows = []
     for referral in referrals:
         attempts = recent.get(referral.pk, [])
@@ -589,6 +602,7 @@ def people_to_reach(
             failed_parts=failed_parts,
             number_wrong=patient.pk in wrong,
             callback=callback,
+            latest_reply=replies.get(patient.pk),
         )
         if spoken:
             row.due_at = last.attempted_at

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from scheduling.caseload.models import AdminTask, AuditEntry, Referral
 from scheduling.caseload.notes import NoteThread, can_read_notes, can_write_notes, note_threads
+from scheduling.caseload.selectors import quote_briefly
 from scheduling.codes import AttendanceOutcome, EndOfCare
 
 # --- Words --------------------------------------------------------------------------------------
@@ -165,11 +166,34 @@ def _texts(referral):
         ).order_by("-due_at", "-id")
     )
     replies = list(
-        patient.inbound_messages.filter(Q(appointment__referral=referral) | Q(appointment__isnull=True)).order_by(
-            "-received_at", "-id"
-        )
+        patient.inbound_messages.filter(Q(appointment__referral=referral) | Q(appointment__isnull=True))
+        .select_related("admin_task__resolved_by")
+        .order_by("-received_at", "-id")
     )
     return sent, replies
+
+
+def reply_follow_up(reply) -> str:
+    """What became of a reply passed to admin staff: still on their worklist, or dealt with."""
+    task = reply.admin_task
+    if task is None:
+        return ""
+    if task.resolved_at is None:
+        return "waiting on the admin worklist"
+    by = f" by {user_name(task.resolved_by)}" if task.resolved_by_id else ""
+    return f"dealt with {local_text(task.resolved_at)}{by}"
+
+
+def describe_reply(reply, *, appointment_labels: dict[int, str]) -> str:
+    """A text from the patient as a line of the record's history: what they wrote (briefly), what it
+    was read as, and whether staff have dealt with it."""
+    text = f"Text from the patient: “{quote_briefly(reply.body)}” – {reply.get_meaning_display().lower()}"
+    if reply.appointment_id:
+        text += f" ({appointment_labels.get(reply.appointment_id, 'an appointment')})"
+    follow_up = reply_follow_up(reply)
+    if follow_up:
+        text += f", {follow_up}"
+    return text
 
 
 def referral_record(*, referral: Referral, user) -> Record:
@@ -213,6 +237,11 @@ def referral_record(*, referral: Referral, user) -> Record:
     sent, replies = _texts(referral)
     for message in [*sent, *replies]:
         message.appointment_label = labels.get(message.appointment_id, "")
+    for reply in replies:
+        reply.follow_up = reply_follow_up(reply)
+    # Replies join the timeline: "ring after 3pm" belongs with the calls and changes around it.
+    history.extend(HistoryLine(at=r.received_at, text=describe_reply(r, appointment_labels=labels)) for r in replies)
+    history.sort(key=lambda line: line.at, reverse=True)
     open_tasks = list(
         AdminTask.objects.filter(resolved_at__isnull=True)
         .filter(Q(referral=referral) | Q(referral__isnull=True, patient_id=referral.patient_id))

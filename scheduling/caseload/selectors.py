@@ -1,10 +1,16 @@
 """Reads about caseloads, and who may see or work which caseload."""
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling.caseload.models import CaseloadCover, Referral
+from scheduling.caseload.models import CaseloadCover, Patient, Referral
 from scheduling.roles import is_pwp
+
+# How much of a patient's text a call-list row quotes (the whole text is on the record).
+REPLY_QUOTE_LIMIT = 120
 
 
 def can_view_all_caseloads(user) -> bool:
@@ -101,3 +107,52 @@ def search_referrals(*, user, query: str = "", status: str = "", practitioner_id
             for word in query.split()[:8]:
                 qs = qs.filter(Q(patient__given_name__icontains=word) | Q(patient__family_name__icontains=word))
     return qs.order_by("-received_on", "-id")
+
+
+# --- Texts from patients ---------------------------------------------------------------------------
+
+
+@dataclass
+class WaitingReply:
+    """A text a patient sent that staff have still to act on, quoted briefly."""
+
+    pk: int
+    patient_id: int
+    quote: str
+    received_at: datetime
+    appointment_id: int | None
+
+
+def _inbound_model():
+    # The replies' model lives with the SMS capability, above caseload: reached through the patient's
+    # reverse relation, so caseload imports nothing from it.
+    return Patient._meta.get_field("inbound_messages").related_model
+
+
+def quote_briefly(body: str, limit: int = REPLY_QUOTE_LIMIT) -> str:
+    text = " ".join((body or "").split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def latest_replies_waiting_for_staff(patient_ids) -> dict[int, WaitingReply]:
+    """Each patient's latest free-text reply ("ring after 3pm") whose worklist item is still open, by
+    patient id. A bare keyword (C, R, STOP) is not free text; a keyword with more words is. One query."""
+    inbound = _inbound_model()
+    rows = (
+        inbound.objects.filter(
+            patient_id__in=set(patient_ids), admin_task__isnull=False, admin_task__resolved_at__isnull=True
+        )
+        .order_by("patient_id", "-received_at", "-id")
+        .values_list("pk", "patient_id", "body", "received_at", "appointment_id", "meaning")
+    )
+    latest = {}
+    for pk, patient_id, body, received_at, appointment_id, meaning in rows:
+        if patient_id in latest:
+            continue
+        if meaning != inbound.Meaning.OTHER and len(body.split()) < 2:
+            continue
+        latest[patient_id] = WaitingReply(
+            pk=pk, patient_id=patient_id, quote=quote_briefly(body), received_at=received_at,
+            appointment_id=appointment_id,
+        )
+    return latest
