@@ -67,7 +67,7 @@ class ReminderRuleAdmin(RecordAdmin):
 
 @admin.register(SmsSettings)
 class SmsSettingsAdmin(RecordAdmin):
-    list_display = ["quiet_hours_start", "quiet_hours_end", "minimum_notice_minutes", "max_send_attempts"]
+    list_display = ["quiet_hours_start", "quiet_hours_end", "minimum_notice_minutes", "max_send_attempts", "send_confirmations"]
 
 
 @admin.register(DispatchHeartbeat)

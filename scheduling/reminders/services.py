@@ -1,5 +1,5 @@
-"""Writes to the SMS outbox: planning reminders and the confirmation for a booking, cancelling them with it, queueing
-opt-in invitations, and the manager's edits of rules, templates and quiet hours.
+"""Writes to the SMS outbox: planning reminders and the confirmation for a booking, cancelling them
+with it, queueing opt-in invitations, and the manager's edits of rules, templates and quiet hours.
 
 Planning and cancelling run inside the booking transaction (via the booking signals), so a
 booking and its reminders, or a cancellation and the cancelling of its reminders, commit together.
@@ -195,8 +195,9 @@ CONFIRMATION_COVERED_BY_REMINDER_WITHIN = datetime.timedelta(hours=1)
 
 
 def confirmation_wanted(*, appointment, now=None) -> bool:
-    """Confirmations are on (SMS settings) and this is a booking made just now by someone, for a call still to come: not the demo's history, not an
-    appointment recorded after the fact (imports write their rows without the booking hooks)."""
+    """Confirmations are on (SMS settings) and this is a booking made just now, for a call still to
+    come: not the demo's, not one recorded after the fact (imports write their rows without the
+    booking hooks, so they never get this far)."""
     now = now or timezone.now()
     return (
         SmsSettings.current().send_confirmations
