@@ -100,6 +100,17 @@ def test_a_number_marked_wrong_after_booking_cancels_the_pending_confirmation(pw
     assert message.status == S.CANCELLED and "marked wrong" in message.status_reason
 
 
+def test_a_confirmation_held_up_for_more_than_a_day_is_skipped_and_the_reminders_still_go(pwp, admin_user):
+    appointment = booked(pwp, admin_user)
+    [message] = confirmations(appointment)
+    late = BOOKED_AT + dt.timedelta(days=1, minutes=1)
+    assert sending.send_message(message_id=message.pk, now=late) == S.SKIPPED
+    message.refresh_from_db()
+    assert message.status_reason == "too late to confirm the booking: the reminders will tell the patient"
+    early = OutboundMessage.objects.get(appointment=appointment, kind="reminder_2d")
+    assert sending.send_message(message_id=early.pk, now=early.due_at) == S.DELIVERED
+
+
 def test_a_booking_made_in_quiet_hours_is_confirmed_when_they_end(pwp, admin_user):
     appointment = booked(pwp, admin_user, at=london(2026, 6, 1, 21, 30))
     [message] = confirmations(appointment)

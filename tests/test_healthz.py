@@ -15,7 +15,7 @@ from django_q.conf import Conf
 
 from scheduling import health
 from scheduling.reminders import gateway, heartbeat, sending, tasks
-from scheduling.reminders.models import DispatchHeartbeat, OutboundMessage
+from scheduling.reminders.models import DispatchHeartbeat, OutboundMessage, SmsSettings
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral
 from tests.processes import shared_test_database_url
@@ -31,6 +31,13 @@ AFTERNOON = london(2026, 6, 9, 14, 0)
 def database_broker(monkeypatch):
     """The database broker unless a test says otherwise, whatever REDIS_URL the shell has."""
     monkeypatch.setattr(Conf, "ORM", "default")
+
+
+@pytest.fixture(autouse=True)
+def reminders_only(db):
+    """Lateness here is the reminders': no booking confirmation due beside them (those have their own
+    tests, tests/test_confirmation_texts.py)."""
+    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
 
 
 @pytest.fixture

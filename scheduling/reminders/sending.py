@@ -49,6 +49,8 @@ TWILIO_STATUS = {
 # Carrier delivery failures that mean staff should check the number (30003 unreachable ... 30008 unknown).
 WORKLIST_DELIVERY_ERRORS = frozenset({"30003", "30004", "30005", "30006", "30007", "30008"})
 ENQUEUE_AGAIN_AFTER = datetime.timedelta(minutes=5)
+# A confirmation held up this long (workers down for a day) is news no more: the reminders still go.
+CONFIRMATION_STALE_AFTER = datetime.timedelta(hours=24)
 DISPATCH_BATCH = 5000
 # Each reconciliation may wait for Twilio (SMS_HTTP_TIMEOUT_SECONDS); the dispatcher stops starting
 # new ones after this long, so it always ends well inside the queue's 60-second task timeout.
@@ -139,6 +141,8 @@ def _reason_not_to_send(message: OutboundMessage, *, now, sms_settings) -> tuple
             return Status.SKIPPED, "the appointment already has an outcome"
         if not still_useful(appointment_start=appointment.start, at=now, sms_settings=sms_settings):
             return Status.SKIPPED, "too close to (or after) the appointment by the time it could be sent"
+        if message.kind in OutboundMessage.CONFIRMATION_KINDS and now > message.due_at + CONFIRMATION_STALE_AFTER:
+            return Status.SKIPPED, "too late to confirm the booking: the reminders will tell the patient"
         later = OutboundMessage.objects.filter(
             appointment=appointment, appointment_start=message.appointment_start, due_at__gt=message.due_at, due_at__lte=now,
         ).exclude(status__in=[Status.CANCELLED, Status.SKIPPED]).exclude(pk=message.pk)
