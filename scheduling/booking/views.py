@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from scheduling import params
 from scheduling.booking import forms
@@ -18,10 +18,10 @@ from scheduling.booking.selectors import (
     WORKLIST_KEY_PATTERN,
     WORKLIST_KIND_LABELS,
     WORKLIST_SEARCH_MAX_LENGTH,
-    worklist_page,
     next_free_slots_for_referral,
     plan_course,
     remaining_treatment_session_numbers,
+    worklist_page,
 )
 from scheduling.booking.services import (
     AlreadyDone,
