@@ -18,6 +18,7 @@ from scheduling.booking.models import WorklistClaim
 from scheduling.booking.selectors import admin_worklist, worklist_page
 from scheduling.booking import services
 from scheduling.booking.services import ItemTaken, cancel_appointment, release_worklist_item, take_worklist_item
+from scheduling.calls.services import CallButton, record_call_outcome
 from scheduling.caseload.models import AdminTask
 from scheduling.caseload.services import raise_admin_task, resolve_admin_task
 from tests.booking_helpers import book
@@ -398,3 +399,14 @@ def test_only_admin_staff_and_managers_see_and_take_worklist_items(client, mixed
 def test_take_is_a_post_only_action(client, admin_user):
     client.force_login(admin_user)
     assert client.get(reverse("booking:worklist_take"), {"item": "task:1"}).status_code == 405
+
+
+def test_a_declined_call_is_listed_at_the_time_of_that_call_in_words(pwp, admin_user, referral):
+    call_at = london(2026, 3, 10, 14, 37)
+    with time_machine.travel(call_at, tick=False):
+        record_call_outcome(referral=referral, button=CallButton.DECLINED, actor=pwp)
+    with time_machine.travel(call_at + timedelta(hours=1), tick=False):
+        [item] = [i for i in admin_worklist() if i.referral_id == referral.pk]
+    assert item.kind == "suggest_discharge" and item.since == call_at
+    assert item.label == "Suggest discharge: declined (end of care: not assessed (including unable to contact))"
+    assert item.detail == "The patient declined on the last call"
