@@ -1,7 +1,7 @@
 """Django finds the app's models here; each capability keeps its own in its own package."""
 
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
-from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours  # noqa: F401
+from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours, WorklistClaim  # noqa: F401
 from scheduling.calls.models import (  # noqa: F401
     CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation, WrongNumberMark,
 )

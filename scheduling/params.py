@@ -89,6 +89,25 @@ def id_param(data, name: str, *, label: str | None = None) -> int | None:
     return int(raw)
 
 
+def text_param(data, name: str, *, max_length: int, label: str | None = None) -> str:
+    """Free text (a search), spaces tidied, or "" when absent. Longer than any sensible value is refused
+    rather than cut, so nobody searches for something other than what they typed."""
+    raw = " ".join(_raw(data, name).split())
+    label = label or name
+    if len(raw) > max_length:
+        raise InvalidParameter(f"{label}: {len(raw)} characters is too long; at most {max_length}.")
+    return raw
+
+
+def choice_param(data, name: str, *, choices, label: str | None = None) -> str:
+    """One of `choices` (values), or "" when absent or empty."""
+    raw = _raw(data, name)
+    label = label or name
+    if raw and raw not in choices:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” is not one of the choices.")
+    return raw
+
+
 def local_datetime_param(data, name: str, *, label: str | None = None) -> dt.datetime | None:
     """A date and time as a `datetime-local` input sends it (`YYYY-MM-DDTHH:MM`), read in the service's
     local time (Europe/London), or None when absent. Returned in UTC. A time the clocks skip or repeat

@@ -251,7 +251,8 @@ def test_a_decline_puts_discharge_declined_on_the_worklist_with_end_code_50(clie
     assert "discharge: declined" in row.next_step and "end code 50" in row.next_step
     client.force_login(admin_user)
     html = client.get(reverse("booking:worklist")).content.decode()
-    assert "Suggest discharge: declined (end code 50)" in html
+    # The worklist says it in words, not the code.
+    assert "Suggest discharge: declined (end of care: not assessed (including unable to contact))" in html
     assert "Contacted: book the assessment" not in html
     # Its Discharge button lands on the discharge form with the end code chosen.
     link = re.search(r'href="([^"]*/discharge/\?end_code=50[^"]*)"', html).group(1).replace("&amp;", "&")

@@ -23,7 +23,7 @@ def test_a_suggested_discharge_is_listed_once_on_the_worklist_with_its_end_code(
     with time_machine.travel(AFTER_DEADLINE, tick=False):
         items = [i for i in admin_worklist() if i.referral_id == referral.pk]
     assert [i.kind for i in items] == ["suggest_discharge"]
-    assert "end code 50" in items[0].label
+    assert items[0].label == "Suggest discharge: unable to contact (end of care: not assessed (including unable to contact))"
     assert "end_code=50" in items[0].action_url and "reason=Unable+to+contact" in items[0].action_url
 
 

@@ -9,15 +9,19 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from scheduling import params
 from scheduling.booking import forms
-from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.booking.models import WORKLIST_KEY_MAX_LENGTH, Appointment, Rearrangement
 from scheduling.booking.selectors import (
-    admin_worklist,
+    WORKLIST_KEY_PATTERN,
+    WORKLIST_KIND_LABELS,
+    WORKLIST_SEARCH_MAX_LENGTH,
     next_free_slots_for_referral,
     plan_course,
     remaining_treatment_session_numbers,
+    worklist_page,
 )
 from scheduling.booking.services import (
     AlreadyDone,
@@ -27,6 +31,8 @@ from scheduling.booking.services import (
     book_course,
     cancel_appointment,
     rearrange_appointment,
+    release_worklist_item,
+    take_worklist_item,
 )
 from scheduling.caseload.models import AdminTask, Patient, Referral
 from scheduling.caseload.services import (
@@ -60,9 +66,69 @@ def _already_done(request, exc: AlreadyDone):
     return redirect("caseload:referral_detail", pk=exc.appointment.referral_id)
 
 
+def _worklist_filters(data) -> dict:
+    """The kind filter and the name or NHS number search, from the page's address or carried on a form."""
+    return {
+        "kind": params.choice_param(data, "kind", choices=WORKLIST_KIND_LABELS, label="kind"),
+        "q": params.text_param(data, "q", max_length=WORKLIST_SEARCH_MAX_LENGTH, label="search"),
+    }
+
+
+def _item_key(data) -> str:
+    raw = data.get("item", "")
+    match = WORKLIST_KEY_PATTERN.match(raw) if len(raw) <= WORKLIST_KEY_MAX_LENGTH else None
+    if match is None or int(match.group(2)) > params.LARGEST_ID:
+        raise params.InvalidParameter(f"item: “{raw[:40]}” is not a worklist item.")
+    return raw
+
+
+def _back_to_worklist(filters: dict, key: str):
+    query = urlencode({name: value for name, value in filters.items() if value})
+    anchor = "item-" + key.replace(":", "-")
+    return redirect(reverse("booking:worklist") + (f"?{query}" if query else "") + f"#{anchor}")
+
+
 def worklist(request):
     _require(request, "book_appointments", "view_admintask")
-    return render(request, "booking/worklist.html", {"items": admin_worklist()})
+    filters = _worklist_filters(request.GET)
+    page = worklist_page(kind=filters["kind"], query=filters["q"])
+    search = {"q": filters["q"]} if filters["q"] else {}
+    chips = [
+        {"kind": kind, "label": label, "count": count, "query": urlencode({"kind": kind, **search}),
+         "current": filters["kind"] == kind}
+        for kind, label, count in page.counts
+    ]
+    return render(request, "booking/worklist.html", {
+        "page": page, "items": page.items, "filters": filters, "chips": chips, "all_query": urlencode(search),
+        "today": timezone.now(),
+    })
+
+
+@require_POST
+def worklist_take(request):
+    _require(request, "book_appointments", "view_admintask")
+    key, filters = _item_key(request.POST), _worklist_filters(request.POST)
+    take_over = params.id_param(request.POST, "take_over", label="take over")
+    try:
+        claim = take_worklist_item(key=key, actor=request.user, take_over=take_over)
+    except ValidationError as exc:
+        messages.error(request, " ".join(_errors(exc)))
+    else:
+        messages.success(request, f"Taken: colleagues now see this item as taken by you at {timezone.localtime(claim.taken_at):%H:%M}.")
+    return _back_to_worklist(filters, key)
+
+
+@require_POST
+def worklist_release(request):
+    _require(request, "book_appointments", "view_admintask")
+    key, filters = _item_key(request.POST), _worklist_filters(request.POST)
+    try:
+        claim = release_worklist_item(key=key, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(_errors(exc)))
+    else:
+        messages.success(request, "Released: anyone may take this item now." if claim else "Nobody had taken this item.")
+    return _back_to_worklist(filters, key)
 
 
 def task_resolve(request, pk: int):
