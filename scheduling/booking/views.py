@@ -66,7 +66,8 @@ def _when(moment) -> str:
 
 def _what(appointment: Appointment) -> str:
     """"Treatment Tue 10 Mar 2026 14:30 (session 3) with Pat Jones": what, when (London) and with whom."""
-    session = f" (session {appointment.session_number})" if appointment.session_number else ""
+    numbered = appointment.session_number and appointment.appointment_type != AppointmentType.ASSESSMENT
+    session = f" (session {appointment.session_number})" if numbered else ""
     who = appointment.practitioner.get_full_name() or appointment.practitioner.get_username()
     return f"{appointment.get_appointment_type_display()} {_when(appointment.start)}{session} with {who}"
 
