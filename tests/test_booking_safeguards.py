@@ -372,6 +372,10 @@ def test_a_time_typed_on_the_rearrange_page_goes_through_the_same_check(frozen, 
     give_pattern(pwp)
     appointment = book(referral, pwp, london(2026, 3, 4, 10), actor=admin_user)
     url = reverse("booking:rearrange", args=[appointment.pk])
+    page = admin_client.get(url).content.decode()
+    # The page's own button for a typed time, inside the form that posts back to this page.
+    assert '<button type="submit" name="typed" value="1">Move to this time</button>' in page
+    assert f'<form method="post" action="{url}"' in page and 'id="id_override_reason"' in page
     typed = {"asked_by": "patient", "typed": "1", "practitioner": pwp.pk, "day": "2026-03-07", "at": "11:00"}
     before = _state()
     refused = admin_client.post(url, typed)

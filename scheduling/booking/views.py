@@ -330,7 +330,10 @@ def rearrange(request, pk: int):
     referral = appointment.referral
     ask_form = forms.AskedForm(request.POST or None, initial={"asked_by": "patient"})
     typed = request.method == "POST" and request.POST.get("typed") == "1"
-    time_form = forms.RearrangeTimeForm(request.POST if typed else None, initial={"practitioner": appointment.practitioner_id})
+    # Not required in the browser: the page's main button moves to a listed slot and must not be blocked by it.
+    time_form = forms.RearrangeTimeForm(
+        request.POST if typed else None, initial={"practitioner": appointment.practitioner_id}, use_required_attribute=False
+    )
     error, status = None, 200
     if request.method == "POST":
         if typed:
