@@ -409,3 +409,33 @@ def test_the_course_page_says_what_is_already_booked_and_books_only_the_rest(ass
     assert "Booked 6 sessions" in _messages(response)
     assert Appointment.objects.filter(referral=assessed, appointment_type="review").count() == 2
     assert Appointment.objects.filter(referral=assessed, appointment_type="treatment").count() == 7
+
+
+# --- Course length and session length come from Booking settings elsewhere too ------------------
+
+
+def test_the_call_lists_session_label_counts_the_course_from_the_booking_settings(frozen, referral, pwp, admin_user):
+    from scheduling.calls.selectors import booked_calls
+
+    settings = BookingSettings.current()
+    settings.course_treatment_sessions = 5
+    settings.save()
+    book(referral, pwp, NOW + dt.timedelta(hours=1), actor=admin_user, kind="treatment", session_number=3)
+    [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)
+    assert row.session_label == "Session 3 of 6"  # the assessment and five treatment sessions
+
+
+def test_the_reports_equivalent_sessions_lost_divide_by_the_set_treatment_length(referral, pwp, admin_user):
+    from scheduling.reports.selectors import ReportParams, build_report
+
+    with time_machine.travel(london(2026, 3, 3, 8), tick=False):
+        appointment = book(referral, pwp, london(2026, 3, 3, 10), actor=admin_user)  # 60 minutes
+    with time_machine.travel(london(2026, 3, 3, 11), tick=False):
+        record_appointment_outcome(appointment=appointment, outcome="3", actor=pwp)  # did not attend
+    settings = BookingSettings.current()
+    settings.treatment_minutes = 30
+    settings.save()
+    with time_machine.travel(london(2026, 3, 10, 9), tick=False):
+        report = build_report(ReportParams(date_from=dt.date(2026, 3, 2), date_to=dt.date(2026, 3, 8)))
+    assert report["lost_minutes"]["dna"] == 60
+    assert report["equivalent_sessions_lost"] == round(report["lost_minutes"]["total"] / 30, 1)

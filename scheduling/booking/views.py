@@ -89,6 +89,8 @@ def _notice_note(notice_hours: float, *, late: bool, short: bool, threshold_hour
 def _hours(hours: float) -> str:
     if hours < 0:
         return "no"
+    if hours < 1:
+        return "less than an hour's"
     if hours >= 48:
         return f"{hours / 24:.0f} days'"
     whole = int(hours)
