@@ -91,6 +91,15 @@ class LocalTimeForm(forms.Form):
         return data
 
 
+class RearrangeTimeForm(LocalTimeForm):
+    """A new time typed on the rearrange page: the same wall-clock and availability rules as booking one.
+    The appointment keeps its type; the phone tick travels with the page's other fields."""
+
+    appointment_type = None
+    on_phone = None
+    override_reason = forms.CharField(label="Reason for moving it outside availability", max_length=200, required=False)
+
+
 class _AskedAtMixin:
     def clean_asked_at(self):
         return _in_bounds(self.cleaned_data["asked_at"], label="When they asked")

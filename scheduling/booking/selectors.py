@@ -160,8 +160,11 @@ def find_free_slots(
     limit: int = 10,
     ignore_appointment_ids=(),
     diary: Diary | None = None,
+    exclude_slots=(),
 ) -> list[Slot]:
-    """The earliest `limit` free slots, across the given practitioners, from `earliest` for `weeks` weeks."""
+    """The earliest `limit` free slots, across the given practitioners, from `earliest` for `weeks` weeks,
+    leaving out `exclude_slots` ((practitioner_id, start) pairs)."""
+    exclude_slots = {(pid, start.astimezone(dt.timezone.utc)) for pid, start in exclude_slots}
     earliest = earliest.astimezone(dt.timezone.utc)  # all arithmetic in UTC (see availability.local_datetime)
     first_day = earliest.astimezone(LONDON).date()
     last_day = first_day + dt.timedelta(weeks=weeks)
@@ -185,7 +188,9 @@ def find_free_slots(
                 if windows is not None:
                     free = intersect(free, windows)
                 free = [(max(s, earliest), e) for s, e in free if e > earliest]
-                todays.extend(Slot(pid, start, start + duration) for start in slot_starts(free, duration))
+                todays.extend(
+                    Slot(pid, start, start + duration) for start in slot_starts(free, duration) if (pid, start) not in exclude_slots
+                )
             todays.sort(key=lambda s: (s.start, s.practitioner_id))
             found.extend(todays)
         day += dt.timedelta(days=1)
@@ -216,10 +221,16 @@ def next_free_slots_for_referral(
     limit: int = 10,
     ignore_appointment_ids=(),
     patient_on_phone: bool = False,
+    moving: Appointment | None = None,
 ) -> list[Slot]:
     """Next free slots for a referral's practitioner (or the whole team), in the patient's windows,
     no sooner than the service's booking lead time (or, with the patient on the phone, from
-    ON_THE_PHONE_MARGIN from now: today's and tomorrow's slots too)."""
+    ON_THE_PHONE_MARGIN from now: today's and tomorrow's slots too).
+
+    For `moving` (an appointment being rearranged) its own time is free to overlap but never offered:
+    moving it to the time it already has would only record a cancellation and an identical booking."""
+    if moving is not None:
+        ignore_appointment_ids = [*ignore_appointment_ids, moving.pk]
     practitioner = referral.assigned_practitioner
     if whole_team or practitioner is None:
         ids = team_practitioner_ids(practitioner) if practitioner else list(
@@ -239,6 +250,7 @@ def next_free_slots_for_referral(
         preferred_times=patient.preferred_times if respect_preferences else (),
         limit=limit,
         ignore_appointment_ids=ignore_appointment_ids,
+        exclude_slots=[(moving.practitioner_id, moving.start)] if moving is not None else (),
     )
 
 
@@ -260,20 +272,32 @@ class PlannedSession:
 
 
 def remaining_treatment_session_numbers(referral: Referral) -> list[int]:
-    """Session numbers (2 = first treatment) of the course not yet held or booked."""
+    """Session numbers (2 = first treatment) of the course not yet held or booked.
+
+    A treatment booked on its own ("Book this one only") has no session number; it still counts
+    towards BookingSettings.course_treatment_sessions, taking the earliest number still free."""
     settings = BookingSettings.current()
-    taken = set(
-        referral.appointments.filter(appointment_type=AppointmentType.TREATMENT)
-        .exclude(outcome__in=[AttendanceOutcome.CANCELLED_BY_PATIENT, AttendanceOutcome.CANCELLED_BY_PROVIDER])
+    numbers = list(
+        referral.appointments.filter(appointment_type=AppointmentType.TREATMENT).not_cancelled()
         .values_list("session_number", flat=True)
     )
-    return [n for n in range(2, 2 + settings.course_treatment_sessions) if n not in taken]
+    taken = {n for n in numbers if n is not None}
+    remaining = [n for n in range(2, 2 + settings.course_treatment_sessions) if n not in taken]
+    unnumbered = sum(1 for n in numbers if n is None)
+    return remaining[unnumbered:]
+
+
+def reviews_already_booked(referral: Referral) -> int:
+    """Reviews booked or held for the referral (not cancelled): a course plan does not book them again."""
+    return referral.appointments.filter(appointment_type=AppointmentType.REVIEW).not_cancelled().count()
 
 
 def plan_course(
     *, referral: Referral, practitioner, first_start: dt.datetime, include_reviews: bool = True, max_skips: int = 8
 ) -> list[PlannedSession]:
-    """Remaining treatment sessions weekly at the same local time from `first_start`, then reviews.
+    """Remaining treatment sessions weekly at the same local time from `first_start`, then the reviews
+    not already booked. What is already booked or held counts: treatments towards
+    BookingSettings.course_treatment_sessions, reviews towards the first and second review.
 
     Weeks the practitioner does not work at that time (leave, training, bank holidays, not a working
     day) are skipped and the course runs on a week longer. A clash with an existing appointment is
@@ -323,9 +347,9 @@ def plan_course(
         number = next(wanted, None)
     if include_reviews and plan and plan[-1].start is not None:
         last_local = plan[-1].start.astimezone(LONDON)
-        for months in (settings.first_review_months, settings.second_review_months):
-            if not months:
-                continue
+        review_months = [m for m in (settings.first_review_months, settings.second_review_months) if m]
+        # Reviews already booked (or held) stand for the first of the course's reviews.
+        for months in review_months[reviews_already_booked(referral):]:
             plan.append(_plan_review(diary, practitioner, last_local.date() + relativedelta(months=months), wall_time, settings))
     return plan
 

@@ -1,6 +1,7 @@
 """Writes to appointments: book, record the outcome, cancel, rearrange, correct."""
 
 import datetime
+from dataclasses import dataclass
 from datetime import timedelta
 
 from dateutil.relativedelta import relativedelta
@@ -449,6 +450,7 @@ def rearrange_appointment(
     enforce_availability: bool = False,
     enforce_asked_at: bool = False,
     patient_on_phone: bool = False,
+    override_reason: str = "",
 ) -> Rearrangement:
     """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number.
 
@@ -458,18 +460,22 @@ def rearrange_appointment(
 
     The original is cancelled before the replacement is inserted, so an assessment's replacement never
     meets the one-open-assessment-per-referral index. Moving it again to the same time (a double
-    submit) changes nothing and raises AlreadyRearranged.
+    submit) changes nothing and raises AlreadyRearranged. Moving it to the time it already has (same
+    practitioner, start and length) is refused: it would record a cancellation and an identical booking.
+    With enforce_availability, `override_reason` moves it outside the practitioner's availability, audited.
     """
     if asked_by not in Rearrangement.AskedBy.values:
         raise ValidationError({"asked_by": "Say whether the patient or the service asked to rearrange."})
+    _refuse_same_slot(appointment=appointment, new_start=new_start, practitioner=practitioner)
     waived = False
     if enforce_lead_time:
         waived = _check_lead_time(new_start, patient_on_phone=patient_on_phone)
         _check_how_far_ahead(new_start)
+    overridden = None
     if enforce_availability and timezone.is_aware(new_start):
-        _check_diary(
+        overridden = _check_diary(
             practitioner=practitioner or appointment.practitioner, start=new_start, duration_minutes=appointment.duration_minutes,
-            override_reason="",
+            override_reason=override_reason,
         )
     asked_at = asked_at or timezone.now()
     with transaction.atomic():
@@ -501,6 +507,8 @@ def rearrange_appointment(
             referral=original.referral, appointment=replacement, field="booking", old="", new="booked", actor=actor,
             reason=f"Rearranged from appointment {original.pk}",
         )
+        if overridden:
+            _audit_override(appointment=replacement, why=overridden, reason=override_reason, actor=actor)
         if waived:
             _audit_lead_time_waived(appointment=replacement, actor=actor)
         rearrangement = Rearrangement.objects.create(
@@ -511,6 +519,17 @@ def rearrange_appointment(
         _resolve_rearrange_requests(original=original, actor=actor, replacement=replacement)
     appointment.refresh_from_db()
     return rearrangement
+
+
+def _refuse_same_slot(*, appointment: Appointment, new_start, practitioner):
+    # The replacement keeps the original's length, so the same practitioner and start is the same slot.
+    same_practitioner = practitioner is None or practitioner.pk == appointment.practitioner_id
+    if same_practitioner and new_start is not None and new_start == appointment.start and not appointment.is_cancelled:
+        raise ValidationError(
+            f"That is the time it already has ({_when(appointment.start)} with "
+            f"{appointment.practitioner.get_full_name() or appointment.practitioner}); choose a different time.",
+            code="same_slot",
+        )
 
 
 def _refuse_if_already_moved(*, appointment: Appointment, new_start, practitioner):
@@ -589,12 +608,49 @@ def notice_hours(appointment: Appointment) -> float | None:
     return None if notice is None else notice.total_seconds() / 3600
 
 
+def _short_notice(notice: timedelta, service_settings: ServiceSettings) -> bool:
+    # The one rule for "short notice" here (reports' short_notice_q is the same rule as a query).
+    return notice < timedelta(hours=service_settings.late_cancellation_notice_hours)
+
+
 def is_late_cancellation(appointment: Appointment, *, service_settings: ServiceSettings | None = None) -> bool:
     """A patient cancellation or patient-asked rearrangement with less notice than the threshold."""
     if appointment.outcome != AttendanceOutcome.CANCELLED_BY_PATIENT or appointment.cancelled_at is None:
         return False
-    threshold = timedelta(hours=(service_settings or ServiceSettings.current()).late_cancellation_notice_hours)
-    return appointment.notice_given < threshold
+    return _short_notice(appointment.notice_given, service_settings or ServiceSettings.current())
+
+
+@dataclass(frozen=True)
+class CancellationNotice:
+    """What a cancellation asked for at `asked_at` would be, before it is recorded."""
+
+    asked_at: datetime.datetime
+    notice: timedelta
+    threshold_hours: int
+    short: bool  # less notice than the threshold: counts as lost capacity (reports' short_notice_q)
+
+    @property
+    def notice_hours(self) -> float:
+        return self.notice.total_seconds() / 3600
+
+    @property
+    def not_late_if_asked_before(self) -> datetime.datetime:
+        return self.asked_at + self.notice - timedelta(hours=self.threshold_hours)
+
+
+def cancellation_notice(
+    *, appointment: Appointment, asked_at=None, service_settings: ServiceSettings | None = None
+) -> CancellationNotice:
+    """The notice a cancellation asked for at `asked_at` (default now) gives, against the service's threshold.
+    By the patient and short, it is a late cancellation; by the service and short, a short-notice
+    service cancellation; either way it counts as lost capacity."""
+    service_settings = service_settings or ServiceSettings.current()
+    asked_at = asked_at or timezone.now()
+    notice = appointment.start - asked_at
+    return CancellationNotice(
+        asked_at=asked_at, notice=notice, threshold_hours=service_settings.late_cancellation_notice_hours,
+        short=_short_notice(notice, service_settings),
+    )
 
 
 def is_late_rearrangement(rearrangement: Rearrangement, *, service_settings: ServiceSettings | None = None) -> bool:

@@ -13,7 +13,8 @@ from django.views.decorators.http import require_POST
 
 from scheduling import params
 from scheduling.booking import forms
-from scheduling.booking.models import WORKLIST_KEY_MAX_LENGTH, Appointment, Rearrangement
+from scheduling.booking.availability import LONDON
+from scheduling.booking.models import WORKLIST_KEY_MAX_LENGTH, Appointment, BookingSettings, Rearrangement
 from scheduling.booking.selectors import (
     WORKLIST_KEY_PATTERN,
     WORKLIST_KIND_LABELS,
@@ -21,6 +22,7 @@ from scheduling.booking.selectors import (
     next_free_slots_for_referral,
     plan_course,
     remaining_treatment_session_numbers,
+    reviews_already_booked,
     worklist_page,
 )
 from scheduling.booking.services import (
@@ -30,6 +32,9 @@ from scheduling.booking.services import (
     book_appointment,
     book_course,
     cancel_appointment,
+    cancellation_notice,
+    is_late_cancellation,
+    is_late_rearrangement,
     rearrange_appointment,
     release_worklist_item,
     take_worklist_item,
@@ -45,6 +50,7 @@ from scheduling.caseload.services import (
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
 from scheduling.codes import AppointmentType
+from scheduling.reminders.services import sms_refusal_reason
 
 
 def _require(request, *perms):
@@ -58,6 +64,43 @@ def _errors(exc: ValidationError) -> list[str]:
 
 def _form_errors(*forms_) -> str:
     return " ".join(e for form in forms_ for field_errors in form.errors.values() for e in field_errors)
+
+
+def _when(moment) -> str:
+    return f"{moment.astimezone(LONDON):%a %d %b %Y %H:%M}"
+
+
+def _what(appointment: Appointment) -> str:
+    """"Treatment Tue 10 Mar 2026 14:30 (session 3) with Pat Jones": what, when (London) and with whom."""
+    numbered = appointment.session_number and appointment.appointment_type != AppointmentType.ASSESSMENT
+    session = f" (session {appointment.session_number})" if numbered else ""
+    who = appointment.practitioner.get_full_name() or appointment.practitioner.get_username()
+    return f"{appointment.get_appointment_type_display()} {_when(appointment.start)}{session} with {who}"
+
+
+def _text_note(patient) -> str:
+    why = sms_refusal_reason(patient)
+    return f"no text: {why}" if why else "a confirmation text will be sent"
+
+
+def _notice_note(notice_hours: float, *, late: bool, short: bool, threshold_hours: int) -> str:
+    given = _hours(notice_hours)
+    if late:
+        return f"A late cancellation ({given} notice, under {threshold_hours} hours): it counts as lost capacity."
+    if short:
+        return f"Cancelled by the service at short notice ({given}, under {threshold_hours} hours): it counts as lost capacity."
+    return f"{given} notice: not a late cancellation, and not counted as lost capacity."
+
+
+def _hours(hours: float) -> str:
+    if hours < 0:
+        return "no"
+    if hours < 1:
+        return "less than an hour's"
+    if hours >= 48:
+        return f"{hours / 24:.0f} days'"
+    whole = int(hours)
+    return f"{whole} hour{'s' if whole != 1 else ''}'"
 
 
 def _already_done(request, exc: AlreadyDone):
@@ -185,13 +228,13 @@ def _landing(request, referral: Referral, *, practitioner_id=None) -> str:
     return reverse("caseload:referral_detail", args=[referral.pk])
 
 
-def _slot_context(request, referral: Referral, *, appointment_type: str, ignore=(), after=None):
+def _slot_context(request, referral: Referral, *, appointment_type: str, ignore=(), after=None, moving=None):
     whole_team = request.GET.get("team") == "1" or request.POST.get("team") == "1"
     respect = request.GET.get("any_time") != "1" and request.POST.get("any_time") != "1"
     on_phone = _on_phone(request)
     slots = next_free_slots_for_referral(
         referral=referral, appointment_type=appointment_type, whole_team=whole_team, respect_preferences=respect,
-        ignore_appointment_ids=ignore, after=after, patient_on_phone=on_phone,
+        ignore_appointment_ids=ignore, after=after, patient_on_phone=on_phone, moving=moving,
     )
     names = {u.pk: u.get_full_name() or u.username for u in get_user_model().objects.filter(pk__in={s.practitioner_id for s in slots})}
     return {
@@ -266,7 +309,7 @@ def book(request, pk: int):
         # An unassigned referral joins the caseload of the practitioner who assesses it.
         assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
     messages.success(
-        request, f"Booked for {referral.patient.full_name}: {appointment} with {data['practitioner'].get_full_name()}."
+        request, f"Booked for {referral.patient.full_name}: {_what(appointment)}; {_text_note(referral.patient)}."
     )
     return redirect(_landing(request, referral, practitioner_id=data["practitioner"].pk))
 
@@ -303,7 +346,7 @@ def course(request, pk: int):
         else:
             messages.success(
                 request, f"Booked {len(booked)} sessions for {referral.patient.full_name} with {practitioner.get_full_name()}, "
-                f"the first {booked[0]}.",
+                f"the first {_when(booked[0].start)}; {_text_note(referral.patient)}.",
             )
             return redirect(_landing(request, referral))
     else:
@@ -311,8 +354,17 @@ def course(request, pk: int):
     return render(request, "booking/course.html", {
         "referral": referral, "patient": referral.patient, "practitioner": practitioner, "first_start": first_start,
         "plan": plan, "has_problems": any(p.problem for p in plan), "error": error, "include_reviews": include_reviews,
-        "extra_fields": _carried(request),
+        "extra_fields": _carried(request), "already": _already_in_course(referral),
     }, status=status)
+
+
+def _already_in_course(referral: Referral) -> dict:
+    """What the course plan counts as done: treatments booked or held, and reviews booked or held."""
+    course = BookingSettings.current().course_treatment_sessions
+    return {
+        "treatments": course - len(remaining_treatment_session_numbers(referral)), "course": course,
+        "reviews": reviews_already_booked(referral),
+    }
 
 
 def _appointment_for_change(request, pk: int, *, cancelling: bool = False) -> Appointment:
@@ -345,33 +397,51 @@ def rearrange(request, pk: int):
         return _show_where_it_went(request, appointment)
     referral = appointment.referral
     ask_form = forms.AskedForm(request.POST or None, initial={"asked_by": "patient"})
+    typed = request.method == "POST" and request.POST.get("typed") == "1"
+    # Not required in the browser: the page's main button moves to a listed slot and must not be blocked by it.
+    time_form = forms.RearrangeTimeForm(
+        request.POST if typed else None, initial={"practitioner": appointment.practitioner_id}, use_required_attribute=False
+    )
     error, status = None, 200
     if request.method == "POST":
-        practitioner_id, _, start = (request.POST.get("slot") or "").partition("|")
-        slot_form = forms.SlotChoiceForm(
-            {"practitioner": practitioner_id, "appointment_type": appointment.appointment_type, "start": start}
-        )
-        if ask_form.is_valid() and slot_form.is_valid():
+        if typed:
+            chosen_form = time_form
+        else:
+            practitioner_id, _, start = (request.POST.get("slot") or "").partition("|")
+            chosen_form = forms.SlotChoiceForm(
+                {"practitioner": practitioner_id, "appointment_type": appointment.appointment_type, "start": start}
+            )
+        if ask_form.is_valid() and chosen_form.is_valid():
             try:
                 moved = rearrange_appointment(
-                    appointment=appointment, new_start=slot_form.cleaned_data["start"],
-                    practitioner=slot_form.cleaned_data["practitioner"], asked_by=ask_form.cleaned_data["asked_by"],
+                    appointment=appointment, new_start=chosen_form.cleaned_data["start"],
+                    practitioner=chosen_form.cleaned_data["practitioner"], asked_by=ask_form.cleaned_data["asked_by"],
                     reason=ask_form.cleaned_data["reason"], asked_at=_asked_at(ask_form.cleaned_data["asked_at"]),
                     actor=request.user, enforce_lead_time=True, enforce_availability=True, enforce_asked_at=True,
-                    patient_on_phone=_on_phone(request),
+                    patient_on_phone=_on_phone(request), override_reason=chosen_form.cleaned_data.get("override_reason", ""),
                 )
             except AlreadyDone as exc:
                 return _already_done(request, exc)
             except ValidationError as exc:
                 error, status = " ".join(_errors(exc)), 409 if isinstance(exc, SlotTaken) else 400
             else:
-                messages.success(request, f"Rearranged for {referral.patient.full_name}: now {moved.replacement}.")
+                late = " It counts as a late cancellation." if is_late_rearrangement(moved) else ""
+                messages.success(
+                    request,
+                    f"Rearranged for {referral.patient.full_name}: now {_what(moved.replacement)} "
+                    f"(was {_when(moved.original.start)}); {_text_note(referral.patient)}.{late}",
+                )
                 return redirect(_landing(request, referral))
+        elif typed:
+            error, status = f"Say who asked, and enter the new time. {_form_errors(ask_form, time_form)}".strip(), 400
         else:
-            problems = _form_errors(ask_form) + (" " + _form_errors(slot_form) if start or practitioner_id else "")
+            problems = _form_errors(ask_form) + (" " + _form_errors(chosen_form) if start or practitioner_id else "")
             error, status = f"Say who asked, and choose a new time. {problems}".strip(), 400
-    context = _slot_context(request, referral, appointment_type=appointment.appointment_type, ignore=[appointment.pk])
-    context.update(appointment=appointment, referral=referral, patient=referral.patient, ask_form=ask_form, error=error)
+    context = _slot_context(request, referral, appointment_type=appointment.appointment_type, moving=appointment)
+    context.update(
+        appointment=appointment, referral=referral, patient=referral.patient, ask_form=ask_form, time_form=time_form,
+        error=error, typed=typed,
+    )
     return render(request, "booking/rearrange.html", context, status=status)
 
 
@@ -382,7 +452,7 @@ def cancel(request, pk: int):
     form = forms.CancelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            cancel_appointment(
+            cancelled = cancel_appointment(
                 appointment=appointment, cancelled_by=form.cleaned_data["cancelled_by"], reason=form.cleaned_data["reason"],
                 asked_at=_asked_at(form.cleaned_data["asked_at"]), actor=request.user, enforce_asked_at=True,
             )
@@ -391,10 +461,21 @@ def cancel(request, pk: int):
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            messages.success(request, "Cancelled.")
+            notice = cancellation_notice(appointment=cancelled, asked_at=cancelled.cancelled_at)
+            patient = cancelled.referral.patient
+            messages.success(request, (
+                f"Cancelled for {patient.full_name}: {_what(cancelled)}; {_text_note(patient)}. "
+                + _notice_note(notice.notice_hours, late=is_late_cancellation(cancelled), short=notice.short,
+                               threshold_hours=notice.threshold_hours)
+            ))
             return redirect("caseload:referral_detail", pk=appointment.referral_id)
+    # Said before confirming, for a cancellation asked for now; the page gives the cut-off for an earlier one.
+    notice = cancellation_notice(appointment=appointment)
     return render(
-        request, "booking/cancel.html", {"appointment": appointment, "form": form, "patient": appointment.referral.patient},
+        request, "booking/cancel.html", {
+            "appointment": appointment, "form": form, "patient": appointment.referral.patient,
+            "notice": notice, "notice_words": _hours(notice.notice_hours).rstrip("'"),
+        },
         status=400 if request.method == "POST" else 200,
     )
 

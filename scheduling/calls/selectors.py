@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, When, Window
 from django.utils import timezone
 
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation, WrongNumberMark
 from scheduling.calls.policy import LONDON, PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
@@ -33,8 +33,6 @@ Status = Referral.Status
 Outcome = ContactAttempt.Outcome
 # Referrals the contact policy works on: not yet (or no longer) reachable before treatment starts.
 TO_REACH_STATUSES = [Status.AWAITING_CONTACT, Status.CONTACTED, Status.ASSESSED]
-# A course is 1 assessment + 7 treatment sessions unless more are booked (see DOMAIN.md).
-DEFAULT_COURSE_SESSIONS = 8
 ASSESSMENT_STARTED_OUTCOMES = ["5", "6", "7"]
 
 
@@ -332,6 +330,8 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
             kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True, appointment_id__in=ids
         ).values_list("appointment_id", flat=True)
     )
+    # A course is the assessment and BookingSettings' treatment sessions, unless more are booked.
+    course_sessions = 1 + BookingSettings.current().course_treatment_sessions
     totals = dict(
         Appointment.objects.not_cancelled()
         .filter(referral_id__in=referral_ids)
@@ -376,7 +376,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
                 appointment=a,
                 referral=a.referral,
                 age=a.referral.patient.age_on(timezone.localdate(a.start)),
-                session_label=_session_label(a, max(totals.get(a.referral_id) or 0, DEFAULT_COURSE_SESSIONS)),
+                session_label=_session_label(a, max(totals.get(a.referral_id) or 0, course_sessions)),
                 attempts_for_appointment=len(attempts),
                 attempts_for_referral=referral_counts.get(a.referral_id, 0),
                 unanswered_tries=len(in_slot),

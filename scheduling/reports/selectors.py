@@ -29,7 +29,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, RowNumber, TruncDate, TruncWeek
 from django.utils import timezone
 
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.calls.models import ContactAttempt
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome
@@ -37,8 +37,6 @@ from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutco
 LONDON = ZoneInfo("Europe/London")
 LOST_CAUSES = ("dna", "late_cancellation", "service_cancellation", "failed_calls")
 APPOINTMENT_CAUSES = ("dna", "late_cancellation", "service_cancellation")
-# "Equivalent sessions lost" divides lost minutes by one treatment session (codes.DEFAULT_DURATION_MINUTES).
-SESSION_MINUTES = 45
 SIX_WEEKS_DAYS = 42
 EIGHTEEN_WEEKS_DAYS = 126
 LONGEST_HELD_LIMIT = 20
@@ -480,7 +478,8 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
         "failed_call_count": failed_count,
         "booked_lost_pct": _pct(lost["total"] - lost["failed_calls"], booked),
         "lost_hours": round(lost["total"] / 60, 1),
-        "equivalent_sessions_lost": round(lost["total"] / SESSION_MINUTES, 1),
+        # One treatment session's length as the service has set it (BookingSettings).
+        "equivalent_sessions_lost": round(lost["total"] / BookingSettings.current().treatment_minutes, 1),
         "pre_assessment": {
             "referrals_assessed": n_assessed,
             "contacts_distribution": {bucket: pre_agg[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
