@@ -1,6 +1,7 @@
 """Booking screens (admin staff and managers on any caseload; PWPs on the caseloads they work). Thin:
 parse the form, call a selector or service, show the result."""
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -78,9 +79,21 @@ def _what(appointment: Appointment) -> str:
     return f"{appointment.get_appointment_type_display()} {_when(appointment.start)}{session} with {who}"
 
 
-def _text_note(patient) -> str:
-    why = sms_refusal_reason(patient)
-    return f"no text: {why}" if why else "a confirmation text will be sent"
+def _text_note(appointment: Appointment) -> str:
+    """What the outbox planned for this booking, read back from its own row (through the reverse relation,
+    so booking needs nothing from reminders): the words follow what will really happen."""
+    confirmation = (
+        appointment.outbound_messages.filter(appointment_start=appointment.start, kind__startswith="confirmation")
+        .order_by("-id").first()
+    )
+    if confirmation is None:
+        why = sms_refusal_reason(appointment.referral.patient)
+        return f"no text: {why}" if why else "no confirmation text (confirmations are off in SMS settings)"
+    if confirmation.status == "skipped":
+        return f"no confirmation text: {confirmation.status_reason}"
+    if confirmation.due_at > timezone.now() + timedelta(minutes=1):
+        return f"a confirmation text will be sent at {_when(confirmation.due_at)} (after quiet hours)"
+    return "a confirmation text will be sent"
 
 
 def _notice_note(notice_hours: float, *, late: bool, short: bool, threshold_hours: int) -> str:
@@ -309,7 +322,7 @@ def book(request, pk: int):
         # An unassigned referral joins the caseload of the practitioner who assesses it.
         assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
     messages.success(
-        request, f"Booked for {referral.patient.full_name}: {_what(appointment)}; {_text_note(referral.patient)}."
+        request, f"Booked for {referral.patient.full_name}: {_what(appointment)}; {_text_note(appointment)}."
     )
     return redirect(_landing(request, referral, practitioner_id=data["practitioner"].pk))
 
@@ -346,7 +359,7 @@ def course(request, pk: int):
         else:
             messages.success(
                 request, f"Booked {len(booked)} sessions for {referral.patient.full_name} with {practitioner.get_full_name()}, "
-                f"the first {_when(booked[0].start)}; {_text_note(referral.patient)}.",
+                f"the first {_when(booked[0].start)}; {_text_note(booked[0])}.",
             )
             return redirect(_landing(request, referral))
     else:
@@ -429,7 +442,7 @@ def rearrange(request, pk: int):
                 messages.success(
                     request,
                     f"Rearranged for {referral.patient.full_name}: now {_what(moved.replacement)} "
-                    f"(was {_when(moved.original.start)}); {_text_note(referral.patient)}.{late}",
+                    f"(was {_when(moved.original.start)}); {_text_note(moved.replacement)}.{late}",
                 )
                 return redirect(_landing(request, referral))
         elif typed:
@@ -464,7 +477,7 @@ def cancel(request, pk: int):
             notice = cancellation_notice(appointment=cancelled, asked_at=cancelled.cancelled_at)
             patient = cancelled.referral.patient
             messages.success(request, (
-                f"Cancelled for {patient.full_name}: {_what(cancelled)}; {_text_note(patient)}. "
+                f"Cancelled for {patient.full_name}: {_what(cancelled)}; the patient is not texted about it, and texts still to go for it are cancelled. "
                 + _notice_note(notice.notice_hours, late=is_late_cancellation(cancelled), short=notice.short,
                                threshold_hours=notice.threshold_hours)
             ))

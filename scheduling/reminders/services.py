@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.calls.selectors import number_marked_wrong
-from scheduling.codes import AppointmentType
+from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 
@@ -192,6 +192,8 @@ def plan_reminders(*, appointment, actor=None, now=None) -> list[OutboundMessage
 CONFIRMATION_BOOKED_WITHIN = datetime.timedelta(hours=1)
 # A reminder due this soon after the confirmation says the same thing: only the reminder goes.
 CONFIRMATION_COVERED_BY_REMINDER_WITHIN = datetime.timedelta(hours=1)
+# Confirmations planned this close together belong to one booking (a course): the first one speaks for all.
+CONFIRMATION_ONE_PER_BOOKING = datetime.timedelta(minutes=5)
 
 
 def confirmation_wanted(*, appointment, now=None) -> bool:
@@ -231,6 +233,14 @@ def plan_confirmation(*, appointment, moved: bool = False, actor=None, now=None)
         due_at__lte=due + CONFIRMATION_COVERED_BY_REMINDER_WITHIN,
     ).exclude(kind__in=OutboundMessage.CONFIRMATION_KINDS).exists():
         status, reason = Status.SKIPPED, "a reminder goes at about the same time"
+    elif not moved and OutboundMessage.objects.filter(
+        patient=patient, kind=OutboundMessage.CONFIRMATION, created_at__gte=now - CONFIRMATION_ONE_PER_BOOKING,
+        appointment_start__lt=appointment.start,
+    ).exclude(appointment=appointment).exclude(status=Status.CANCELLED).exclude(
+        appointment__outcome__in=CANCELLED_OUTCOMES
+    ).exists():
+        # A course is booked in one go: one text for its first call, not one per session.
+        status, reason = Status.SKIPPED, "booked together with an earlier call, whose confirmation covers it"
     body = content.render(template_body(key), content.appointment_placeholders(appointment=appointment, patient=patient))
     return _create_message(
         actor=actor,
