@@ -15,7 +15,11 @@ SOURCE = Path(settings.BASE_DIR) / "docs" / "capacity-report.md"
 def _rendered(mtime_ns: int) -> tuple[str, str]:
     text = SOURCE.read_text(encoding="utf-8")
     # The file is ours (reviewed like code), so its HTML is trusted; tables and heading anchors are on.
-    md = markdown.Markdown(extensions=["tables", "toc"], extension_configs={"toc": {"toc_depth": "2"}})
+    # Column alignment as align= attributes: the CSP refuses inline style attributes.
+    md = markdown.Markdown(
+        extensions=["tables", "toc"],
+        extension_configs={"tables": {"use_align_attribute": True}, "toc": {"toc_depth": "2"}},
+    )
     body = md.convert(text)
     return body, md.toc
 
