@@ -3,7 +3,6 @@
 import datetime as dt
 
 import pytest
-from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from scheduling.reminders.models import SmsSettings
@@ -33,9 +32,3 @@ def test_every_settings_problem_is_shown_at_once(client, manager):
     client.force_login(manager)
     response = post(client, quiet_hours_start="06:00", quiet_hours_end="06:00", max_send_attempts="11")
     assert set(response.context["form"].errors) == {"quiet_hours_end", "max_send_attempts"}
-
-
-def test_the_database_refuses_equal_quiet_hours_written_past_the_service(db):
-    SmsSettings.current()
-    with pytest.raises(IntegrityError), transaction.atomic():
-        SmsSettings.objects.filter(pk=1).update(quiet_hours_start=dt.time(7), quiet_hours_end=dt.time(7))

@@ -42,14 +42,6 @@ class SmsSettings(models.Model):
 
     class Meta:
         verbose_name_plural = "SMS settings"
-        constraints = [
-            # Equal times would be read as "no quiet hours": texts at any hour of the night.
-            models.CheckConstraint(
-                condition=~models.Q(quiet_hours_start=models.F("quiet_hours_end")),
-                name="sms_quiet_hours_not_empty",
-                violation_error_message="Quiet hours cannot start and end at the same time.",
-            ),
-        ]
 
     def __str__(self):
         return "SMS settings"

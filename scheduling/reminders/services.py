@@ -276,6 +276,8 @@ def update_template(*, key: str, body: str, actor) -> MessageTemplate:
 
 def update_sms_settings(*, actor, quiet_hours_start, quiet_hours_end, minimum_notice_minutes, max_send_attempts) -> SmsSettings:
     errors = {}
+    # Equal times read as "no quiet hours" (texts at any hour of the night): only the benchmarks and the
+    # stack smoke test set that, on databases of their own, by writing the row directly.
     if quiet_hours_start == quiet_hours_end:
         errors["quiet_hours_end"] = (
             f"Quiet hours cannot start and end at the same time ({quiet_hours_start:%H:%M}): "
