@@ -45,6 +45,8 @@ def test_the_capacity_page_links_to_the_definitions_page_which_renders_the_doc(m
     assert '<h2 id="period-and-filters">Period and filters</h2>' in body
     assert body.count("<table>") == source.count("| --- |") > 0
     assert f'<a href="{reverse("reports:capacity")}">Back to the capacity report</a>' in body
+    back = get(manager_client, reverse("reports:capacity"))
+    assert back.status_code == 200 and "<h1>Capacity and slot wastage</h1>" in back.content.decode()
     assert "<script" not in body and "style=" not in body
 
 

@@ -90,3 +90,10 @@ def test_a_referral_for_a_known_patient_shows_all_its_problems_at_once(frozen, a
     assert set(errors) == {"reason", "received_on"}
     assert "cannot be in the future" in errors["received_on"][0]
     assert not Referral.objects.exists()
+
+
+def test_an_empty_post_shows_the_form_again_and_creates_nothing(frozen, admin_client):
+    response = admin_client.post(reverse("booking:new_referral"), {})
+    assert response.status_code == 200
+    assert 'name="received_on" value="2026-12-02"' in response.content.decode()
+    assert not Patient.objects.exists()

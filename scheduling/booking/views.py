@@ -362,9 +362,10 @@ def new_referral(request):
             existing = None
     form = forms.NewReferralForm(request.POST or None, initial={"received_on": timezone.localdate(), "nhs_number": nhs or ""})
     duplicate = None
-    if request.method == "POST" and not form.is_valid():
+    # An empty POST leaves the form unbound: shown again as on GET, as before.
+    if form.is_bound and not form.is_valid():
         _add_service_errors(form, existing=existing if request.POST.get("use_existing") == "1" else None)
-    elif request.method == "POST":
+    elif form.is_bound:
         data = form.cleaned_data
         try:
             if existing is not None and request.POST.get("use_existing") == "1":
