@@ -97,3 +97,9 @@ def test_an_empty_post_shows_the_form_again_and_creates_nothing(frozen, admin_cl
     assert response.status_code == 200
     assert 'name="received_on" value="2026-12-02"' in response.content.decode()
     assert not Patient.objects.exists()
+
+
+def test_the_form_leaves_checking_to_the_server_so_every_error_shows_at_once(frozen, admin_client):
+    # The browser's own required-field checks would stop at the first empty field, one at a time.
+    page = admin_client.get(reverse("booking:new_referral")).content.decode()
+    assert f'action="{reverse("booking:new_referral")}" novalidate>' in page
