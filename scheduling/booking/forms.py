@@ -11,6 +11,7 @@ from scheduling.booking.availability import local_datetime
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.caseload.models import TimeOfDay
 from scheduling.codes import AppointmentType, ReferralSource
+from scheduling.formparts import DateInput, DateTimeLocalInput, NamedErrorsMixin
 
 
 def practitioner_choices():
@@ -62,7 +63,7 @@ class LocalTimeForm(forms.Form):
 
     practitioner = PractitionerField(queryset=practitioner_choices())
     appointment_type = forms.ChoiceField(choices=AppointmentType.choices)
-    day = forms.DateField(label="Date", widget=forms.DateInput(attrs={"type": "date"}))
+    day = forms.DateField(label="Date", widget=DateInput())
     at = forms.TimeField(label="Time", widget=forms.TimeInput(attrs={"type": "time"}))
     override = forms.BooleanField(
         label="Book outside the practitioner's availability", required=False,
@@ -110,7 +111,7 @@ class AskedForm(_AskedAtMixin, forms.Form):
     reason = forms.CharField(max_length=200, required=False)
     asked_at = forms.DateTimeField(
         label="When they asked", required=False, help_text="Leave blank for now.",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        widget=DateTimeLocalInput(),
     )
 
 
@@ -119,7 +120,7 @@ class CancelForm(_AskedAtMixin, forms.Form):
     reason = forms.CharField(max_length=200)
     asked_at = forms.DateTimeField(
         label="When they asked", required=False, help_text="Leave blank for now.",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        widget=DateTimeLocalInput(),
     )
 
 
@@ -131,12 +132,12 @@ class NhsLookupForm(forms.Form):
     nhs_number = forms.CharField(label="NHS number", max_length=12)
 
 
-class NewReferralForm(forms.Form):
+class NewReferralForm(NamedErrorsMixin, forms.Form):
     nhs_number = forms.CharField(label="NHS number", max_length=12)
     given_name = forms.CharField(label="First name", max_length=100, required=False)
     family_name = forms.CharField(label="Last name", max_length=100, required=False)
     date_of_birth = forms.DateField(
-        required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="Adults: 16 to 120 on the date received."
+        label="Date of birth", required=False, widget=DateInput(), help_text="Adults: 16 to 120 on the date received."
     )
     mobile_phone = forms.CharField(
         label="Mobile for texts", max_length=20, required=False, help_text="A UK mobile (07...); texts go only to UK mobiles."
@@ -151,7 +152,7 @@ class NewReferralForm(forms.Form):
     preferred_times = forms.MultipleChoiceField(choices=TimeOfDay.choices, required=False, widget=forms.CheckboxSelectMultiple)
     source = forms.ChoiceField(label="Source of referral", choices=ReferralSource.choices)
     received_on = forms.DateField(
-        label="Date received", widget=forms.DateInput(attrs={"type": "date"}),
+        label="Date received", widget=DateInput(),
         help_text="Today or earlier, within the last two years.",
     )
     reason = forms.CharField(label="Reason for referral", max_length=200)

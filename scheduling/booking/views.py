@@ -45,6 +45,8 @@ from scheduling.caseload.services import (
     DuplicatePatient,
     assign_practitioner,
     create_referral,
+    patient_with_referral_errors,
+    referral_errors,
     register_patient_with_referral,
     resolve_admin_task,
 )
@@ -493,6 +495,21 @@ def cancel(request, pk: int):
     )
 
 
+def _add_service_errors(form, *, existing):
+    """The service's checks on the fields the form could read, so one submit shows every problem (not the
+    form's errors, then the service's on the next submit). A field the form already refused keeps its own error."""
+    data = {name: value for name, value in form.cleaned_data.items() if value is not None}
+    if existing is not None:
+        fields = ("source", "received_on", "reason")
+        errors = referral_errors(patient=existing, **{k: v for k, v in data.items() if k in fields})
+    else:
+        data.pop("assigned_practitioner", None)
+        errors = patient_with_referral_errors(**data)
+    for field, message in errors.items():
+        if field in form.fields and field not in form.errors:
+            form.add_error(field, message)
+
+
 def new_referral(request):
     """Find the patient by NHS number or register them, then create the referral."""
     _require(request, "add_referral", "add_patient")
@@ -505,7 +522,10 @@ def new_referral(request):
             existing = None
     form = forms.NewReferralForm(request.POST or None, initial={"received_on": timezone.localdate(), "nhs_number": nhs or ""})
     duplicate = None
-    if request.method == "POST" and form.is_valid():
+    # An empty POST leaves the form unbound: shown again as on GET, as before.
+    if form.is_bound and not form.is_valid():
+        _add_service_errors(form, existing=existing if request.POST.get("use_existing") == "1" else None)
+    elif form.is_bound:
         data = form.cleaned_data
         try:
             if existing is not None and request.POST.get("use_existing") == "1":

@@ -239,6 +239,54 @@ def register_patient(
     return _insert_patient(values)
 
 
+def _clean_patient_with_referral(
+    *, nhs_number, given_name, family_name, date_of_birth, mobile_phone, other_phone, sms_consent,
+    voicemail_allowed, preferred_days, preferred_times, source, received_on, reason, step, is_demo,
+) -> tuple[dict, dict]:
+    received_ok = _received_on_error(received_on) is None
+    values, errors = _clean_patient(
+        nhs_number=nhs_number, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth,
+        mobile_phone=mobile_phone, other_phone=other_phone, sms_consent=sms_consent,
+        voicemail_allowed=voicemail_allowed, preferred_days=preferred_days, preferred_times=preferred_times,
+        is_demo=is_demo, age_on=received_on if received_ok else timezone.localdate(),
+    )
+    dob_ok = "date_of_birth" not in errors
+    errors.update(
+        _clean_referral(
+            source=source, received_on=received_on, reason=reason, step=step,
+            date_of_birth=date_of_birth if dob_ok else None,
+        )
+    )
+    return values, errors
+
+
+def patient_with_referral_errors(
+    *,
+    nhs_number: str = "",
+    given_name: str = "",
+    family_name: str = "",
+    date_of_birth: datetime.date | None = None,
+    source: str = "",
+    received_on: datetime.date | None = None,
+    reason: str = "",
+    mobile_phone: str = "",
+    other_phone: str = "",
+    sms_consent: bool = False,
+    voicemail_allowed: bool = False,
+    preferred_days=(),
+    preferred_times=(),
+    step: int = 2,
+) -> dict:
+    """What register_patient_with_referral would refuse, by field, without writing: a form whose own
+    parsing failed still shows every other problem on the same submit."""
+    return _clean_patient_with_referral(
+        nhs_number=nhs_number, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth,
+        mobile_phone=mobile_phone, other_phone=other_phone, sms_consent=sms_consent,
+        voicemail_allowed=voicemail_allowed, preferred_days=preferred_days, preferred_times=preferred_times,
+        source=source, received_on=received_on, reason=reason, step=step, is_demo=False,
+    )[1]
+
+
 def register_patient_with_referral(
     *,
     nhs_number: str,
@@ -261,19 +309,11 @@ def register_patient_with_referral(
 ) -> Referral:
     """A new patient and their first referral: every field is checked before anything is written, and
     both are written in one transaction, so a refusal leaves no half-registered patient behind."""
-    received_ok = _received_on_error(received_on) is None
-    values, errors = _clean_patient(
+    values, errors = _clean_patient_with_referral(
         nhs_number=nhs_number, given_name=given_name, family_name=family_name, date_of_birth=date_of_birth,
         mobile_phone=mobile_phone, other_phone=other_phone, sms_consent=sms_consent,
         voicemail_allowed=voicemail_allowed, preferred_days=preferred_days, preferred_times=preferred_times,
-        is_demo=is_demo, age_on=received_on if received_ok else timezone.localdate(),
-    )
-    dob_ok = "date_of_birth" not in errors
-    errors.update(
-        _clean_referral(
-            source=source, received_on=received_on, reason=reason, step=step,
-            date_of_birth=date_of_birth if dob_ok else None,
-        )
+        source=source, received_on=received_on, reason=reason, step=step, is_demo=is_demo,
     )
     if errors:
         raise ValidationError(errors)
@@ -304,6 +344,19 @@ def record_sms_opt_in(*, patient: Patient) -> Patient:
     return patient
 
 
+def referral_errors(*, patient: Patient, source: str = "", received_on=None, reason: str = "", step: int = 2) -> dict:
+    """What create_referral would refuse, by field, without writing."""
+    errors = _clean_referral(
+        source=source, received_on=received_on, reason=reason, step=step, date_of_birth=patient.date_of_birth
+    )
+    if "received_on" not in errors and patient.date_of_birth is not None:
+        dob_error = _date_of_birth_error(patient.date_of_birth, on=received_on)
+        if dob_error:
+            # The stored date of birth cannot be corrected here, so the refusal is about this referral.
+            errors["received_on"] = f"This referral cannot be taken: {dob_error[0].lower()}{dob_error[1:]}"
+    return errors
+
+
 def create_referral(
     *,
     patient: Patient,
@@ -317,14 +370,7 @@ def create_referral(
     is_demo: bool = False,
 ) -> Referral:
     """A new referral for a patient already registered."""
-    errors = _clean_referral(
-        source=source, received_on=received_on, reason=reason, step=step, date_of_birth=patient.date_of_birth
-    )
-    if "received_on" not in errors and patient.date_of_birth is not None:
-        dob_error = _date_of_birth_error(patient.date_of_birth, on=received_on)
-        if dob_error:
-            # The stored date of birth cannot be corrected here, so the refusal is about this referral.
-            errors["received_on"] = f"This referral cannot be taken: {dob_error[0].lower()}{dob_error[1:]}"
+    errors = referral_errors(patient=patient, source=source, received_on=received_on, reason=reason, step=step)
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

@@ -6,6 +6,7 @@ from scheduling.codes import AppointmentType
 from scheduling.params import validate_date_bounds
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.selectors import NEEDS_ATTENTION, outbox_kind_choices
+from scheduling.formparts import DateInput
 
 
 def _time_field(label: str, example: str, **kwargs) -> forms.TimeField:
@@ -36,11 +37,11 @@ class OutboxFilterForm(forms.Form):
     status = forms.ChoiceField(required=False, label="Status")
     kind = forms.ChoiceField(required=False, label="Kind")
     due_from = forms.DateField(
-        required=False, label="Due from", widget=forms.DateInput(attrs={"type": "date"}),
+        required=False, label="Due from", widget=DateInput(),
         validators=[validate_date_bounds], error_messages={"invalid": "Enter the 'due from' date as a date, for example 2026-09-30."},
     )
     due_to = forms.DateField(
-        required=False, label="Due to", widget=forms.DateInput(attrs={"type": "date"}),
+        required=False, label="Due to", widget=DateInput(),
         validators=[validate_date_bounds], error_messages={"invalid": "Enter the 'due to' date as a date, for example 2026-09-30."},
     )
 

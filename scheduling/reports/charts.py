@@ -1,6 +1,8 @@
 """Server-side SVG charts: no JavaScript, no CDN, readable printed (patterns and labels, not colour alone).
 Every bar is a link to the rows behind it."""
 
+import datetime as dt
+
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
@@ -17,6 +19,12 @@ _PATTERNS = """<defs>
 <pattern id="pp-dots" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="#005eb8"/><circle cx="3" cy="3" r="1.2" fill="#ffffff"/></pattern>
 <pattern id="pp-cross" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="#aeb7bb"/><path d="M0 0L6 6M6 0L0 6" stroke="#0b0c0c" stroke-width="0.8"/></pattern>
 </defs>"""
+
+
+def uk_day(iso_date: str, *, year: bool = False) -> str:
+    """'2026-09-07' as UK readers write it: '7 Sep' (or '7 Sep 2026'), never the ambiguous '09-07'."""
+    day = dt.date.fromisoformat(iso_date)
+    return f"{day.day} {day:%b}" + (f" {day.year}" if year else "")
 
 
 def _fill(cause: str) -> str:
@@ -69,7 +77,7 @@ def weekly_lost_chart(weeks: list[dict], link_for) -> str:
                 continue
             h = plot_h * minutes / top_value
             y -= h
-            label = f"Week of {week['week_starting']}: {CAUSE_STYLES[cause][2]}, {minutes} minutes"
+            label = f"Week of {uk_day(week['week_starting'], year=True)}: {CAUSE_STYLES[cause][2]}, {minutes} minutes"
             parts.append(
                 f'<a href="{escape(link_for(week, cause))}"><rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
                 f'height="{h:.1f}" fill="{_fill(cause)}" stroke="#0b0c0c" stroke-width="0.5"><title>{escape(label)}</title></rect></a>'
@@ -77,7 +85,7 @@ def weekly_lost_chart(weeks: list[dict], link_for) -> str:
         if i % label_every == 0:
             parts.append(
                 f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="10">'
-                f'{escape(week["week_starting"][5:])}</text>'
+                f'{escape(uk_day(week["week_starting"]))}</text>'
             )
     # Legend
     lx = left

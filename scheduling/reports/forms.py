@@ -9,6 +9,7 @@ from scheduling.caseload.models import Team
 from scheduling.codes import AppointmentType, ReferralSource
 from scheduling.params import validate_date_bounds
 from scheduling.reports.selectors import ReportParams
+from scheduling.formparts import DateInput
 
 DEFAULT_WEEKS = 12
 
@@ -19,8 +20,8 @@ class PractitionerChoice(forms.ModelChoiceField):
 
 
 class ReportFilterForm(forms.Form):
-    date_from = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}), validators=[validate_date_bounds])
-    date_to = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}), validators=[validate_date_bounds])
+    date_from = forms.DateField(label="From", widget=DateInput(), validators=[validate_date_bounds])
+    date_to = forms.DateField(label="To", widget=DateInput(), validators=[validate_date_bounds])
     team = forms.ModelChoiceField(Team.objects.order_by("name"), required=False, empty_label="All teams")
     practitioner = PractitionerChoice(
         get_user_model().objects.filter(practitioner__isnull=False).order_by("first_name", "last_name"),

@@ -1,6 +1,7 @@
 """Capacity and slot-wastage figures. Every number is computed by the database (aggregates, subqueries and
 window functions) and the same conditions select the rows behind each figure, so any figure can be checked
-by hand. The definitions are written out in docs/capacity-report.md; keep the two in step."""
+by hand. The definitions are written out in docs/capacity-report.md (also the site's definitions page); keep
+the two in step."""
 
 from __future__ import annotations
 

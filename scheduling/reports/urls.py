@@ -6,5 +6,6 @@ app_name = "reports"
 urlpatterns = [
     path("", views.capacity, name="capacity"),
     path("rows/", views.rows, name="rows"),
+    path("definitions/", views.definitions, name="definitions"),
     path("export.<str:fmt>", views.export, name="export"),
 ]

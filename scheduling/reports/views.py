@@ -10,6 +10,7 @@ from django.urls import reverse
 from scheduling.codes import AppointmentType
 from scheduling.params import InvalidParameter
 from scheduling.reports import charts, selectors
+from scheduling.reports.definitions import definitions_html
 from scheduling.reports.exports import report_csv, report_json
 from scheduling.reports.forms import ReportFilterForm
 
@@ -69,6 +70,13 @@ def rows_url(params, figure: str, **extra) -> str:
     return f"{reverse('reports:rows')}?{urlencode(query)}"
 
 
+def definitions(request):
+    """How each figure on the capacity page is worked out (docs/capacity-report.md, as a page)."""
+    _require_reports(request)
+    body, toc = definitions_html()
+    return render(request, "reports/definitions.html", {"body": body, "toc": toc})
+
+
 def capacity(request):
     _require_reports(request)
     form, params = _form(request)
@@ -95,7 +103,11 @@ def capacity(request):
             links=links,
             export_query=export_query,
             weekly_chart=charts.weekly_lost_chart(weeks, week_link),
-            weeks_with_links=list(zip(weeks, [{c: week_link(w, c) for c in selectors.LOST_CAUSES} for w in weeks])),
+            weeks_with_links=list(zip(
+                weeks,
+                [{c: week_link(w, c) for c in selectors.LOST_CAUSES} for w in weeks],
+                [charts.uk_day(w["week_starting"], year=True) for w in weeks],
+            )),
             contacts_chart=charts.bar_chart(
                 [(bucket, count, rows_url(params, "pre_assessment", contacts=bucket)) for bucket, count in dist.items()],
                 title="Referrals by number of contact attempts before their assessment",
