@@ -5,6 +5,7 @@ by hand. The definitions are written out in docs/capacity-report.md; keep the tw
 from __future__ import annotations
 
 import datetime
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +20,7 @@ from django.db.models import (
     F,
     Func,
     IntegerField,
+    Min,
     OuterRef,
     Q,
     Subquery,
@@ -289,6 +291,100 @@ def median_and_p90(qs, value: str, n: int) -> tuple[float | None, int | None]:
     return median, by_rank[p90_rank]
 
 
+def _median(low, high, n):
+    median = low if n % 2 else (low + high) / 2
+    if isinstance(median, float) and median.is_integer():
+        median = int(median)
+    return median
+
+
+def cohort_summary(qs, *, figures: dict[str, str] | None = None, ranked: tuple[str, ...] = ()) -> dict:
+    """One pass over a cohort (a queryset of values): it is computed once (a materialised CTE, on PostgreSQL
+    and SQLite alike), then counted, summed (`figures`: name -> SQL aggregate over its columns) and ranked
+    with ROW_NUMBER() for the median and 90th percentile of each column in `ranked` (as median_and_p90)."""
+    inner, values = qs.query.sql_with_params()
+    ranks = "".join(f", ROW_NUMBER() OVER (ORDER BY {column}) AS _r_{column}" for column in ranked)
+    selects = [f"{sql} AS {name}" for name, sql in (figures or {}).items()]
+    for column in ranked:
+        selects += [
+            f"MAX({column}) FILTER (WHERE _r_{column} = (_n + 1) / 2) AS {column}_low",
+            f"MAX({column}) FILTER (WHERE _r_{column} = _n / 2 + 1) AS {column}_high",
+            f"MAX({column}) FILTER (WHERE _r_{column} = (9 * _n + 9) / 10) AS {column}_p90",
+        ]
+    sql = (
+        f"WITH cohort AS MATERIALIZED ({inner}), "
+        f"ranked AS (SELECT cohort.*, COUNT(*) OVER () AS _n{ranks} FROM cohort) "
+        f"SELECT {', '.join(['COUNT(*) AS n', *selects])} FROM ranked"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = dict(zip([c[0] for c in cursor.description], cursor.fetchone()))
+    n = row["n"]
+    summary = {"n": n, **{name: row[name] for name in figures or {}}}
+    for column in ranked:
+        if n:
+            summary[f"{column}_median"] = _median(row[f"{column}_low"], row[f"{column}_high"], n)
+            summary[f"{column}_p90"] = row[f"{column}_p90"]
+        else:
+            summary[f"{column}_median"] = summary[f"{column}_p90"] = None
+    return summary
+
+
+def _first_per_referral(base, field: str, params: ReportParams):
+    """For each referral whose first row of `base` (by `field`) falls in the period: that first time and the
+    days from referral to it. One grouped pass (MIN) over the rows of the referrals with a row in the
+    period, instead of asking of every row in the period whether an earlier one exists. The practitioner
+    and team filters need to know who made the first one and are not applied here (see callers)."""
+    in_period = {f"{field}__gte": params.start, f"{field}__lt": params.end}
+    candidates = base.filter(**in_period)
+    if params.source:
+        candidates = candidates.filter(referral__source=params.source)
+    return (
+        base.filter(referral_id__in=candidates.order_by().values("referral_id"))
+        .order_by()
+        .values("referral_id")
+        .annotate(first_at=Min(field))
+        .filter(first_at__gte=params.start, first_at__lt=params.end)
+        .annotate(wait_days=DaysBetween(TruncDate("first_at", tzinfo=LONDON), F("referral__received_on")))
+        .values("wait_days")
+    )
+
+
+def pre_assessment_figures(params: ReportParams) -> dict:
+    """Contacts and losses before each referral's first attended assessment in the period, and the wait to
+    it: each referral's figures computed once, then bucketed, summed and ranked in the same statement."""
+    cohort = pre_assessment_rows(params).values("contacts_before", "lost_before", "wait_days")
+    buckets = {
+        f"b{i}": f"COUNT(*) FILTER (WHERE contacts_before {'>= 4' if bucket == '4+' else '= ' + bucket})"
+        for i, bucket in enumerate(CONTACT_BUCKETS)
+    }
+    return cohort_summary(cohort, figures={"lost": "COALESCE(SUM(lost_before), 0)", **buckets}, ranked=("contacts_before", "wait_days"))
+
+
+def first_contact_figures(params: ReportParams) -> dict:
+    """How many referrals had their first successful call in the period, and the median wait to it."""
+    if params.practitioner_id or params.team_id:
+        # Who made the first call decides; one practitioner's or team's calls are few enough to check each.
+        cohort = first_contacts_in_period(params).values("wait_days")
+    else:
+        successful = ContactAttempt.objects.effective().filter(outcome__in=_SUCCESSFUL_CALLS)
+        cohort = _first_per_referral(successful, "attempted_at", params)
+    return cohort_summary(cohort, ranked=("wait_days",))
+
+
+def first_treatment_figures(params: ReportParams) -> dict:
+    """Referrals whose first attended treatment is in the period: how many, within 6 and 18 weeks, median wait."""
+    if params.practitioner_id or params.team_id:
+        cohort = first_attended_in_period(params, AppointmentType.TREATMENT).values("wait_days")
+    else:
+        cohort = _first_per_referral(_attended_of_type(AppointmentType.TREATMENT), "start", params)
+    figures = {
+        "within_6": f"COUNT(*) FILTER (WHERE wait_days <= {SIX_WEEKS_DAYS})",
+        "within_18": f"COUNT(*) FILTER (WHERE wait_days <= {EIGHTEEN_WEEKS_DAYS})",
+    }
+    return cohort_summary(cohort, figures=figures, ranked=("wait_days",))
+
+
 # ---- the report ----------------------------------------------------------------------------------------------
 
 
@@ -309,52 +405,76 @@ def _as_local_date(value) -> datetime.date:
     return value
 
 
-def weekly_lost(params: ReportParams) -> list[dict]:
-    """Lost minutes by cause per week (Monday to Sunday, Europe/London), every week of the period listed."""
-    conditions = appointment_conditions(params)
-    rows = {
-        _as_local_date(row["week"]): row
-        for row in appointments_in_period(params)
+_APPOINTMENT_FIGURES = [f"{name}_{kind}" for name in ("booked", "attended", *APPOINTMENT_CAUSES) for kind in ("minutes", "count")]
+
+
+def activity_figures(params: ReportParams) -> dict:
+    """The appointment aggregates and the failed calls of the period, each table read once, grouped by week
+    (Monday to Sunday, Europe/London) and practitioner. The totals, the weekly chart and the practitioner
+    table are sums of these groups."""
+    zero = dict.fromkeys(_APPOINTMENT_FIGURES, 0)
+    total, by_week, by_practitioner = dict(zero), defaultdict(lambda: dict(zero)), defaultdict(lambda: dict(zero))
+    rows = (
+        appointments_in_period(params)
         .annotate(week=TruncWeek("start", tzinfo=LONDON))
         .order_by()
-        .values("week")
-        .annotate(**{cause: _minutes(conditions[cause]) for cause in APPOINTMENT_CAUSES})
-    }
-    failed = {
-        _as_local_date(row["week"]): row["n"]
-        for row in failed_calls_in_period(params)
+        .values("week", "practitioner_id")
+        .annotate(**_appointment_aggregates(params))
+    )
+    for row in rows:
+        week, practitioner = _as_local_date(row["week"]), row["practitioner_id"]
+        for name in _APPOINTMENT_FIGURES:
+            value = int(row[name] or 0)
+            total[name] += value
+            by_week[week][name] += value
+            by_practitioner[practitioner][name] += value
+    failed, failed_by_week, failed_by_practitioner = 0, defaultdict(int), defaultdict(int)
+    calls = (
+        failed_calls_in_period(params)
         .annotate(week=TruncWeek("attempted_at", tzinfo=LONDON))
         .order_by()
-        .values("week")
+        .values("week", "practitioner_id")
         .annotate(n=Count("pk"))
+    )
+    for row in calls:
+        failed += row["n"]
+        failed_by_week[_as_local_date(row["week"])] += row["n"]
+        failed_by_practitioner[row["practitioner_id"]] += row["n"]
+    return {
+        "appointments": total,
+        "appointments_by_week": dict(by_week),
+        "appointments_by_practitioner": dict(by_practitioner),
+        "failed_calls": failed,
+        "failed_calls_by_week": dict(failed_by_week),
+        "failed_calls_by_practitioner": dict(failed_by_practitioner),
     }
+
+
+def weekly_lost(params: ReportParams, activity: dict | None = None) -> list[dict]:
+    """Lost minutes by cause per week (Monday to Sunday, Europe/London), every week of the period listed."""
+    activity = activity or activity_figures(params)
     minutes_per_call = params.service_settings.failed_call_minutes
     result = []
     for monday in _weeks(params):
-        row = rows.get(monday, {})
+        row = activity["appointments_by_week"].get(monday, {})
         week = {
             "week_starting": monday.isoformat(),
             "from": max(monday, params.date_from).isoformat(),
             "to": min(monday + timedelta(days=6), params.date_to).isoformat(),
         }
         for cause in APPOINTMENT_CAUSES:
-            week[cause] = int(row.get(cause, 0) or 0)
-        week["failed_calls"] = int(failed.get(monday, 0)) * minutes_per_call
+            week[cause] = row.get(f"{cause}_minutes", 0)
+        week["failed_calls"] = activity["failed_calls_by_week"].get(monday, 0) * minutes_per_call
         week["total"] = sum(week[cause] for cause in LOST_CAUSES)
         result.append(week)
     return result
 
 
-def practitioner_rows(params: ReportParams) -> list[dict]:
+def practitioner_rows(params: ReportParams, activity: dict | None = None) -> list[dict]:
+    activity = activity or activity_figures(params)
     minutes_per_call = params.service_settings.failed_call_minutes
-    by_practitioner = {
-        row["practitioner_id"]: row
-        for row in appointments_in_period(params).order_by().values("practitioner_id").annotate(**_appointment_aggregates(params))
-    }
-    failed = {
-        row["practitioner_id"]: row["n"]
-        for row in failed_calls_in_period(params).order_by().values("practitioner_id").annotate(n=Count("pk"))
-    }
+    by_practitioner = activity["appointments_by_practitioner"]
+    failed = activity["failed_calls_by_practitioner"]
     users = get_user_model().objects.filter(pk__in=set(by_practitioner) | set(failed))
     rows = []
     for user in users:
@@ -363,11 +483,11 @@ def practitioner_rows(params: ReportParams) -> list[dict]:
             "practitioner_id": user.pk,
             "username": user.get_username(),
             "name": user.get_full_name() or user.get_username(),
-            "booked_minutes": int(agg.get("booked_minutes", 0)),
-            "attended_minutes": int(agg.get("attended_minutes", 0)),
+            "booked_minutes": agg.get("booked_minutes", 0),
+            "attended_minutes": agg.get("attended_minutes", 0),
         }
-        lost = {cause: int(agg.get(f"{cause}_minutes", 0)) for cause in APPOINTMENT_CAUSES}
-        lost["failed_calls"] = int(failed.get(user.pk, 0)) * minutes_per_call
+        lost = {cause: agg.get(f"{cause}_minutes", 0) for cause in APPOINTMENT_CAUSES}
+        lost["failed_calls"] = failed.get(user.pk, 0) * minutes_per_call
         lost["total"] = sum(lost.values())
         row["lost_minutes"] = lost
         row["booked_lost_pct"] = _pct(lost["total"] - lost["failed_calls"], row["booked_minutes"])
@@ -419,43 +539,31 @@ def build_report(params: ReportParams, *, include_lists: bool = True) -> dict:
 def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
     params = params.with_settings()
     service = params.service_settings
-    agg = appointments_in_period(params).aggregate(**_appointment_aggregates(params))
-    failed_count = failed_calls_in_period(params).count()
+    if include_lists:
+        activity = activity_figures(params)
+        agg, failed_count = activity["appointments"], activity["failed_calls"]
+    else:
+        agg = appointments_in_period(params).aggregate(**_appointment_aggregates(params))
+        failed_count = failed_calls_in_period(params).count()
     lost = {cause: int(agg[f"{cause}_minutes"]) for cause in APPOINTMENT_CAUSES}
     lost["failed_calls"] = failed_count * service.failed_call_minutes
     lost["total"] = sum(lost.values())
     booked = int(agg["booked_minutes"])
 
-    pre = pre_assessment_rows(params)
-    pre_agg = pre.aggregate(
-        n=Count("pk"),
-        lost=Coalesce(Sum("lost_before"), 0),
-        **{
-            f"b{i}": Count("pk", filter=contacts_bucket_q(bucket))
-            for i, bucket in enumerate(CONTACT_BUCKETS)
-        },
-    )
-    n_assessed = pre_agg["n"]
-    contacts_median, contacts_p90 = median_and_p90(pre, "contacts_before", n_assessed)
-
-    waits = {}
-    first_contacts = first_contacts_in_period(params)
-    assessments = first_attended_in_period(params, AppointmentType.ASSESSMENT)
-    treatments = first_attended_in_period(params, AppointmentType.TREATMENT)
-    n_contacts = first_contacts.count()
-    treatment_agg = treatments.aggregate(
-        n=Count("pk"),
-        within_6=Count("pk", filter=Q(wait_days__lte=SIX_WEEKS_DAYS)),
-        within_18=Count("pk", filter=Q(wait_days__lte=EIGHTEEN_WEEKS_DAYS)),
-    )
-    waits["to_first_contact_median_days"] = median_and_p90(first_contacts, "wait_days", n_contacts)[0]
-    waits["to_assessment_median_days"] = median_and_p90(assessments, "wait_days", n_assessed)[0]
-    waits["to_first_treatment_median_days"] = median_and_p90(treatments, "wait_days", treatment_agg["n"])[0]
-    waits["within_6_weeks_pct"] = _pct(treatment_agg["within_6"], treatment_agg["n"])
-    waits["within_18_weeks_pct"] = _pct(treatment_agg["within_18"], treatment_agg["n"])
-    waits["first_contacts"] = n_contacts
-    waits["assessments"] = n_assessed
-    waits["first_treatments"] = treatment_agg["n"]
+    pre = pre_assessment_figures(params)
+    n_assessed = pre["n"]
+    contacts = first_contact_figures(params)
+    treatments = first_treatment_figures(params)
+    waits = {
+        "to_first_contact_median_days": contacts["wait_days_median"],
+        "to_assessment_median_days": pre["wait_days_median"],
+        "to_first_treatment_median_days": treatments["wait_days_median"],
+        "within_6_weeks_pct": _pct(treatments["within_6"], treatments["n"]),
+        "within_18_weeks_pct": _pct(treatments["within_18"], treatments["n"]),
+        "first_contacts": contacts["n"],
+        "assessments": n_assessed,
+        "first_treatments": treatments["n"],
+    }
 
     cost_pence = lost["total"] * service.clinician_hourly_cost_pence / 60
     report = {
@@ -483,17 +591,17 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
         "equivalent_sessions_lost": round(lost["total"] / SESSION_MINUTES, 1),
         "pre_assessment": {
             "referrals_assessed": n_assessed,
-            "contacts_distribution": {bucket: pre_agg[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
-            "contacts_median": contacts_median,
-            "contacts_p90": contacts_p90,
-            "lost_minutes": int(pre_agg["lost"]),
+            "contacts_distribution": {bucket: pre[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
+            "contacts_median": pre["contacts_before_median"],
+            "contacts_p90": pre["contacts_before_p90"],
+            "lost_minutes": int(pre["lost"]),
         },
         "waits": waits,
         "cost_pounds": round(cost_pence / 100, 2),
     }
     if include_lists:
-        report["weekly_lost_minutes"] = weekly_lost(params)
-        report["practitioners"] = practitioner_rows(params)
+        report["weekly_lost_minutes"] = weekly_lost(params, activity)
+        report["practitioners"] = practitioner_rows(params, activity)
         report["longest_held_without_assessment"] = [
             {
                 "referral_id": r.pk,
