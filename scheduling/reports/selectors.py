@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import (
+    Case,
     Count,
     DateField,
     Exists,
@@ -26,13 +27,14 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    When,
     Window,
 )
 from django.db.models.functions import Coalesce, RowNumber, TruncDate, TruncWeek
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment
-from scheduling.calls.models import ContactAttempt
+from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome
 
@@ -148,6 +150,12 @@ def appointment_conditions(params: ReportParams) -> dict[str, Q]:
     }
 
 
+def _effective_attempts():
+    """Attempts not undone, as NOT EXISTS (the planner estimates an anti-join well; ContactAttempt.effective()'s
+    outer join with IS NULL it does not, and picks poor plans on a large table)."""
+    return ContactAttempt.objects.exclude(Exists(ContactAttemptUndo.objects.filter(attempt=OuterRef("pk"))))
+
+
 def failed_call_q() -> Q:
     return Q(appointment__isnull=True) & ~Q(outcome__in=_SUCCESSFUL_CALLS)
 
@@ -176,7 +184,7 @@ def failed_calls_in_period(params: ReportParams):
     type, so an appointment-type filter leaves none."""
     if params.appointment_type:
         return ContactAttempt.objects.none()
-    qs = ContactAttempt.objects.effective().filter(failed_call_q(), attempted_at__gte=params.start, attempted_at__lt=params.end)
+    qs = _effective_attempts().filter(failed_call_q(), attempted_at__gte=params.start, attempted_at__lt=params.end)
     qs = filter_by_people(qs, params)
     return qs
 
@@ -215,7 +223,7 @@ def first_attended_in_period(params: ReportParams, appointment_type: str):
 
 def first_contacts_in_period(params: ReportParams):
     """Each referral's first successful (not undone) call attempt, when it falls in the period."""
-    successful = ContactAttempt.objects.effective().filter(outcome__in=_SUCCESSFUL_CALLS)
+    successful = _effective_attempts().filter(outcome__in=_SUCCESSFUL_CALLS)
     earlier = successful.filter(referral=OuterRef("referral")).filter(
         Q(attempted_at__lt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__lt=OuterRef("pk"))
     )
@@ -247,7 +255,7 @@ def _lost_before(params: ReportParams, before, referral_ref: str):
         0,
     )
     failed = _count_subquery(
-        ContactAttempt.objects.effective().filter(failed_call_q(), referral=OuterRef(referral_ref), attempted_at__lt=outer_start)
+        _effective_attempts().filter(failed_call_q(), referral=OuterRef(referral_ref), attempted_at__lt=outer_start)
     )
     return appointment_minutes + failed * Value(params.service_settings.failed_call_minutes)
 
@@ -255,7 +263,7 @@ def _lost_before(params: ReportParams, before, referral_ref: str):
 def pre_assessment_rows(params: ReportParams):
     """Each referral whose first attended assessment is in the period, with contacts and lost minutes before it."""
     contacts = _count_subquery(
-        ContactAttempt.objects.effective().filter(referral=OuterRef("referral"), attempted_at__lt=OuterRef("start"))
+        _effective_attempts().filter(referral=OuterRef("referral"), attempted_at__lt=OuterRef("start"))
     )
     return first_attended_in_period(params, AppointmentType.ASSESSMENT).annotate(
         contacts_before=contacts, lost_before=_lost_before(params, "start", "referral")
@@ -298,11 +306,13 @@ def _median(low, high, n):
     return median
 
 
-def cohort_summary(qs, *, figures: dict[str, str] | None = None, ranked: tuple[str, ...] = ()) -> dict:
-    """One pass over a cohort (a queryset of values): it is computed once (a materialised CTE, on PostgreSQL
-    and SQLite alike), then counted, summed (`figures`: name -> SQL aggregate over its columns) and ranked
-    with ROW_NUMBER() for the median and 90th percentile of each column in `ranked` (as median_and_p90)."""
-    inner, values = qs.query.sql_with_params()
+def _summarise(ctes: list[tuple[str, str, list]], *, figures: dict[str, str] | None = None, ranked: tuple[str, ...] = ()) -> dict:
+    """One statement over a cohort: `ctes` (name, SQL, parameters) are computed once each (materialised CTEs,
+    on PostgreSQL and SQLite alike), the last one holding the cohort's rows; these are counted, summed
+    (`figures`: name -> SQL aggregate over its columns) and ranked with ROW_NUMBER() for the median and 90th
+    percentile of each column in `ranked` (median: mean of the two middle values when n is even; 90th
+    percentile: nearest rank, the value at rank ceil(0.9 n))."""
+    rows = ctes[-1][0]
     ranks = "".join(f", ROW_NUMBER() OVER (ORDER BY {column}) AS _r_{column}" for column in ranked)
     selects = [f"{sql} AS {name}" for name, sql in (figures or {}).items()]
     for column in ranked:
@@ -311,10 +321,11 @@ def cohort_summary(qs, *, figures: dict[str, str] | None = None, ranked: tuple[s
             f"MAX({column}) FILTER (WHERE _r_{column} = _n / 2 + 1) AS {column}_high",
             f"MAX({column}) FILTER (WHERE _r_{column} = (9 * _n + 9) / 10) AS {column}_p90",
         ]
+    values = [value for _, _, cte_values in ctes for value in cte_values]
     sql = (
-        f"WITH cohort AS MATERIALIZED ({inner}), "
-        f"ranked AS (SELECT cohort.*, COUNT(*) OVER () AS _n{ranks} FROM cohort) "
-        f"SELECT {', '.join(['COUNT(*) AS n', *selects])} FROM ranked"
+        "WITH " + ", ".join(f"{name} AS MATERIALIZED ({cte})" for name, cte, _ in ctes)
+        + f", _ranked AS (SELECT {rows}.*, COUNT(*) OVER () AS _n{ranks} FROM {rows}) "
+        + f"SELECT {', '.join(['COUNT(*) AS n', *selects])} FROM _ranked"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
@@ -330,59 +341,119 @@ def cohort_summary(qs, *, figures: dict[str, str] | None = None, ranked: tuple[s
     return summary
 
 
-def _first_per_referral(base, field: str, params: ReportParams):
-    """For each referral whose first row of `base` (by `field`) falls in the period: that first time and the
-    days from referral to it. One grouped pass (MIN) over the rows of the referrals with a row in the
-    period, instead of asking of every row in the period whether an earlier one exists. The practitioner
-    and team filters need to know who made the first one and are not applied here (see callers)."""
-    in_period = {f"{field}__gte": params.start, f"{field}__lt": params.end}
-    candidates = base.filter(**in_period)
+def cohort_summary(qs, *, figures: dict[str, str] | None = None, ranked: tuple[str, ...] = ()) -> dict:
+    """_summarise over a queryset of values (the cohort, one row each)."""
+    sql, values = qs.order_by().query.sql_with_params()
+    return _summarise([("cohort", sql, list(values))], figures=figures, ranked=ranked)
+
+
+def _first_in_period(base, field: str, params: ReportParams) -> list[tuple[str, str, list]]:
+    """The cohort (as _summarise's CTEs, one `wait_days` row each) of referrals whose first row of `base` (by
+    `field`) falls in the period: the period's rows grouped by referral in one pass (MIN of the local date),
+    keeping the referrals with no row before the period (an
+    index probe each, after grouping). Driven by the period's rows, so more history costs only those probes.
+    The practitioner and team filters need to know who made the first one and are not applied here (see
+    callers)."""
+    rows = base.filter(**{f"{field}__gte": params.start, f"{field}__lt": params.end})
     if params.source:
-        candidates = candidates.filter(referral__source=params.source)
-    return (
-        base.filter(referral_id__in=candidates.order_by().values("referral_id"))
-        .order_by()
-        .values("referral_id")
-        .annotate(first_at=Min(field))
-        .filter(first_at__gte=params.start, first_at__lt=params.end)
-        .annotate(wait_days=DaysBetween(TruncDate("first_at", tzinfo=LONDON), F("referral__received_on")))
-        .values("wait_days")
-    )
+        rows = rows.filter(referral__source=params.source)
+    rows = rows.annotate(day=local_date(field)).values("referral_id", "day")
+    earlier = base.filter(**{f"{field}__lt": params.start}).values("referral_id")
+    rows_sql, rows_values = rows.order_by().query.sql_with_params()
+    earlier_sql, earlier_values = earlier.order_by().query.sql_with_params()
+    # The referral is joined after grouping (one row per referral, not per row of the period).
+    referral = connection.ops.quote_name(Referral._meta.db_table)
+    return [
+        ("firsts", f"SELECT r.referral_id AS referral_id, MIN(r.day) AS first_day FROM ({rows_sql}) r GROUP BY r.referral_id", list(rows_values)),
+        (
+            "cohort",
+            f"""SELECT {_days_between_sql("f.first_day", "ref.received_on")} AS wait_days
+                FROM firsts f JOIN {referral} ref ON ref.id = f.referral_id
+                WHERE NOT EXISTS (SELECT 1 FROM ({earlier_sql}) e WHERE e.referral_id = f.referral_id)""",
+            list(earlier_values),
+        ),
+    ]
+
+
+def _days_between_sql(later: str, earlier: str) -> str:
+    """DaysBetween for two date columns in hand-composed SQL."""
+    if connection.vendor == "sqlite":
+        return f"CAST(julianday({later}) - julianday({earlier}) AS INTEGER)"
+    return f"({later} - {earlier})"
 
 
 def pre_assessment_figures(params: ReportParams) -> dict:
     """Contacts and losses before each referral's first attended assessment in the period, and the wait to
-    it: each referral's figures computed once, then bucketed, summed and ranked in the same statement."""
-    cohort = pre_assessment_rows(params).values("contacts_before", "lost_before", "wait_days")
+    it. The cohort is computed once; the attempts and the lost appointments before each assessment are each
+    one grouped join with it (not a subquery per referral and figure); buckets, sum, median and 90th
+    percentile come from the same statement."""
+    cohort = first_attended_in_period(params, AppointmentType.ASSESSMENT).values("id", "referral_id", "start", "wait_days")
+    # Only what happened before the period's end can precede an assessment in it.
+    attempts = (
+        _effective_attempts()
+        .filter(attempted_at__lt=params.end)
+        .annotate(failed=Case(When(failed_call_q(), then=Value(1)), default=Value(0), output_field=IntegerField()))
+        .values("referral_id", "attempted_at", "failed")
+    )
+    lost = Appointment.objects.filter(appointment_conditions(params)["lost"], start__lt=params.end).values(
+        "referral_id", "start", "duration_minutes"
+    )
+    ctes = []
+    for name, qs in (("cohort", cohort), ("attempts_before", attempts), ("lost_before", lost)):
+        sql, values = qs.order_by().query.sql_with_params()  # no model ordering inside a subquery
+        ctes.append((name, sql, list(values)))
+    cohort_sql, attempts_sql, lost_sql = (c[1] for c in ctes)
+    ctes = [
+        ctes[0],
+        (
+            "counted",
+            f"""SELECT c.id AS id, COUNT(*) AS contacts_before, COUNT(*) FILTER (WHERE t.failed = 1) AS failed_before
+                FROM cohort c JOIN ({attempts_sql}) t ON t.referral_id = c.referral_id AND t.attempted_at < c."start"
+                GROUP BY c.id""",
+            ctes[1][2],
+        ),
+        (
+            "lost",
+            f"""SELECT c.id AS id, SUM(l.duration_minutes) AS minutes
+                FROM cohort c JOIN ({lost_sql}) l ON l.referral_id = c.referral_id AND l."start" < c."start"
+                GROUP BY c.id""",
+            ctes[2][2],
+        ),
+        (
+            "pre",
+            """SELECT c.id AS id, c.wait_days AS wait_days, COALESCE(n.contacts_before, 0) AS contacts_before,
+                      COALESCE(lost.minutes, 0) + COALESCE(n.failed_before, 0) * %s AS lost_before
+               FROM cohort c LEFT JOIN counted n ON n.id = c.id LEFT JOIN lost ON lost.id = c.id""",
+            [params.service_settings.failed_call_minutes],
+        ),
+    ]
     buckets = {
         f"b{i}": f"COUNT(*) FILTER (WHERE contacts_before {'>= 4' if bucket == '4+' else '= ' + bucket})"
         for i, bucket in enumerate(CONTACT_BUCKETS)
     }
-    return cohort_summary(cohort, figures={"lost": "COALESCE(SUM(lost_before), 0)", **buckets}, ranked=("contacts_before", "wait_days"))
+    return _summarise(ctes, figures={"lost": "COALESCE(SUM(lost_before), 0)", **buckets}, ranked=("contacts_before", "wait_days"))
 
 
 def first_contact_figures(params: ReportParams) -> dict:
     """How many referrals had their first successful call in the period, and the median wait to it."""
     if params.practitioner_id or params.team_id:
         # Who made the first call decides; one practitioner's or team's calls are few enough to check each.
-        cohort = first_contacts_in_period(params).values("wait_days")
-    else:
-        successful = ContactAttempt.objects.effective().filter(outcome__in=_SUCCESSFUL_CALLS)
-        cohort = _first_per_referral(successful, "attempted_at", params)
-    return cohort_summary(cohort, ranked=("wait_days",))
+        return cohort_summary(first_contacts_in_period(params).values("wait_days"), ranked=("wait_days",))
+    successful = _effective_attempts().filter(outcome__in=_SUCCESSFUL_CALLS)
+    return _summarise(_first_in_period(successful, "attempted_at", params), ranked=("wait_days",))
 
 
 def first_treatment_figures(params: ReportParams) -> dict:
     """Referrals whose first attended treatment is in the period: how many, within 6 and 18 weeks, median wait."""
-    if params.practitioner_id or params.team_id:
-        cohort = first_attended_in_period(params, AppointmentType.TREATMENT).values("wait_days")
-    else:
-        cohort = _first_per_referral(_attended_of_type(AppointmentType.TREATMENT), "start", params)
     figures = {
         "within_6": f"COUNT(*) FILTER (WHERE wait_days <= {SIX_WEEKS_DAYS})",
         "within_18": f"COUNT(*) FILTER (WHERE wait_days <= {EIGHTEEN_WEEKS_DAYS})",
     }
-    return cohort_summary(cohort, figures=figures, ranked=("wait_days",))
+    if params.practitioner_id or params.team_id:
+        cohort = first_attended_in_period(params, AppointmentType.TREATMENT).values("wait_days")
+        return cohort_summary(cohort, figures=figures, ranked=("wait_days",))
+    ctes = _first_in_period(_attended_of_type(AppointmentType.TREATMENT), "start", params)
+    return _summarise(ctes, figures=figures, ranked=("wait_days",))
 
 
 # ---- the report ----------------------------------------------------------------------------------------------
@@ -501,7 +572,7 @@ def longest_held_without_assessment(params: ReportParams, *, limit: int = LONGES
     attended_assessment = _attended_of_type(AppointmentType.ASSESSMENT).filter(referral=OuterRef("pk"))
     qs = Referral.objects.filter(status__in=Referral.OPEN_STATUSES).exclude(Exists(attended_assessment))
     qs = filter_by_people(qs, params, practitioner="assigned_practitioner", referral="")
-    contacts = _count_subquery(ContactAttempt.objects.effective().filter(referral=OuterRef("pk")))
+    contacts = _count_subquery(_effective_attempts().filter(referral=OuterRef("pk")))
     return (
         qs.select_related("patient", "assigned_practitioner")
         .annotate(

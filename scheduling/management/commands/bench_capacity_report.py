@@ -314,7 +314,7 @@ class Command(BaseCommand):
 
     def _build(self, options):
         self.practitioners = self._practitioners(options["practitioners"])
-        self.copiers = {m: _Copier(m) for m in (Patient, Referral, Appointment, ContactAttempt)}
+        self.copiers = {m: _Copier(m) for m in (Patient, Referral, Appointment, ContactAttempt, ContactAttemptUndo)}
         started = time.perf_counter()
         counts = self._year(year_index=0)
         self.stdout.write(f"year 1: {counts} inserted in {time.perf_counter() - started:.1f} s")
@@ -381,11 +381,11 @@ class Command(BaseCommand):
     def _year(self, *, year_index: int):
         """One year of activity ending `year_index` years before yesterday."""
         rng = self.rng
-        cp, cr, ca, cc = (self.copiers[m] for m in (Patient, Referral, Appointment, ContactAttempt))
+        cp, cr, ca, cc, cu = (self.copiers[m] for m in (Patient, Referral, Appointment, ContactAttempt, ContactAttemptUndo))
         n_referrals = self.per_year // 5
         first_day = self.last_day - timedelta(days=365 * (year_index + 1) - 1)
-        patient_id, referral_id, appointment_id, attempt_id = cp.next_id(), cr.next_id(), ca.next_id(), cc.next_id()
-        patients, referrals, appointments, attempts = [], [], [], []
+        patient_id, referral_id, appointment_id, attempt_id, undo_id = cp.next_id(), cr.next_id(), ca.next_id(), cc.next_id(), cu.next_id()
+        patients, referrals, appointments, attempts, undos = [], [], [], [], []
         for r in range(n_referrals):
             pid, rid = patient_id + r, referral_id + r
             patients.append(
@@ -439,13 +439,17 @@ class Command(BaseCommand):
                                appointment_id=aid if j == 0 else None, attempted_at=at, recorded_at=at,
                                outcome="answered" if j == 0 and outcome in ("5", "6") else rng.choice(CALL_OUTCOMES))
                     )
+                    if rng.random() < 0.0025:  # a few logged by mistake and undone: they count nowhere
+                        undos.append(cu.row(id=undo_id + len(undos), attempt_id=attempt_id + len(attempts) - 1,
+                                            undone_by_id=practitioner, undone_at=at + timedelta(hours=1)))
         cp.copy(patients)
         cr.copy(referrals)
         ca.copy(appointments)
         cc.copy(attempts)
-        for c in (cp, cr, ca, cc):
+        cu.copy(undos)
+        for c in (cp, cr, ca, cc, cu):
             c.reset_sequence()
-        return {"referrals": len(referrals), "appointments": len(appointments), "attempts": len(attempts)}
+        return {"referrals": len(referrals), "appointments": len(appointments), "attempts": len(attempts), "undone": len(undos)}
 
     # ---- what is timed ----------------------------------------------------------------------------------
 
