@@ -1,6 +1,6 @@
-"""Capacity and slot-wastage figures. Every number is computed by the database (aggregates, subqueries and
-window functions) and the same conditions select the rows behind each figure, so any figure can be checked
-by hand. The definitions are written out in docs/capacity-report.md; keep the two in step."""
+"""Capacity and slot-wastage figures. Every number is computed by the database (aggregates, grouped joins
+and window functions; totals are sums of the groups it returns) and the same conditions select the rows
+behind each figure, so any figure can be checked by hand. The definitions are written out in docs/capacity-report.md; keep the two in step."""
 
 from __future__ import annotations
 
@@ -21,16 +21,14 @@ from django.db.models import (
     F,
     Func,
     IntegerField,
-    Min,
     OuterRef,
     Q,
     Subquery,
     Sum,
     Value,
     When,
-    Window,
 )
-from django.db.models.functions import Coalesce, RowNumber, TruncDate, TruncWeek
+from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment
@@ -276,27 +274,7 @@ def contacts_bucket_q(bucket: str) -> Q:
     return Q(contacts_before=int(bucket))
 
 
-# ---- percentiles by window function -------------------------------------------------------------------------
-
-
-def median_and_p90(qs, value: str, n: int) -> tuple[float | None, int | None]:
-    """Median (mean of the two middle values when n is even) and 90th percentile (nearest rank: the value at
-    rank ceil(0.9 n)) of `value` over `qs`, ranked in the database with ROW_NUMBER()."""
-    if not n:
-        return None, None
-    low, high = (n + 1) // 2, n // 2 + 1
-    p90_rank = (9 * n + 9) // 10
-    ranked = (
-        qs.order_by()
-        .annotate(_rank=Window(RowNumber(), order_by=[F(value).asc(), F("pk").asc()]))
-        .filter(_rank__in={low, high, p90_rank})
-        .values_list("_rank", value)
-    )
-    by_rank = dict(ranked)
-    median = by_rank[low] if n % 2 else (by_rank[low] + by_rank[high]) / 2
-    if isinstance(median, float) and median.is_integer():
-        median = int(median)
-    return median, by_rank[p90_rank]
+# ---- one statement per cohort: computed once, then counted, summed and ranked ------------------------------
 
 
 def _median(low, high, n):

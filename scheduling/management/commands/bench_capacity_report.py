@@ -81,7 +81,7 @@ def _lost_before(referral: str, before: str) -> str:
 
 
 REFERENCE_SQL = {
-    "appointments": f"""
+    "appointments": """
         SELECT GROUPING(week) AS all_weeks, GROUPING(practitioner_id) AS all_practitioners, week, practitioner_id,
           COALESCE(SUM(d) FILTER (WHERE NOT cancelled OR short), 0) AS booked_minutes,
           COUNT(*) FILTER (WHERE NOT cancelled OR short) AS booked_count,
