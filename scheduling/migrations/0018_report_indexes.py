@@ -3,6 +3,33 @@
 from django.conf import settings
 from django.db import migrations, models
 
+# PostgreSQL cannot estimate how many (practitioner, local week) groups a GROUP BY on these expressions
+# gives (it guesses hundreds of thousands for a few thousand) and then plans the capacity report's weekly
+# pass serially; extended statistics tell it. The expressions must stay exactly those the ORM writes
+# (TruncWeek with Europe/London).
+STATISTICS = {
+    "attempt_practitioner_week_stats": ("scheduling_contactattempt", "attempted_at"),
+    "appointment_practitioner_week_stats": ("scheduling_appointment", "start"),
+}
+
+
+def create_statistics(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for name, (table, column) in STATISTICS.items():
+        schema_editor.execute(
+            f"CREATE STATISTICS IF NOT EXISTS {name} (ndistinct) ON practitioner_id, "
+            f"(date_trunc('week', \"{column}\" AT TIME ZONE 'Europe/London')) FROM {table}"
+        )
+
+
+def drop_statistics(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for name in STATISTICS:
+        schema_editor.execute(f"DROP STATISTICS IF EXISTS {name}")
+
+
 
 class Migration(migrations.Migration):
 
@@ -20,4 +47,5 @@ class Migration(migrations.Migration):
             model_name='referral',
             index=models.Index(condition=models.Q(('status__in', ['awaiting_contact', 'contacted', 'assessment_booked', 'assessed', 'in_treatment'])), fields=['received_on', 'id'], name='referral_open_received_idx'),
         ),
+        migrations.RunPython(create_statistics, drop_statistics),
     ]
