@@ -7,13 +7,14 @@ from io import StringIO
 import pytest
 import time_machine
 from django.core.management import call_command
+from django.db.models import Q
 from django.urls import reverse
 
 from scheduling import roles
 from scheduling.booking.services import book_appointment, cancel_appointment, rearrange_appointment, record_appointment_outcome
-from scheduling.calls.models import ContactAttemptUndo
+from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.calls.services import log_contact_attempt
-from scheduling.caseload.models import ServiceSettings, Team
+from scheduling.caseload.models import Referral, ServiceSettings, Team
 from scheduling.reports.selectors import ReportParams, build_report
 from tests.factories import london, make_referral, make_user
 
@@ -292,3 +293,10 @@ def test_the_rows_behind_late_cancellations_show_the_notice_given(manager_client
     assert "23 h 59 min notice" in page.content.decode()
     released = get(manager_client, reverse("reports:rows"), figure="booked", **{"from": "2026-03-23", "to": "2026-03-29"})
     assert "24 h 00 min" not in released.content.decode()  # the cancellation exactly at the threshold is not booked
+
+
+def test_the_report_indexes_cover_exactly_the_open_statuses_and_the_successful_outcomes():
+    open_index = next(i for i in Referral._meta.indexes if i.name == "referral_open_received_idx")
+    assert open_index.condition == Q(status__in=[str(s) for s in Referral.OPEN_STATUSES])
+    successful_index = next(i for i in ContactAttempt._meta.indexes if i.name == "attempt_successful_idx")
+    assert successful_index.condition == Q(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES))

@@ -49,6 +49,13 @@ class ContactAttempt(models.Model):
             models.Index(fields=["referral", "attempted_at"]),
             models.Index(fields=["practitioner", "attempted_at"]),
             models.Index(fields=["attempted_at"]),
+            # Each referral's first successful call (capacity report): SUCCESSFUL_OUTCOMES, spelt out because
+            # Meta cannot see the class body.
+            models.Index(
+                fields=["referral", "attempted_at"],
+                condition=models.Q(outcome__in=["answered", "callback_requested", "declined"]),
+                name="attempt_successful_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["import_key"], condition=~models.Q(import_key=""), name="attempt_import_key_unique"),

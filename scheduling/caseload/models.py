@@ -212,6 +212,13 @@ class Referral(models.Model):
         indexes = [
             models.Index(fields=["assigned_practitioner", "status"]),
             models.Index(fields=["status", "received_on"]),
+            # The open referrals held longest (capacity report) in order, without reading the discharged
+            # ones: the condition is OPEN_STATUSES, spelt out because Meta cannot see the class body.
+            models.Index(
+                fields=["received_on", "id"],
+                condition=Q(status__in=["awaiting_contact", "contacted", "assessment_booked", "assessed", "in_treatment"]),
+                name="referral_open_received_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["external_id"], condition=~Q(external_id=""), name="referral_external_id_unique"),

@@ -1,11 +1,12 @@
-"""Capacity and slot-wastage figures. Every number is computed by the database (aggregates, subqueries and
-window functions) and the same conditions select the rows behind each figure, so any figure can be checked
-by hand. The definitions are written out in docs/capacity-report.md (also the site's definitions page); keep
-the two in step."""
+"""Capacity and slot-wastage figures. Every number is computed by the database (aggregates, grouped joins
+and window functions; totals are sums of the groups it returns) and the same conditions select the rows
+behind each figure, so any figure can be checked by hand. The definitions are written out in
+docs/capacity-report.md (also the site's definitions page); keep the two in step."""
 
 from __future__ import annotations
 
 import datetime
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import (
+    Case,
     Count,
     DateField,
     Exists,
@@ -25,13 +27,13 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
-    Window,
+    When,
 )
-from django.db.models.functions import Coalesce, RowNumber, TruncDate, TruncWeek
+from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment, BookingSettings
-from scheduling.calls.models import ContactAttempt
+from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome
 
@@ -145,6 +147,12 @@ def appointment_conditions(params: ReportParams) -> dict[str, Q]:
     }
 
 
+def _effective_attempts():
+    """Attempts not undone, as NOT EXISTS (the planner estimates an anti-join well; ContactAttempt.effective()'s
+    outer join with IS NULL it does not, and picks poor plans on a large table)."""
+    return ContactAttempt.objects.exclude(Exists(ContactAttemptUndo.objects.filter(attempt=OuterRef("pk"))))
+
+
 def failed_call_q() -> Q:
     return Q(appointment__isnull=True) & ~Q(outcome__in=_SUCCESSFUL_CALLS)
 
@@ -173,7 +181,7 @@ def failed_calls_in_period(params: ReportParams):
     type, so an appointment-type filter leaves none."""
     if params.appointment_type:
         return ContactAttempt.objects.none()
-    qs = ContactAttempt.objects.effective().filter(failed_call_q(), attempted_at__gte=params.start, attempted_at__lt=params.end)
+    qs = _effective_attempts().filter(failed_call_q(), attempted_at__gte=params.start, attempted_at__lt=params.end)
     qs = filter_by_people(qs, params)
     return qs
 
@@ -212,7 +220,7 @@ def first_attended_in_period(params: ReportParams, appointment_type: str):
 
 def first_contacts_in_period(params: ReportParams):
     """Each referral's first successful (not undone) call attempt, when it falls in the period."""
-    successful = ContactAttempt.objects.effective().filter(outcome__in=_SUCCESSFUL_CALLS)
+    successful = _effective_attempts().filter(outcome__in=_SUCCESSFUL_CALLS)
     earlier = successful.filter(referral=OuterRef("referral")).filter(
         Q(attempted_at__lt=OuterRef("attempted_at")) | Q(attempted_at=OuterRef("attempted_at"), pk__lt=OuterRef("pk"))
     )
@@ -244,7 +252,7 @@ def _lost_before(params: ReportParams, before, referral_ref: str):
         0,
     )
     failed = _count_subquery(
-        ContactAttempt.objects.effective().filter(failed_call_q(), referral=OuterRef(referral_ref), attempted_at__lt=outer_start)
+        _effective_attempts().filter(failed_call_q(), referral=OuterRef(referral_ref), attempted_at__lt=outer_start)
     )
     return appointment_minutes + failed * Value(params.service_settings.failed_call_minutes)
 
@@ -252,7 +260,7 @@ def _lost_before(params: ReportParams, before, referral_ref: str):
 def pre_assessment_rows(params: ReportParams):
     """Each referral whose first attended assessment is in the period, with contacts and lost minutes before it."""
     contacts = _count_subquery(
-        ContactAttempt.objects.effective().filter(referral=OuterRef("referral"), attempted_at__lt=OuterRef("start"))
+        _effective_attempts().filter(referral=OuterRef("referral"), attempted_at__lt=OuterRef("start"))
     )
     return first_attended_in_period(params, AppointmentType.ASSESSMENT).annotate(
         contacts_before=contacts, lost_before=_lost_before(params, "start", "referral")
@@ -265,27 +273,164 @@ def contacts_bucket_q(bucket: str) -> Q:
     return Q(contacts_before=int(bucket))
 
 
-# ---- percentiles by window function -------------------------------------------------------------------------
+# ---- one statement per cohort: computed once, then counted, summed and ranked ------------------------------
 
 
-def median_and_p90(qs, value: str, n: int) -> tuple[float | None, int | None]:
-    """Median (mean of the two middle values when n is even) and 90th percentile (nearest rank: the value at
-    rank ceil(0.9 n)) of `value` over `qs`, ranked in the database with ROW_NUMBER()."""
-    if not n:
-        return None, None
-    low, high = (n + 1) // 2, n // 2 + 1
-    p90_rank = (9 * n + 9) // 10
-    ranked = (
-        qs.order_by()
-        .annotate(_rank=Window(RowNumber(), order_by=[F(value).asc(), F("pk").asc()]))
-        .filter(_rank__in={low, high, p90_rank})
-        .values_list("_rank", value)
-    )
-    by_rank = dict(ranked)
-    median = by_rank[low] if n % 2 else (by_rank[low] + by_rank[high]) / 2
+def _median(low, high, n):
+    median = low if n % 2 else (low + high) / 2
     if isinstance(median, float) and median.is_integer():
         median = int(median)
-    return median, by_rank[p90_rank]
+    return median
+
+
+def _summarise(ctes: list[tuple[str, str, list]], *, figures: dict[str, str] | None = None, ranked: tuple[str, ...] = ()) -> dict:
+    """One statement over a cohort: `ctes` (name, SQL, parameters) are computed once each (materialised CTEs,
+    on PostgreSQL and SQLite alike), the last one holding the cohort's rows; these are counted, summed
+    (`figures`: name -> SQL aggregate over its columns) and ranked with ROW_NUMBER() for the median and 90th
+    percentile of each column in `ranked` (median: mean of the two middle values when n is even; 90th
+    percentile: nearest rank, the value at rank ceil(0.9 n))."""
+    rows = ctes[-1][0]
+    ranks = "".join(f", ROW_NUMBER() OVER (ORDER BY {column}) AS _r_{column}" for column in ranked)
+    selects = [f"{sql} AS {name}" for name, sql in (figures or {}).items()]
+    for column in ranked:
+        selects += [
+            f"MAX({column}) FILTER (WHERE _r_{column} = (_n + 1) / 2) AS {column}_low",
+            f"MAX({column}) FILTER (WHERE _r_{column} = _n / 2 + 1) AS {column}_high",
+            f"MAX({column}) FILTER (WHERE _r_{column} = (9 * _n + 9) / 10) AS {column}_p90",
+        ]
+    values = [value for _, _, cte_values in ctes for value in cte_values]
+    sql = (
+        "WITH " + ", ".join(f"{name} AS MATERIALIZED ({cte})" for name, cte, _ in ctes)
+        + f", _ranked AS (SELECT {rows}.*, COUNT(*) OVER () AS _n{ranks} FROM {rows}) "
+        + f"SELECT {', '.join(['COUNT(*) AS n', *selects])} FROM _ranked"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = dict(zip([c[0] for c in cursor.description], cursor.fetchone()))
+    n = row["n"]
+    summary = {"n": n, **{name: row[name] for name in figures or {}}}
+    for column in ranked:
+        if n:
+            summary[f"{column}_median"] = _median(row[f"{column}_low"], row[f"{column}_high"], n)
+            summary[f"{column}_p90"] = row[f"{column}_p90"]
+        else:
+            summary[f"{column}_median"] = summary[f"{column}_p90"] = None
+    return summary
+
+
+def cohort_summary(qs, *, figures: dict[str, str] | None = None, ranked: tuple[str, ...] = ()) -> dict:
+    """_summarise over a queryset of values (the cohort, one row each)."""
+    sql, values = qs.order_by().query.sql_with_params()
+    return _summarise([("cohort", sql, list(values))], figures=figures, ranked=ranked)
+
+
+def _first_in_period(base, field: str, params: ReportParams) -> list[tuple[str, str, list]]:
+    """The cohort (as _summarise's CTEs, one `wait_days` row each) of referrals whose first row of `base` (by
+    `field`) falls in the period: the period's rows grouped by referral in one pass (MIN of the local date),
+    keeping the referrals with no row before the period (an
+    index probe each, after grouping). Driven by the period's rows, so more history costs only those probes.
+    The practitioner and team filters need to know who made the first one and are not applied here (see
+    callers)."""
+    rows = base.filter(**{f"{field}__gte": params.start, f"{field}__lt": params.end})
+    if params.source:
+        rows = rows.filter(referral__source=params.source)
+    rows = rows.annotate(day=local_date(field)).values("referral_id", "day")
+    earlier = base.filter(**{f"{field}__lt": params.start}).values("referral_id")
+    rows_sql, rows_values = rows.order_by().query.sql_with_params()
+    earlier_sql, earlier_values = earlier.order_by().query.sql_with_params()
+    # The referral is joined after grouping (one row per referral, not per row of the period).
+    referral = connection.ops.quote_name(Referral._meta.db_table)
+    return [
+        ("firsts", f"SELECT r.referral_id AS referral_id, MIN(r.day) AS first_day FROM ({rows_sql}) r GROUP BY r.referral_id", list(rows_values)),
+        (
+            "cohort",
+            f"""SELECT {_days_between_sql("f.first_day", "ref.received_on")} AS wait_days
+                FROM firsts f JOIN {referral} ref ON ref.id = f.referral_id
+                WHERE NOT EXISTS (SELECT 1 FROM ({earlier_sql}) e WHERE e.referral_id = f.referral_id)""",
+            list(earlier_values),
+        ),
+    ]
+
+
+def _days_between_sql(later: str, earlier: str) -> str:
+    """DaysBetween for two date columns in hand-composed SQL."""
+    if connection.vendor == "sqlite":
+        return f"CAST(julianday({later}) - julianday({earlier}) AS INTEGER)"
+    return f"({later} - {earlier})"
+
+
+def pre_assessment_figures(params: ReportParams) -> dict:
+    """Contacts and losses before each referral's first attended assessment in the period, and the wait to
+    it. The cohort is computed once; the attempts and the lost appointments before each assessment are each
+    one grouped join with it (not a subquery per referral and figure); buckets, sum, median and 90th
+    percentile come from the same statement."""
+    cohort = first_attended_in_period(params, AppointmentType.ASSESSMENT).values("id", "referral_id", "start", "wait_days")
+    # Only what happened before the period's end can precede an assessment in it.
+    attempts = (
+        _effective_attempts()
+        .filter(attempted_at__lt=params.end)
+        .annotate(failed=Case(When(failed_call_q(), then=Value(1)), default=Value(0), output_field=IntegerField()))
+        .values("referral_id", "attempted_at", "failed")
+    )
+    lost = Appointment.objects.filter(appointment_conditions(params)["lost"], start__lt=params.end).values(
+        "referral_id", "start", "duration_minutes"
+    )
+    ctes = []
+    for name, qs in (("cohort", cohort), ("attempts_before", attempts), ("lost_before", lost)):
+        sql, values = qs.order_by().query.sql_with_params()  # no model ordering inside a subquery
+        ctes.append((name, sql, list(values)))
+    cohort_sql, attempts_sql, lost_sql = (c[1] for c in ctes)
+    ctes = [
+        ctes[0],
+        (
+            "counted",
+            f"""SELECT c.id AS id, COUNT(*) AS contacts_before, COUNT(*) FILTER (WHERE t.failed = 1) AS failed_before
+                FROM cohort c JOIN ({attempts_sql}) t ON t.referral_id = c.referral_id AND t.attempted_at < c."start"
+                GROUP BY c.id""",
+            ctes[1][2],
+        ),
+        (
+            "lost",
+            f"""SELECT c.id AS id, SUM(l.duration_minutes) AS minutes
+                FROM cohort c JOIN ({lost_sql}) l ON l.referral_id = c.referral_id AND l."start" < c."start"
+                GROUP BY c.id""",
+            ctes[2][2],
+        ),
+        (
+            "pre",
+            """SELECT c.id AS id, c.wait_days AS wait_days, COALESCE(n.contacts_before, 0) AS contacts_before,
+                      COALESCE(lost.minutes, 0) + COALESCE(n.failed_before, 0) * %s AS lost_before
+               FROM cohort c LEFT JOIN counted n ON n.id = c.id LEFT JOIN lost ON lost.id = c.id""",
+            [params.service_settings.failed_call_minutes],
+        ),
+    ]
+    buckets = {
+        f"b{i}": f"COUNT(*) FILTER (WHERE contacts_before {'>= 4' if bucket == '4+' else '= ' + bucket})"
+        for i, bucket in enumerate(CONTACT_BUCKETS)
+    }
+    return _summarise(ctes, figures={"lost": "COALESCE(SUM(lost_before), 0)", **buckets}, ranked=("contacts_before", "wait_days"))
+
+
+def first_contact_figures(params: ReportParams) -> dict:
+    """How many referrals had their first successful call in the period, and the median wait to it."""
+    if params.practitioner_id or params.team_id:
+        # Who made the first call decides; one practitioner's or team's calls are few enough to check each.
+        return cohort_summary(first_contacts_in_period(params).values("wait_days"), ranked=("wait_days",))
+    successful = _effective_attempts().filter(outcome__in=_SUCCESSFUL_CALLS)
+    return _summarise(_first_in_period(successful, "attempted_at", params), ranked=("wait_days",))
+
+
+def first_treatment_figures(params: ReportParams) -> dict:
+    """Referrals whose first attended treatment is in the period: how many, within 6 and 18 weeks, median wait."""
+    figures = {
+        "within_6": f"COUNT(*) FILTER (WHERE wait_days <= {SIX_WEEKS_DAYS})",
+        "within_18": f"COUNT(*) FILTER (WHERE wait_days <= {EIGHTEEN_WEEKS_DAYS})",
+    }
+    if params.practitioner_id or params.team_id:
+        cohort = first_attended_in_period(params, AppointmentType.TREATMENT).values("wait_days")
+        return cohort_summary(cohort, figures=figures, ranked=("wait_days",))
+    ctes = _first_in_period(_attended_of_type(AppointmentType.TREATMENT), "start", params)
+    return _summarise(ctes, figures=figures, ranked=("wait_days",))
 
 
 # ---- the report ----------------------------------------------------------------------------------------------
@@ -308,52 +453,76 @@ def _as_local_date(value) -> datetime.date:
     return value
 
 
-def weekly_lost(params: ReportParams) -> list[dict]:
-    """Lost minutes by cause per week (Monday to Sunday, Europe/London), every week of the period listed."""
-    conditions = appointment_conditions(params)
-    rows = {
-        _as_local_date(row["week"]): row
-        for row in appointments_in_period(params)
+_APPOINTMENT_FIGURES = [f"{name}_{kind}" for name in ("booked", "attended", *APPOINTMENT_CAUSES) for kind in ("minutes", "count")]
+
+
+def activity_figures(params: ReportParams) -> dict:
+    """The appointment aggregates and the failed calls of the period, each table read once, grouped by week
+    (Monday to Sunday, Europe/London) and practitioner. The totals, the weekly chart and the practitioner
+    table are sums of these groups."""
+    zero = dict.fromkeys(_APPOINTMENT_FIGURES, 0)
+    total, by_week, by_practitioner = dict(zero), defaultdict(lambda: dict(zero)), defaultdict(lambda: dict(zero))
+    rows = (
+        appointments_in_period(params)
         .annotate(week=TruncWeek("start", tzinfo=LONDON))
         .order_by()
-        .values("week")
-        .annotate(**{cause: _minutes(conditions[cause]) for cause in APPOINTMENT_CAUSES})
-    }
-    failed = {
-        _as_local_date(row["week"]): row["n"]
-        for row in failed_calls_in_period(params)
+        .values("week", "practitioner_id")
+        .annotate(**_appointment_aggregates(params))
+    )
+    for row in rows:
+        week, practitioner = _as_local_date(row["week"]), row["practitioner_id"]
+        for name in _APPOINTMENT_FIGURES:
+            value = int(row[name] or 0)
+            total[name] += value
+            by_week[week][name] += value
+            by_practitioner[practitioner][name] += value
+    failed, failed_by_week, failed_by_practitioner = 0, defaultdict(int), defaultdict(int)
+    calls = (
+        failed_calls_in_period(params)
         .annotate(week=TruncWeek("attempted_at", tzinfo=LONDON))
         .order_by()
-        .values("week")
+        .values("week", "practitioner_id")
         .annotate(n=Count("pk"))
+    )
+    for row in calls:
+        failed += row["n"]
+        failed_by_week[_as_local_date(row["week"])] += row["n"]
+        failed_by_practitioner[row["practitioner_id"]] += row["n"]
+    return {
+        "appointments": total,
+        "appointments_by_week": dict(by_week),
+        "appointments_by_practitioner": dict(by_practitioner),
+        "failed_calls": failed,
+        "failed_calls_by_week": dict(failed_by_week),
+        "failed_calls_by_practitioner": dict(failed_by_practitioner),
     }
+
+
+def weekly_lost(params: ReportParams, activity: dict | None = None) -> list[dict]:
+    """Lost minutes by cause per week (Monday to Sunday, Europe/London), every week of the period listed."""
+    activity = activity or activity_figures(params)
     minutes_per_call = params.service_settings.failed_call_minutes
     result = []
     for monday in _weeks(params):
-        row = rows.get(monday, {})
+        row = activity["appointments_by_week"].get(monday, {})
         week = {
             "week_starting": monday.isoformat(),
             "from": max(monday, params.date_from).isoformat(),
             "to": min(monday + timedelta(days=6), params.date_to).isoformat(),
         }
         for cause in APPOINTMENT_CAUSES:
-            week[cause] = int(row.get(cause, 0) or 0)
-        week["failed_calls"] = int(failed.get(monday, 0)) * minutes_per_call
+            week[cause] = row.get(f"{cause}_minutes", 0)
+        week["failed_calls"] = activity["failed_calls_by_week"].get(monday, 0) * minutes_per_call
         week["total"] = sum(week[cause] for cause in LOST_CAUSES)
         result.append(week)
     return result
 
 
-def practitioner_rows(params: ReportParams) -> list[dict]:
+def practitioner_rows(params: ReportParams, activity: dict | None = None) -> list[dict]:
+    activity = activity or activity_figures(params)
     minutes_per_call = params.service_settings.failed_call_minutes
-    by_practitioner = {
-        row["practitioner_id"]: row
-        for row in appointments_in_period(params).order_by().values("practitioner_id").annotate(**_appointment_aggregates(params))
-    }
-    failed = {
-        row["practitioner_id"]: row["n"]
-        for row in failed_calls_in_period(params).order_by().values("practitioner_id").annotate(n=Count("pk"))
-    }
+    by_practitioner = activity["appointments_by_practitioner"]
+    failed = activity["failed_calls_by_practitioner"]
     users = get_user_model().objects.filter(pk__in=set(by_practitioner) | set(failed))
     rows = []
     for user in users:
@@ -362,11 +531,11 @@ def practitioner_rows(params: ReportParams) -> list[dict]:
             "practitioner_id": user.pk,
             "username": user.get_username(),
             "name": user.get_full_name() or user.get_username(),
-            "booked_minutes": int(agg.get("booked_minutes", 0)),
-            "attended_minutes": int(agg.get("attended_minutes", 0)),
+            "booked_minutes": agg.get("booked_minutes", 0),
+            "attended_minutes": agg.get("attended_minutes", 0),
         }
-        lost = {cause: int(agg.get(f"{cause}_minutes", 0)) for cause in APPOINTMENT_CAUSES}
-        lost["failed_calls"] = int(failed.get(user.pk, 0)) * minutes_per_call
+        lost = {cause: agg.get(f"{cause}_minutes", 0) for cause in APPOINTMENT_CAUSES}
+        lost["failed_calls"] = failed.get(user.pk, 0) * minutes_per_call
         lost["total"] = sum(lost.values())
         row["lost_minutes"] = lost
         row["booked_lost_pct"] = _pct(lost["total"] - lost["failed_calls"], row["booked_minutes"])
@@ -380,7 +549,7 @@ def longest_held_without_assessment(params: ReportParams, *, limit: int = LONGES
     attended_assessment = _attended_of_type(AppointmentType.ASSESSMENT).filter(referral=OuterRef("pk"))
     qs = Referral.objects.filter(status__in=Referral.OPEN_STATUSES).exclude(Exists(attended_assessment))
     qs = filter_by_people(qs, params, practitioner="assigned_practitioner", referral="")
-    contacts = _count_subquery(ContactAttempt.objects.effective().filter(referral=OuterRef("pk")))
+    contacts = _count_subquery(_effective_attempts().filter(referral=OuterRef("pk")))
     return (
         qs.select_related("patient", "assigned_practitioner")
         .annotate(
@@ -418,43 +587,31 @@ def build_report(params: ReportParams, *, include_lists: bool = True) -> dict:
 def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
     params = params.with_settings()
     service = params.service_settings
-    agg = appointments_in_period(params).aggregate(**_appointment_aggregates(params))
-    failed_count = failed_calls_in_period(params).count()
+    if include_lists:
+        activity = activity_figures(params)
+        agg, failed_count = activity["appointments"], activity["failed_calls"]
+    else:
+        agg = appointments_in_period(params).aggregate(**_appointment_aggregates(params))
+        failed_count = failed_calls_in_period(params).count()
     lost = {cause: int(agg[f"{cause}_minutes"]) for cause in APPOINTMENT_CAUSES}
     lost["failed_calls"] = failed_count * service.failed_call_minutes
     lost["total"] = sum(lost.values())
     booked = int(agg["booked_minutes"])
 
-    pre = pre_assessment_rows(params)
-    pre_agg = pre.aggregate(
-        n=Count("pk"),
-        lost=Coalesce(Sum("lost_before"), 0),
-        **{
-            f"b{i}": Count("pk", filter=contacts_bucket_q(bucket))
-            for i, bucket in enumerate(CONTACT_BUCKETS)
-        },
-    )
-    n_assessed = pre_agg["n"]
-    contacts_median, contacts_p90 = median_and_p90(pre, "contacts_before", n_assessed)
-
-    waits = {}
-    first_contacts = first_contacts_in_period(params)
-    assessments = first_attended_in_period(params, AppointmentType.ASSESSMENT)
-    treatments = first_attended_in_period(params, AppointmentType.TREATMENT)
-    n_contacts = first_contacts.count()
-    treatment_agg = treatments.aggregate(
-        n=Count("pk"),
-        within_6=Count("pk", filter=Q(wait_days__lte=SIX_WEEKS_DAYS)),
-        within_18=Count("pk", filter=Q(wait_days__lte=EIGHTEEN_WEEKS_DAYS)),
-    )
-    waits["to_first_contact_median_days"] = median_and_p90(first_contacts, "wait_days", n_contacts)[0]
-    waits["to_assessment_median_days"] = median_and_p90(assessments, "wait_days", n_assessed)[0]
-    waits["to_first_treatment_median_days"] = median_and_p90(treatments, "wait_days", treatment_agg["n"])[0]
-    waits["within_6_weeks_pct"] = _pct(treatment_agg["within_6"], treatment_agg["n"])
-    waits["within_18_weeks_pct"] = _pct(treatment_agg["within_18"], treatment_agg["n"])
-    waits["first_contacts"] = n_contacts
-    waits["assessments"] = n_assessed
-    waits["first_treatments"] = treatment_agg["n"]
+    pre = pre_assessment_figures(params)
+    n_assessed = pre["n"]
+    contacts = first_contact_figures(params)
+    treatments = first_treatment_figures(params)
+    waits = {
+        "to_first_contact_median_days": contacts["wait_days_median"],
+        "to_assessment_median_days": pre["wait_days_median"],
+        "to_first_treatment_median_days": treatments["wait_days_median"],
+        "within_6_weeks_pct": _pct(treatments["within_6"], treatments["n"]),
+        "within_18_weeks_pct": _pct(treatments["within_18"], treatments["n"]),
+        "first_contacts": contacts["n"],
+        "assessments": n_assessed,
+        "first_treatments": treatments["n"],
+    }
 
     cost_pence = lost["total"] * service.clinician_hourly_cost_pence / 60
     report = {
@@ -483,17 +640,17 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
         "equivalent_sessions_lost": round(lost["total"] / BookingSettings.current().treatment_minutes, 1),
         "pre_assessment": {
             "referrals_assessed": n_assessed,
-            "contacts_distribution": {bucket: pre_agg[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
-            "contacts_median": contacts_median,
-            "contacts_p90": contacts_p90,
-            "lost_minutes": int(pre_agg["lost"]),
+            "contacts_distribution": {bucket: pre[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
+            "contacts_median": pre["contacts_before_median"],
+            "contacts_p90": pre["contacts_before_p90"],
+            "lost_minutes": int(pre["lost"]),
         },
         "waits": waits,
         "cost_pounds": round(cost_pence / 100, 2),
     }
     if include_lists:
-        report["weekly_lost_minutes"] = weekly_lost(params)
-        report["practitioners"] = practitioner_rows(params)
+        report["weekly_lost_minutes"] = weekly_lost(params, activity)
+        report["practitioners"] = practitioner_rows(params, activity)
         report["longest_held_without_assessment"] = [
             {
                 "referral_id": r.pk,

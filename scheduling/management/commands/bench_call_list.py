@@ -4,9 +4,11 @@
 
 Builds the caseload inside a transaction that is rolled back at the end (nothing is left behind), then
 renders both pages through Django's test client in this process (server time only, no network) and
-prints the medians and their ratio. Meant for PostgreSQL; runs on SQLite too, with a warning.
+prints the medians and their ratio, then the same as JSON with the spread (min, median, max) of the
+repeats, both pages timed interleaved. Meant for PostgreSQL; runs on SQLite too, with a warning.
 """
 
+import json
 import random
 import statistics
 import time
@@ -29,6 +31,7 @@ from scheduling.calls.policy import LONDON
 from scheduling.caseload.models import Patient, PractitionerProfile
 from scheduling.caseload.services import create_referral, register_patient
 from scheduling.demo import nhs_test_numbers
+from scheduling.management.timing import interleaved, ratio_spread, spread
 
 OUTCOMES = ["no_answer", "voicemail", "busy", "no_answer", "wrong_number", "answered", "callback_requested"]
 
@@ -114,22 +117,22 @@ class Command(BaseCommand):
         return pwp
 
     def _measure(self, client, urls, repeat):
-        """Median server time of each URL; samples interleaved so both pages see the same machine load."""
-        samples = {url: [] for url in urls}
-        for _ in range(2):
-            for url in urls:
-                assert client.get(url).status_code == 200
-        for _ in range(repeat):
-            for url in urls:
-                started = time.perf_counter()
+        """Server time of each URL; samples interleaved so both pages see the same machine load."""
+
+        def render(url):
+            def fn():
                 response = client.get(url)
-                samples[url].append(time.perf_counter() - started)
                 assert response.status_code == 200
+                return response
+
+            return fn
+
+        samples, _ = interleaved({url: render(url) for url in urls}, repeat=repeat, warmup=2)
         result = {}
         for url in urls:
             with CaptureQueriesContext(connection) as ctx:
                 response = client.get(url)
-            result[url] = (statistics.median(samples[url]), len(ctx.captured_queries), len(response.content))
+            result[url] = (samples[url], len(ctx.captured_queries), len(response.content))
         return result
 
     def _run(self, *, patients, attempts, repeat):
@@ -144,8 +147,20 @@ class Command(BaseCommand):
         baseline_url = reverse("caseload:referral_list") + "?q=no-such-patient"
         calls_url = reverse("calls:today")
         measured = self._measure(client, [baseline_url, calls_url], repeat)
-        base_t, base_q, base_size = measured[baseline_url]
-        call_t, call_q, call_size = measured[calls_url]
+        base_s, base_q, base_size = measured[baseline_url]
+        call_s, call_q, call_size = measured[calls_url]
+        base_t, call_t = statistics.median(base_s), statistics.median(call_s)
         self.stdout.write(f"minimal logged-in page: median {base_t * 1000:.1f} ms, {base_q} queries, {base_size} bytes")
         self.stdout.write(f"call list:              median {call_t * 1000:.1f} ms, {call_q} queries, {call_size} bytes")
         self.stdout.write(self.style.SUCCESS(f"ratio call list / minimal page: {call_t / base_t:.1f}"))
+        result = {
+            "database": connection.vendor,
+            "patients": patients,
+            "attempts_per_patient": attempts,
+            "repeat": repeat,
+            "minimal_page_seconds": spread(base_s, 5),
+            "call_list_seconds": spread(call_s, 5),
+            "call_list_to_minimal_page_ratio": ratio_spread(call_s, base_s),
+            "queries": {"minimal_page": base_q, "call_list": call_q},
+        }
+        self.stdout.write(json.dumps(result, indent=2))

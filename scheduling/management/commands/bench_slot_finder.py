@@ -8,8 +8,8 @@ Everything it creates is rolled back at the end, but run it on a throwaway datab
 """
 
 import datetime as dt
+import json
 import random
-import statistics
 import time
 
 from django.contrib.auth import get_user_model
@@ -22,19 +22,11 @@ from scheduling.booking.models import Appointment, AvailabilityException, Workin
 from scheduling.booking.selectors import find_free_slots, next_free_slots_for_referral
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, Team
 from scheduling.caseload.nhs_number import check_digit
+from scheduling.management.timing import interleaved, ratio_spread, spread
 
 
 class Rollback(Exception):
     pass
-
-
-def timed(fn, repeat):
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 class Command(BaseCommand):
@@ -129,15 +121,20 @@ class Command(BaseCommand):
             return find_free_slots(practitioner_ids=ids, duration_minutes=60, earliest=earliest, weeks=weeks, limit=10**6)
 
         fetched = len(baseline())
-        for fn in (baseline, next_ten_for_team, every_slot_in_eight_weeks):  # warm caches
-            fn()
-        base_s = timed(baseline, repeat)
-        team_s = timed(next_ten_for_team, repeat)
-        all_s = timed(every_slot_in_eight_weeks, max(3, repeat // 5))
-        free = len(every_slot_in_eight_weeks())
-        out = self.stdout.write
-        out(f"database={connection.vendor} practitioners={practitioners} weeks={weeks} appointments_in_range={fetched} "
-            f"free_60min_slots_in_range={free} repeat={repeat}")
-        out(f"baseline_single_indexed_query_ms={base_s * 1000:.2f}")
-        out(f"next_10_free_slots_whole_team_ms={team_s * 1000:.2f} ratio={team_s / base_s:.2f}")
-        out(f"every_free_slot_8_weeks_whole_team_ms={all_s * 1000:.2f} ratio={all_s / base_s:.2f}")
+        # Each ratio from samples interleaved with the baseline's (baseline, search, baseline, search, ...).
+        team, _ = interleaved({"baseline": baseline, "search": next_ten_for_team}, repeat=repeat)
+        every, values = interleaved({"baseline": baseline, "search": every_slot_in_eight_weeks}, repeat=max(3, repeat // 5))
+        result = {
+            "database": connection.vendor,
+            "practitioners": practitioners,
+            "weeks": weeks,
+            "appointments_in_range": fetched,
+            "free_60min_slots_in_range": len(values["search"]),
+            "repeat": repeat,
+            "baseline_single_indexed_query_seconds": spread(team["baseline"] + every["baseline"], 5),
+            "next_10_free_slots_whole_team_seconds": spread(team["search"], 5),
+            "next_10_free_slots_whole_team_ratio": ratio_spread(team["search"], team["baseline"]),
+            "every_free_slot_8_weeks_whole_team_seconds": spread(every["search"], 5),
+            "every_free_slot_8_weeks_whole_team_ratio": ratio_spread(every["search"], every["baseline"]),
+        }
+        self.stdout.write(json.dumps(result, indent=2))
