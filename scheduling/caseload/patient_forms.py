@@ -27,4 +27,11 @@ class PatientDetailsForm(forms.Form):
         help_text="For example: new number given by the patient on the phone.",
     )
     # The id of the latest change the page showed: a field changed since is not silently overwritten.
-    version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+    version = forms.IntegerField(
+        label="Page version", min_value=0, widget=forms.HiddenInput,
+        error_messages={
+            "required": "This page is incomplete: reload it and enter the change again.",
+            "invalid": "This page is incomplete: reload it and enter the change again.",
+            "min_value": "This page is incomplete: reload it and enter the change again.",
+        },
+    )
