@@ -494,3 +494,57 @@ def test_the_worklist_item_correct_the_number_leads_to_the_details_page(client, 
     landing = client.get(item.action_url)
     assert landing.status_code == 200 and landing.request["PATH_INFO"] == url(referral.patient_id)
     assert f'id="task-{task.pk}"' in landing.content.decode()
+
+
+# --- Two people at once (real concurrent connections) --------------------------------------------------
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_two_people_saving_different_numbers_at_once_one_wins_and_the_other_is_told(pwp, admin_user, manager, monkeypatch):
+    import threading
+    import time
+
+    from django.db import connection
+
+    from scheduling.caseload import patient_details
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Real concurrent connections are tested on PostgreSQL")
+    referral = make_referral(pwp, actor=admin_user)
+    opened = as_form(referral.patient)
+    first_holds_the_row = threading.Event()
+    real_clean = patient_details._clean_patient
+
+    def clean_slowly(**kwargs):
+        # Runs with the patient's row locked: the second save must wait here until the first commits.
+        if threading.current_thread().name == "first":
+            first_holds_the_row.set()
+            time.sleep(0.5)
+        return real_clean(**kwargs)
+
+    monkeypatch.setattr(patient_details, "_clean_patient", clean_slowly)
+    outcomes = {}
+
+    def save(name, actor, mobile):
+        try:
+            change_patient_details(patient=Patient.objects.get(pk=referral.patient_id), actor=actor,
+                                   **{**opened, "mobile_phone": mobile})
+            outcomes[name] = "saved"
+        except ValidationError as exc:
+            outcomes[name] = exc.message_dict
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=save, args=("first", admin_user, "07700 900456"), name="first")
+    second = threading.Thread(target=save, args=("second", manager, "07700 900789"), name="second")
+    first.start()
+    assert first_holds_the_row.wait(10)
+    second.start()
+    first.join(30)
+    second.join(30)
+
+    assert outcomes["first"] == "saved"
+    assert outcomes["second"]["mobile_phone"][0].startswith("Mobile for texts was changed by Admin.One Tester")
+    assert Patient.objects.get(pk=referral.patient_id).mobile_phone == NEW_MOBILE_E164
+    assert PatientDetailChange.objects.filter(patient_id=referral.patient_id).count() == 1
