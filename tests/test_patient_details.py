@@ -407,7 +407,7 @@ def test_saving_from_the_page_redirects_with_what_was_done(client, referral, pwp
     html = response.content.decode()
     assert "Saved: Mobile for texts changed. 2 reminders planned again; they go to the new number." in html
     assert "Worklist item resolved: phone number wrong or not in service." in html
-    assert 'value="+447700900456"' in html
+    assert 'value="07700 900456"' in html
     assert "Changes to these details" in html and "→ 07700 900456, by Admin.One Tester" in html
 
 

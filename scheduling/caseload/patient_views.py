@@ -18,6 +18,7 @@ from scheduling.caseload.patient_details import (
     details_version,
 )
 from scheduling.caseload.patient_forms import PatientDetailsForm
+from scheduling.caseload.phones import display_phone
 from scheduling.caseload.record import user_name
 from scheduling.caseload.selectors import referrals_visible_to
 
@@ -27,8 +28,9 @@ def _initial(patient: Patient) -> dict:
         "given_name": patient.given_name,
         "family_name": patient.family_name,
         "date_of_birth": patient.date_of_birth,
-        "mobile_phone": patient.mobile_phone,
-        "other_phone": patient.other_phone,
+        # As people write them ("07700 900123"); the service stores E.164 again.
+        "mobile_phone": display_phone(patient.mobile_phone),
+        "other_phone": display_phone(patient.other_phone),
         "sms_consent": patient.sms_consent,
         "voicemail_allowed": patient.voicemail_allowed,
         "preferred_days": [str(d) for d in patient.preferred_days],
