@@ -68,9 +68,10 @@ def patient_details(request, pk: int):
                     preferred_times=data["preferred_times"], reason=data["reason"],
                 )
             except ValidationError as exc:
-                for name, errors in exc.message_dict.items():
-                    form.add_error(name if name in form.fields else None, errors)
-                if any(e.code == CHANGED_MEANWHILE for errors in exc.error_dict.values() for e in errors):
+                by_field = getattr(exc, "error_dict", None) or {None: exc.error_list}
+                for name, errors in by_field.items():
+                    form.add_error(name if name in form.fields else None, ValidationError(errors))
+                if any(e.code == CHANGED_MEANWHILE for errors in by_field.values() for e in errors):
                     # The page now shows what is stored: saving again is a deliberate choice.
                     form.data = form.data.copy()
                     form.data["version"] = str(details_version(patient))
