@@ -137,6 +137,8 @@ def _reminder_plans(*, appointment, now, sms_settings) -> list[tuple[datetime.da
     one that would reach the patient too close to the call is skipped; so is one a later reminder covers.
     """
     rules = list(ReminderRule.objects.filter(appointment_type=appointment.appointment_type, active=True))
+    if not rules:
+        return []
     start_local_day = appointment.start.astimezone(local_zone()).date()
     dues = []
     for rule in rules:
