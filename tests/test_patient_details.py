@@ -19,6 +19,7 @@ from scheduling.caseload.patient_details import change_patient_details, describe
 from scheduling.caseload.phones import display_phone
 from scheduling.caseload.services import raise_admin_task, record_sms_opt_out
 from scheduling.reminders import sending
+from scheduling.submissions import new_token
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
 from tests.factories import london, make_referral, make_user
@@ -394,7 +395,7 @@ def post_data(patient, **changes) -> dict:
     data = as_form(patient, **changes)
     data["date_of_birth"] = data["date_of_birth"].isoformat() if data["date_of_birth"] else ""
     data = {k: v for k, v in data.items() if v is not False and v is not None}  # unticked boxes are not sent
-    data["form_token"] = "ab" * 16
+    data["form_token"] = new_token()  # a page's own token: one save per page, as in a browser
     return data
 
 
