@@ -11,6 +11,7 @@ from scheduling.caseload.models import (  # noqa: F401
     CaseloadCover,
     ClinicalNote,
     Patient,
+    PatientDetailChange,
     PractitionerProfile,
     Referral,
     ServiceSettings,

@@ -135,6 +135,9 @@ INT_PARAMS = {
                     "booking:book", "booking:course")},
     **{name: (lambda w: {"own": w.own.appointment.pk, "other": w.other.appointment.pk})
        for name in ("booking:rearrange", "booking:cancel")},
+    "caseload:patient_details": lambda w: {"own": w.own.booked.patient_id, "own waiting": w.own.waiting.patient_id,
+                                           "covered": w.covered.booked.patient_id, "other": w.other.booked.patient_id,
+                                           "unassigned": w.unassigned.patient_id},
     "booking:task_resolve": lambda w: {"own": w.own.task.pk, "other": w.other.task.pk},
     "sms:message_detail": lambda w: {"own": _pk(w.own.message), "other": _pk(w.other.message)},
     "sms:edit_rule": lambda w: {"first": _pk(ReminderRule.objects.order_by("pk").first())},

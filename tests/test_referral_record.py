@@ -266,7 +266,8 @@ def test_the_pages_query_count_does_not_grow_with_the_record(client, frozen, pwp
     assert referral.contact_attempts.count() > 50 and referral.appointments.count() == 12
     big = count_queries(client, referral)
     assert big == small, f"{small} queries with a short record, {big} with a long one"
-    assert small <= 20, small
+    # One query per kind of row; the patient's own detail changes (names, phones, consent) are the 21st.
+    assert small <= 21, small
 
 
 def test_the_referral_page_has_one_form_token_in_every_post_form(client, frozen, alex, admin_user):

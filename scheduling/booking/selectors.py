@@ -445,6 +445,9 @@ def _task_items(*, now) -> list[WorklistItem]:
             url, action = reverse("booking:rearrange", args=[task.appointment_id]), "Rearrange"
         elif task.kind == AdminTask.Kind.REARRANGE_REQUEST and task.referral_id:
             url, action = reverse("booking:find_slots", args=[task.referral_id]), "Find a new time"
+        elif task.kind in (AdminTask.Kind.WRONG_NUMBER, AdminTask.Kind.SMS_FAILED) and task.patient_id:
+            # Saving a corrected number there resolves the item.
+            url, action = reverse("caseload:patient_details", args=[task.patient_id]), "Correct the number"
         elif task.referral_id:
             url, action = reverse("caseload:referral_detail", args=[task.referral_id]), "Open referral"
         else:

@@ -90,6 +90,13 @@ def number_marked_wrong(patient) -> bool:
     return WrongNumberMark.objects.in_force().filter(patient_id=patient.pk).exists()
 
 
+def numbers_were_marked_wrong(*, patient, mobile_phone: str, other_phone: str) -> bool:
+    """A call found these numbers (the patient's before a correction) wrong, and that call still counts."""
+    return WrongNumberMark.objects.filter(
+        patient_id=patient.pk, attempt__undo__isnull=True, mobile_phone=mobile_phone, other_phone=other_phone
+    ).exists()
+
+
 def patients_with_wrong_numbers(patient_ids) -> set[int]:
     return set(WrongNumberMark.objects.in_force().filter(patient_id__in=patient_ids).values_list("patient_id", flat=True))
 

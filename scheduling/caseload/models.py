@@ -293,6 +293,28 @@ class AuditEntry(models.Model):
         return f"{target}: {self.field} {self.old_value or '-'} -> {self.new_value}"
 
 
+class PatientDetailChange(models.Model):
+    """One change of one of a patient's details (name, date of birth, phones, SMS consent, voicemail,
+    preferred days and times): who, when, from, to. Patient-level, so not an AuditEntry (those belong to
+    a referral). Never edited or deleted. The values are kept so staff can read the history in words;
+    __str__ carries no value, as it ends up in admin pages and logs."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="detail_changes")
+    field = models.CharField(max_length=30)
+    old_value = models.CharField(max_length=100, blank=True)
+    new_value = models.CharField(max_length=100, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["patient", "at"], name="patientchange_patient_at_idx")]
+
+    def __str__(self):
+        return f"Patient {self.patient_id}: {self.field} changed"
+
+
 class AdminTask(models.Model):
     """Something admin staff must act on that an event raised (not derivable from other rows)."""
 

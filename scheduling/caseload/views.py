@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from scheduling.caseload.models import ClinicalNote, Referral
 from scheduling.caseload.note_forms import NoteForm
+from scheduling.caseload.patient_details import may_change_details_on_a_viewed_referral
 from scheduling.caseload.record import appointment_choices, referral_record
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_view_referral, search_referrals
 from scheduling.caseload.services import discharge_referral
@@ -62,6 +63,7 @@ def render_record(request, referral, *, note_form=None, amend_form=None, amend_n
             "note_max_length": ClinicalNote.MAX_LENGTH,
             "may_book": can_book_for_referral(request.user, referral),
             "may_cancel": can_cancel_appointments(request.user),
+            "may_change_details": may_change_details_on_a_viewed_referral(request.user),
         },
         status=status,
     )

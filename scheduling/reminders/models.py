@@ -185,10 +185,13 @@ class OutboundMessage(models.Model):
             models.Index(fields=["provider_sid"]),
         ]
         constraints = [
+            # One message that may still go (or went) per kind and occurrence. Cancelled and skipped rows
+            # are left out, so a reminder cancelled while the number was wrong (or consent withdrawn) can be
+            # planned again once it is put right, and never twice alongside a live one.
             models.UniqueConstraint(
                 fields=["appointment", "appointment_start", "kind"],
-                condition=Q(appointment__isnull=False),
-                name="one_message_per_kind_per_appointment_occurrence",
+                condition=Q(appointment__isnull=False) & ~Q(status__in=["cancelled", "skipped"]),
+                name="one_live_message_per_kind_per_appointment_occurrence",
             ),
             models.CheckConstraint(
                 condition=Q(appointment__isnull=True) | Q(appointment_start__isnull=False),

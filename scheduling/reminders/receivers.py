@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
+from scheduling.caseload.signals import patient_details_changed
 from scheduling.reminders import services
 
 
@@ -36,3 +37,9 @@ def queue_opt_in_invitation(sender, referral, actor=None, **kwargs):
 def cancel_texts_to_a_wrong_number(sender, patient, actor=None, **kwargs):
     # As for a STOP or Twilio's 21610: the patient's pending texts are cancelled at once, with the reason.
     services.cancel_pending_messages(patient=patient, reason=services.WRONG_NUMBER_REASON, actor=actor)
+
+
+@receiver(patient_details_changed, dispatch_uid="reminders.patient_details")
+def follow_patient_details_change(sender, patient, changes, actor=None, now=None, **kwargs):
+    # In the details change's transaction: the new number and the re-planned reminders commit together.
+    return services.follow_patient_details_change(patient=patient, changes=changes, actor=actor, now=now)

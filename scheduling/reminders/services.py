@@ -13,8 +13,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from scheduling.calls.selectors import number_marked_wrong
-from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType
+from scheduling.booking.models import Appointment
+from scheduling.calls.selectors import number_marked_wrong, numbers_were_marked_wrong
+from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 
@@ -128,30 +129,26 @@ def _create_message(*, actor, now, **values) -> OutboundMessage | None:
     return message
 
 
-def plan_reminders(*, appointment, actor=None, now=None) -> list[OutboundMessage]:
-    """Write the reminders the active rules give for a newly booked appointment.
+def _reminder_plans(*, appointment, now, sms_settings) -> list[tuple[datetime.datetime, ReminderRule, str, str]]:
+    """(due, rule, status, reason) for each active rule of the appointment's type, earliest first.
 
     Each rule gives a due time (days before, local time), moved out of quiet hours. A reminder
-    whose time has already passed at booking is skipped if a later one will still go, and
-    otherwise goes now; one that would reach the patient too close to the call is skipped.
-    Skipped reminders are rows too, with the reason, so staff can see why nothing was sent.
+    whose time has already passed is skipped if a later one will still go, and otherwise goes now;
+    one that would reach the patient too close to the call is skipped; so is one a later reminder covers.
     """
-    now = now or timezone.now()
-    sms_settings = SmsSettings.current()
-    patient = appointment.referral.patient
     rules = list(ReminderRule.objects.filter(appointment_type=appointment.appointment_type, active=True))
     if not rules:
         return []
     start_local_day = appointment.start.astimezone(local_zone()).date()
-    plans = []
+    dues = []
     for rule in rules:
         due = local_datetime(start_local_day - datetime.timedelta(days=rule.days_before), rule.send_at)
-        plans.append((end_of_quiet_hours(due, sms_settings), rule))
-    plans.sort(key=lambda plan: plan[0])
-    refusal = sms_refusal_reason(patient)
-    created = []
-    for index, (due, rule) in enumerate(plans):
-        later_still_to_come = any(later_due > now for later_due, _ in plans[index + 1:])
+        dues.append((end_of_quiet_hours(due, sms_settings), rule))
+    dues.sort(key=lambda plan: plan[0])
+    refusal = sms_refusal_reason(appointment.referral.patient)
+    plans = []
+    for index, (due, rule) in enumerate(dues):
+        later_still_to_come = any(later_due > now for later_due, _ in dues[index + 1:])
         status, reason = Status.SCHEDULED, ""
         if refusal:
             status, reason = Status.SKIPPED, refusal
@@ -162,26 +159,42 @@ def plan_reminders(*, appointment, actor=None, now=None) -> list[OutboundMessage
                 due = end_of_quiet_hours(now, sms_settings)
         if status == Status.SCHEDULED and not still_useful(appointment_start=appointment.start, at=due, sms_settings=sms_settings):
             status, reason = Status.SKIPPED, "would arrive too close to the appointment"
-        if status == Status.SCHEDULED and any(
-            m.status == Status.SCHEDULED and m.due_at >= due for m in created
-        ):
+        if status == Status.SCHEDULED and any(s == Status.SCHEDULED and d >= due for d, _, s, _ in plans):
             status, reason = Status.SKIPPED, "a later reminder covers it"
-        body = content.render(
-            template_body(rule.template),
-            content.appointment_placeholders(appointment=appointment, patient=patient),
-        )
-        message = _create_message(
-            actor=actor,
-            now=now,
-            patient=patient,
-            appointment=appointment,
-            appointment_start=appointment.start,
-            kind=rule.kind,
-            body=body,
-            due_at=due,
-            status=status,
-            status_reason=reason,
-            finished_at=now if status == Status.SKIPPED else None,
+        plans.append((due, rule, status, reason))
+    return plans
+
+
+def _write_reminder(*, appointment, due, rule, status, reason, actor, now) -> OutboundMessage | None:
+    patient = appointment.referral.patient
+    body = content.render(
+        template_body(rule.template),
+        content.appointment_placeholders(appointment=appointment, patient=patient),
+    )
+    return _create_message(
+        actor=actor,
+        now=now,
+        patient=patient,
+        appointment=appointment,
+        appointment_start=appointment.start,
+        kind=rule.kind,
+        body=body,
+        due_at=due,
+        status=status,
+        status_reason=reason,
+        finished_at=now if status == Status.SKIPPED else None,
+    )
+
+
+def plan_reminders(*, appointment, actor=None, now=None) -> list[OutboundMessage]:
+    """Write the reminders the active rules give for a newly booked appointment (see _reminder_plans).
+    Skipped reminders are rows too, with the reason, so staff can see why nothing was sent."""
+    now = now or timezone.now()
+    sms_settings = SmsSettings.current()
+    created = []
+    for due, rule, status, reason in _reminder_plans(appointment=appointment, now=now, sms_settings=sms_settings):
+        message = _write_reminder(
+            appointment=appointment, due=due, rule=rule, status=status, reason=reason, actor=actor, now=now
         )
         if message is not None:
             created.append(message)
@@ -257,6 +270,59 @@ def plan_confirmation(*, appointment, moved: bool = False, actor=None, now=None)
     )
 
 
+def replan_reminders(*, appointment, reason: str, actor=None, now=None) -> list[OutboundMessage]:
+    """Plan an upcoming appointment's reminders again after the patient's details changed (a new
+    mobile, consent given, a wrong number corrected): its pending ones are cancelled with `reason`,
+    and those still to go are written afresh, so they go to the number on record when they are sent.
+
+    Texts already handed to Twilio stay as they are and are not sent again: a kind with a live row
+    (sending, sent, delivered, failed) is not planned again, and once any reminder of this occurrence
+    went, only reminders due later are. Nothing is written when the patient still cannot be texted;
+    the cancelled rows say why."""
+    now = now or timezone.now()
+    sms_settings = SmsSettings.current()
+    cancel_pending_messages(appointment=appointment, reason=reason, actor=actor, now=now)
+    if sms_refusal_reason(appointment.referral.patient):
+        return []
+    live = list(
+        OutboundMessage.objects.filter(appointment=appointment, appointment_start=appointment.start)
+        .exclude(status__in=[Status.CANCELLED, Status.SKIPPED])
+        .values_list("kind", "due_at")
+    )
+    live_kinds = {kind for kind, _ in live}
+    latest_live = max((due for _, due in live), default=None)
+    created = []
+    for due, rule, status, _reason in _reminder_plans(appointment=appointment, now=now, sms_settings=sms_settings):
+        if status != Status.SCHEDULED or rule.kind in live_kinds:
+            continue
+        if latest_live is not None and (due <= now or due <= latest_live):
+            continue  # a reminder for this occurrence already went: only later ones add anything
+        message = _write_reminder(
+            appointment=appointment, due=due, rule=rule, status=status, reason="", actor=actor, now=now
+        )
+        if message is not None:
+            created.append(message)
+    return created
+
+
+def replan_patient_reminders(*, patient, reason: str, actor=None, now=None) -> list[OutboundMessage]:
+    """replan_reminders for each of the patient's upcoming appointments (no outcome yet, not cancelled).
+    The appointments are locked first, the lock booking and the send task take, so a cancellation or
+    move of one of them and this re-plan take turns."""
+    now = now or timezone.now()
+    created = []
+    with transaction.atomic():
+        upcoming = list(
+            Appointment.objects.select_for_update()
+            .filter(referral__patient=patient, start__gt=now, outcome=AttendanceOutcome.NOT_APPLICABLE)
+            .select_related("referral__patient", "practitioner")
+            .order_by("start", "id")
+        )
+        for appointment in upcoming:
+            created += replan_reminders(appointment=appointment, reason=reason, actor=actor, now=now)
+    return created
+
+
 def cancel_pending_messages(*, appointment=None, patient=None, reason: str, actor=None, now=None) -> int:
     """Cancel every message not yet handed to the gateway, for an appointment or for a patient.
     Runs in the caller's transaction; a send task that has not claimed its row yet finds it cancelled."""
@@ -279,6 +345,43 @@ def cancel_pending_messages(*, appointment=None, patient=None, reason: str, acto
             )
             cancelled += 1
     return cancelled
+
+
+def follow_patient_details_change(*, patient, changes: dict, actor=None, now=None) -> str:
+    """What the outbox does when staff change a patient's details (caseload.signals.patient_details_changed):
+    withdrawn consent or a removed mobile cancels the texts not yet handed to Twilio, with the reason; a new
+    mobile, consent given again, or a number marked wrong on a call being corrected plans the upcoming
+    reminders again. Returns what was done, in words, or "" when nothing needed doing."""
+    now = now or timezone.now()
+    if changes.get("sms_consent", ("", ""))[1] == "no":
+        cancelled = cancel_pending_messages(patient=patient, reason="SMS consent withdrawn", actor=actor, now=now)
+        return f"{_texts(cancelled)} not yet sent cancelled: consent withdrawn." if cancelled else ""
+    if "mobile_phone" in changes and not changes["mobile_phone"][1]:
+        cancelled = cancel_pending_messages(patient=patient, reason="the mobile number was removed", actor=actor, now=now)
+        return f"{_texts(cancelled)} not yet sent cancelled: no mobile number." if cancelled else ""
+    if "mobile_phone" in changes:
+        reason = "the mobile number changed: planned again for the new number"
+    elif changes.get("sms_consent", ("", ""))[1] == "yes":
+        reason = "SMS consent given: planned again"
+    elif "other_phone" in changes and numbers_were_marked_wrong(
+        patient=patient,
+        mobile_phone=changes.get("mobile_phone", (patient.mobile_phone,))[0],
+        other_phone=changes["other_phone"][0],
+    ):
+        reason = "the number marked wrong was corrected: planned again"
+    else:
+        return ""
+    created = replan_patient_reminders(patient=patient, reason=reason, actor=actor, now=now)
+    if sms_refusal_reason(patient):
+        return f"No reminders planned: {sms_refusal_reason(patient)}."
+    if not created:
+        return "No reminders are due to be planned."
+    words = "the new number" if "mobile_phone" in changes else "the number on record"
+    return f"{_texts(len(created), 'reminder')} planned again; they go to {words}."
+
+
+def _texts(count: int, noun: str = "text") -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def opt_out_patient(*, patient, reason: str, at=None) -> int:
