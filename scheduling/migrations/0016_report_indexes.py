@@ -34,7 +34,7 @@ def drop_statistics(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0012_calls13_wrong_numbers'),
+        ('scheduling', '0015_worklist_claims'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

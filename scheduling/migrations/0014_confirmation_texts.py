@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0012_calls13_wrong_numbers'),
+        ('scheduling', '0013_patient_details'),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0012_calls13_wrong_numbers'),
+        ('scheduling', '0014_confirmation_texts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
