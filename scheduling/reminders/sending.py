@@ -248,6 +248,10 @@ def claim_batch(*, message_ids, now=None) -> ClaimedBatch:
         )
         for message in messages:
             if message.appointment_id is not None:
+                if message.appointment_id not in appointments:
+                    # Put back to "scheduled" (by the reconciler) between the look-up and the claim.
+                    appointments[message.appointment_id] = Appointment.objects.select_for_update().get(
+                        pk=message.appointment_id)
                 message.appointment = appointments[message.appointment_id]
         MessageEvent.objects.bulk_create([
             MessageEvent(message_id=message.pk, source=Source.WORKER, old_status=Status.SCHEDULED,
