@@ -94,7 +94,7 @@ class ConsoleBackend:
 
 class _HttpClient(TwilioHttpClient):
     """The twilio client's own HTTP client, keeping the last answer's headers (TwilioRestException
-    carries none, and Retry-After is one; a backend, and so this client, serves one task at a time)
+    carries none, and Retry-After is one; a backend, and so this client, serves one thread at a time)
     and logging requests without their query strings, which carry phone numbers when the reconciler
     lists a number's messages. The stock client logs whole URLs and query parameters at INFO."""
 
