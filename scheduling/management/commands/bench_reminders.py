@@ -155,6 +155,9 @@ class Command(BaseCommand):
 
     def _round(self, fake: FakeTwilioServer, *, repeat, messages, workers, timeout, rng, numbers) -> dict:
         """New rows, the plain loop on them, then the queue on them; checked on their own."""
+        if repeat > 1:
+            # Again before each round: a cluster started on this Redis meanwhile would take our tasks.
+            self._check_broker_is_ours()
         started = time.perf_counter()
         sends = self._build(messages=messages, rng=rng, numbers=numbers, repeat=repeat)
         first_id = sends[0][0]
