@@ -6,6 +6,7 @@ Redis, many processes). README.md lists every variable.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -91,10 +92,15 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "painplatform.wsgi.application"
 
+# A queue worker keeps its database connection between tasks: django-q2 calls Django's
+# close_old_connections() before every task, which with CONN_MAX_AGE 0 opened a new connection (a new
+# PostgreSQL backend process) per task. Health checks replace a connection that broke while idle.
+RUNNING_QCLUSTER = sys.argv[1:2] == ["qcluster"]
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'painplatform.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "600" if RUNNING_QCLUSTER else "0")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -155,6 +161,9 @@ Q_CLUSTER = {
     # every task (the bench_reminders figures in the README). Failed tasks are still kept.
     "save_limit": -1,
     "ack_failures": True,
+    # Each worker process is replaced after this many tasks (django-q2's default is 500). A send task
+    # carries up to 50 texts, and a new worker opens a new database connection and Twilio client.
+    "recycle": 5000,
     "label": "Background queue",
 }
 if REDIS_URL:

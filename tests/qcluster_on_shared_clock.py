@@ -15,6 +15,7 @@ from tests.shared_clock import CLOCK_FILE_VARIABLE, follow  # noqa: E402
 follow(Path(os.environ[CLOCK_FILE_VARIABLE]))
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "painplatform.settings")
+sys.argv[1:] = ["qcluster"]  # as `manage.py qcluster` sees it: the settings keep its connections
 import django  # noqa: E402
 
 django.setup()

@@ -26,14 +26,21 @@ def test_the_benchmark_sends_every_due_reminder_through_the_queue_once():
     out = StringIO()
     # transaction=True: the qcluster the command starts is another process and must see committed rows
     # in this (test) database, which the command hands it as DATABASE_URL.
-    call_command("bench_reminders", messages=20, workers=2, timeout=60, stdout=out, stderr=StringIO())
+    call_command("bench_reminders", messages=20, workers=2, timeout=60, repeats=2, stdout=out, stderr=StringIO())
     result = _result(out.getvalue())
     assert result["duplicates"] == 0 and result["problems"] == []
-    assert result["rows"] == result["rows_handed_over"] == result["fake_messages_created"] == 20
-    assert result["baseline_msgs_per_s"] > 0 and result["queue_msgs_per_s"] > 0
-    assert OutboundMessage.objects.filter(status=OutboundMessage.Status.SENT, attempts=1).count() == 20
+    assert result["rows"] == result["rows_handed_over"] == result["fake_messages_created"] == 40
+    # Each round has its own rows, plain loop and queued run, checked on their own.
+    assert [each["round"] for each in result["rounds"]] == [1, 2]
+    for each in result["rounds"]:
+        assert each["rows"] == each["rows_handed_over"] == each["fake_messages_created"] == 20
+        assert each["duplicates"] == 0 and each["baseline_msgs_per_s"] > 0 and each["queue_msgs_per_s"] > 0
+    ratios = sorted(each["queue_to_baseline_ratio"] for each in result["rounds"])
+    assert result["queue_to_baseline_ratio"]["min"] == ratios[0] and result["queue_to_baseline_ratio"]["max"] == ratios[-1]
+    assert ratios[0] <= result["queue_to_baseline_ratio"]["median"] <= ratios[-1]
+    assert OutboundMessage.objects.filter(status=OutboundMessage.Status.SENT, attempts=1).count() == 40
     sids = set(OutboundMessage.objects.values_list("provider_sid", flat=True))
-    assert len(sids) == 20 and "" not in sids
+    assert len(sids) == 40 and "" not in sids
     assert "All checks passed" in out.getvalue()
 
 

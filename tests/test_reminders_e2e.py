@@ -394,6 +394,47 @@ def test_a_worker_killed_mid_send_is_reconciled_with_twilio_and_nothing_is_sent_
     assert message.attempts == 1
 
 
+@pytest.mark.parametrize("fake_twilio", ["manual"], indirect=True)
+def test_a_worker_killed_mid_batch_leaves_its_rows_to_the_reconciler_and_none_is_sent_twice(
+    clock, start_worker, fake_twilio, appointment, pwp, admin_user
+):
+    appointments = [
+        book(make_referral(pwp), pwp, london(2026, 6, 10, 9) + dt.timedelta(minutes=75 * n), actor=admin_user)
+        for n in range(3)
+    ] + [appointment]
+    messages = [reminder(each) for each in appointments]
+    clock.move_to(EARLY_DUE + dt.timedelta(seconds=10))
+    worker = start_worker(Q_WORKERS="1", SMS_HTTP_TIMEOUT_SECONDS="30")  # one worker: the four rows are one batch
+    fake_twilio.add_fault(delay=0.01, count=2)  # the first two go normally
+    fake_twilio.add_fault(timeout=60)  # Twilio creates the third, then holds its answer
+
+    assert run_dispatch() == 4
+    wait_until(lambda: len(fake_twilio.requests) == 3, what="the batch's third send to reach Twilio")
+    worker.kill()
+
+    # Twilio has three; the worker recorded none of them, and never sent the fourth.
+    assert len(fake_twilio.messages) == 3
+    at_twilio_when_killed = {created["to"] for created in fake_twilio.messages}
+    assert [status_of(m) for m in messages] == [S.SENDING] * 4 and all(m.provider_sid == "" for m in messages)
+
+    # Back after the stuck-row threshold (and the killed task's retry time: the ORM broker hands it
+    # out again, and it finds nothing left to claim or loses the claim to the new task).
+    clock.move_to(EARLY_DUE + dt.timedelta(minutes=5))
+    start_worker(Q_WORKERS="1")
+    assert run_dispatch() == 1  # the three Twilio has are adopted; the fourth is enqueued again
+    for message in messages:
+        wait_for_status(message, S.SENT)
+    wait_until(queue_is_empty, what="the re-delivered task to finish", timeout=30)
+    assert len(fake_twilio.messages) == 4
+    for message in messages:
+        [at_twilio] = sent_to(fake_twilio, message.patient.mobile_phone)
+        assert message.provider_sid == at_twilio["sid"]
+    # Found at Twilio by the reconciler: exactly the three it had when the worker was killed.
+    assert {m.patient.mobile_phone for m in messages
+            if m.events.filter(source=MessageEvent.Source.RECONCILER, detail__startswith="Twilio has it").exists()
+            } == at_twilio_when_killed
+
+
 @pytest.mark.parametrize("change", ["cancelled", "moved"])
 def test_a_reminder_cancelled_or_moved_while_its_send_waits_in_the_queue_is_not_sent(
     change, clock, start_worker, fake_twilio, appointment, admin_user

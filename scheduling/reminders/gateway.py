@@ -19,6 +19,8 @@ Errors are split the way the sender must treat them:
 import email.utils
 import logging
 import math
+import os
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,7 +94,7 @@ class ConsoleBackend:
 
 class _HttpClient(TwilioHttpClient):
     """The twilio client's own HTTP client, keeping the last answer's headers (TwilioRestException
-    carries none, and Retry-After is one; a backend, and so this client, serves one task at a time)
+    carries none, and Retry-After is one; a backend, and so this client, serves one thread at a time)
     and logging requests without their query strings, which carry phone numbers when the reconciler
     lists a number's messages. The stock client logs whole URLs and query parameters at INFO."""
 
@@ -295,11 +297,26 @@ def configuration_problem() -> str:
     return ""
 
 
+_built = threading.local()
+
+
 def get_backend():
+    """The backend for the current settings, built once per process and thread and then reused (one
+    Twilio client, one HTTP connection pool, for every text a worker sends). Built again whenever a
+    setting it was made from differs (a new token after a rotation, a test's settings), and in a
+    forked child, which must not share its parent's sockets. Per thread because the client keeps
+    the last answer's headers."""
+    key = (os.getpid(), settings.SMS_BACKEND, settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN,
+           settings.TWILIO_API_BASE_URL, settings.SMS_HTTP_TIMEOUT_SECONDS)
+    cached = getattr(_built, "backend", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     try:
-        return _BACKENDS[settings.SMS_BACKEND]()
+        backend = _BACKENDS[settings.SMS_BACKEND]()
     except KeyError:
         raise PermanentSmsError(f"Unknown SMS_BACKEND {settings.SMS_BACKEND!r}; use console or twilio.") from None
+    _built.backend = (key, backend)
+    return backend
 
 
 def status_callback_url(message_id: int) -> str | None:

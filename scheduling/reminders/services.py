@@ -95,8 +95,9 @@ def still_useful(*, appointment_start: datetime.datetime, at: datetime.datetime,
 
 WRONG_NUMBER_REASON = "the number was marked wrong on a call: waiting for a new number"
 
-def sms_refusal_reason(patient) -> str:
-    """Why this patient cannot be sent an SMS, or "" if they can."""
+def sms_refusal_reason(patient, *, wrong_number: bool | None = None) -> str:
+    """Why this patient cannot be sent an SMS, or "" if they can. `wrong_number`: whether a call found
+    the number wrong, when the caller looked it up already (the send task does, for a whole batch)."""
     if patient.sms_opted_out:
         return "patient replied STOP (opted out)"
     if not patient.sms_consent:
@@ -105,7 +106,7 @@ def sms_refusal_reason(patient) -> str:
         return "no mobile number"
     if not patient.mobile_is_mobile:
         return "the number on record is not a mobile"
-    if number_marked_wrong(patient):
+    if number_marked_wrong(patient) if wrong_number is None else wrong_number:
         return WRONG_NUMBER_REASON
     return ""
 

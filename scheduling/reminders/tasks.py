@@ -19,7 +19,16 @@ def dispatch_due_messages() -> int:
         raise
 
 
+def send_messages(message_ids: list[int]) -> dict[str, int]:
+    """A batch of due rows; returns how many ended in each status (the outbox has the details)."""
+    counts = {}
+    for status in sending.send_messages(message_ids=message_ids).values():
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def send_message(message_id: int) -> str:
+    """One row: tasks enqueued by an earlier version, still waiting in the queue after an upgrade."""
     return sending.send_message(message_id=message_id)
 
 

@@ -4,8 +4,11 @@ plain loop calling the twilio client against the same fake in the same run.
     createdb -h 127.0.0.1 -U postgres pp_bench_reminders
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/pp_bench_reminders
     python manage.py migrate
-    REDIS_URL=redis://127.0.0.1:6379/8 python manage.py bench_reminders [--messages 10000] [--workers 2]
+    REDIS_URL=redis://127.0.0.1:6379/8 python manage.py bench_reminders [--messages 10000] [--workers 2] [--repeats 3]
     python manage.py bench_reminders ...          # REDIS_URL unset: django-q's ORM broker
+
+Each repeat is steps 2 to 5 on N new rows: the baseline and the queued run take turns in the same
+process, so a busy machine slows both alike; the JSON ends with min / median / max over the repeats.
 
 1. Starts the fake Twilio server in this process on loopback (status callbacks manual: none are
    posted, so only the sends are measured; SMS_PUBLIC_BASE_URL is not passed on either).
@@ -39,6 +42,7 @@ import math
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,10 +89,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=1800,
                             help="Seconds to wait for every row to be sent before failing.")
         parser.add_argument("--seed", type=int, default=2026)
+        parser.add_argument("--repeats", type=int, default=3,
+                            help="Rounds of (new rows, plain loop, queue), taking turns; min/median/max reported.")
 
-    def handle(self, *args, messages, workers, timeout, seed, **options):
-        if messages < 1 or workers < 1:
-            raise CommandError("--messages and --workers must be at least 1.")
+    def handle(self, *args, messages, workers, timeout, seed, repeats=3, **options):
+        if messages < 1 or workers < 1 or repeats < 1:
+            raise CommandError("--messages, --workers and --repeats must be at least 1.")
         if connection.vendor != "postgresql":
             raise CommandError("This benchmark runs on PostgreSQL (set DATABASE_URL to a database of its own).")
         if Patient.objects.exists():
@@ -99,39 +105,83 @@ class Command(BaseCommand):
         level = queue_logger.level
         queue_logger.setLevel(logging.WARNING)
         try:
-            self._run(messages=messages, workers=workers, timeout=timeout, seed=seed)
+            self._run(messages=messages, workers=workers, timeout=timeout, seed=seed, repeats=repeats)
         finally:
             queue_logger.setLevel(level)
 
-    def _run(self, *, messages, workers, timeout, seed):
+    def _run(self, *, messages, workers, timeout, seed, repeats):
         broker_name = "redis" if settings.REDIS_URL else "orm"
         self._check_broker_is_ours()
-        self.stdout.write(f"Broker: {broker_name}; workers: {workers}; messages: {messages}")
-
+        self.stdout.write(f"Broker: {broker_name}; workers: {workers}; messages: {messages}; repeats: {repeats}")
+        rng = random.Random(seed)
+        numbers = nhs_test_numbers(rng)
+        rounds = []
         with FakeTwilioServer(callbacks="manual") as fake:
-            started = time.perf_counter()
-            sends = self._build(messages=messages, seed=seed)
-            self.stdout.write(f"Setup (not timed): {messages} patients, referrals, appointments and due reminders "
-                              f"in {time.perf_counter() - started:.1f} s")
+            for repeat in range(1, repeats + 1):
+                self.stdout.write(f"--- Round {repeat} of {repeats}")
+                rounds.append(self._round(fake, repeat=repeat, messages=messages, workers=workers, timeout=timeout,
+                                          rng=rng, numbers=numbers))
 
-            baseline_seconds, baseline_sids = self._baseline(fake, sends)
-            baseline_rate = messages / baseline_seconds
-            self.stdout.write(f"Baseline, plain loop of client.messages.create(): {messages} in {baseline_seconds:.2f} s "
-                              f"= {baseline_rate:.1f} msgs/s")
+        def spread(key):
+            values = sorted(each[key] for each in rounds)
+            return {"min": values[0], "median": round(statistics.median(values), 3), "max": values[-1]}
 
-            queue = self._through_the_queue(fake, workers=workers, timeout=timeout)
-            queue_rate = messages / queue["seconds"]
-            self.stdout.write(f"Queue, dispatcher -> django-q -> send_message -> twilio client: {messages} in "
-                              f"{queue['seconds']:.2f} s = {queue_rate:.1f} msgs/s (enqueueing took "
-                              f"{queue['dispatch_seconds']:.1f} s of it)")
-            self.stdout.write(f"Tasks still queued when the last row was sent (the every-minute dispatch, and rows "
-                              f"it enqueued again while they waited; run before the checks): {queue['redundant_tasks']}")
-            checks = self._check(fake, baseline_sids=baseline_sids, expected=messages)
-
+        problems = [f"round {each['round']}: {problem}" for each in rounds for problem in each["problems"]]
         result = {
             "broker": broker_name,
             "workers": workers,
             "messages": messages,
+            "repeats": repeats,
+            "baseline_msgs_per_s": spread("baseline_msgs_per_s"),
+            "queue_msgs_per_s": spread("queue_msgs_per_s"),
+            "queue_to_baseline_ratio": spread("queue_to_baseline_ratio"),
+            "rows": sum(each["rows"] for each in rounds),
+            "rows_handed_over": sum(each["rows_handed_over"] for each in rounds),
+            "fake_messages_created": sum(each["fake_messages_created"] for each in rounds),
+            "duplicates": sum(each["duplicates"] for each in rounds),
+            "problems": problems,
+            "rounds": rounds,
+        }
+        ratio = result["queue_to_baseline_ratio"]
+        self.stdout.write(f"Ratio queue / baseline over {repeats} round(s): min {ratio['min']}, median {ratio['median']}, "
+                          f"max {ratio['max']}")
+        self.stdout.write(f"Duplicates (messages the fake created - outbox rows handed over): {result['duplicates']}")
+        self.stdout.write(json.dumps(result, indent=2))
+        if result["duplicates"]:
+            problems = [f"{result['duplicates']} duplicate message(s) at the fake Twilio", *problems]
+        if problems:
+            raise CommandError("Benchmark failed its checks: " + "; ".join(problems))
+        self.stdout.write("All checks passed. The benchmark data is left in this database; drop it when done.")
+
+    def _round(self, fake: FakeTwilioServer, *, repeat, messages, workers, timeout, rng, numbers) -> dict:
+        """New rows, the plain loop on them, then the queue on them; checked on their own."""
+        if repeat > 1:
+            # Again before each round: a cluster started on this Redis meanwhile would take our tasks.
+            self._check_broker_is_ours()
+        started = time.perf_counter()
+        sends = self._build(messages=messages, rng=rng, numbers=numbers, repeat=repeat)
+        first_id = sends[0][0]
+        self.stdout.write(f"Setup (not timed): {messages} patients, referrals, appointments and due reminders "
+                          f"in {time.perf_counter() - started:.1f} s")
+        fake_before = len(fake.messages)
+
+        baseline_seconds, baseline_sids = self._baseline(fake, sends)
+        baseline_rate = messages / baseline_seconds
+        self.stdout.write(f"Baseline, plain loop of client.messages.create(): {messages} in {baseline_seconds:.2f} s "
+                          f"= {baseline_rate:.1f} msgs/s")
+
+        queue = self._through_the_queue(fake, workers=workers, timeout=timeout, first_id=first_id)
+        queue_rate = messages / queue["seconds"]
+        self.stdout.write(f"Queue, dispatcher -> django-q -> send_messages -> twilio client: {messages} in "
+                          f"{queue['seconds']:.2f} s = {queue_rate:.1f} msgs/s (enqueueing took "
+                          f"{queue['dispatch_seconds']:.1f} s of it)")
+        self.stdout.write(f"Tasks still queued when the last row was sent (the every-minute dispatch, and rows "
+                          f"it enqueued again while they waited; run before the checks): {queue['redundant_tasks']}")
+        checks = self._check(fake, baseline_sids=baseline_sids, expected=messages, first_id=first_id,
+                             fake_before=fake_before)
+        self.stdout.write(f"Ratio queue / baseline: {round(queue_rate / baseline_rate, 3)}; duplicates: {checks['duplicates']}")
+        return {
+            "round": repeat,
             "baseline_msgs_per_s": round(baseline_rate, 1),
             "queue_msgs_per_s": round(queue_rate, 1),
             "queue_to_baseline_ratio": round(queue_rate / baseline_rate, 3),
@@ -139,15 +189,6 @@ class Command(BaseCommand):
             "redundant_tasks": queue["redundant_tasks"],
             **checks,
         }
-        self.stdout.write(f"Ratio queue / baseline: {result['queue_to_baseline_ratio']}")
-        self.stdout.write(f"Duplicates (messages the fake created - outbox rows handed over): {checks['duplicates']}")
-        self.stdout.write(json.dumps(result, indent=2))
-        problems = checks["problems"]
-        if checks["duplicates"]:
-            problems = [f"{checks['duplicates']} duplicate message(s) at the fake Twilio", *problems]
-        if problems:
-            raise CommandError("Benchmark failed its checks: " + "; ".join(problems))
-        self.stdout.write("All checks passed. The benchmark data is left in this database; drop it when done.")
 
     # --- Guards ----------------------------------------------------------------------------
 
@@ -167,24 +208,23 @@ class Command(BaseCommand):
     # --- Setup -----------------------------------------------------------------------------
 
     @transaction.atomic
-    def _build(self, *, messages: int, seed: int) -> list[tuple[int, str, str]]:
-        """Rows as the booking and planning services leave them, written in bulk. Returns
-        (message id, to, body) in the order the dispatcher will take them."""
-        rng = random.Random(seed)
+    def _build(self, *, messages: int, rng, numbers, repeat: int) -> list[tuple[int, str, str]]:
+        """Rows as the booking and planning services leave them, written in bulk (each round its own
+        patients and practitioners). Returns (message id, to, body) in the order the dispatcher will
+        take them."""
         now = timezone.now()
         sms_settings = SmsSettings.current()
         # Texts due now must go now, whatever the time of day this runs: no quiet hours (equal times), which
         # update_sms_settings refuses to staff, so written directly on this benchmark's own database.
         sms_settings.quiet_hours_start = sms_settings.quiet_hours_end = datetime.time(0, 0)
         sms_settings.save()
-        practitioners = self._practitioners(math.ceil(messages / (SESSIONS_PER_DAY * DAYS_PER_PRACTITIONER)))
+        practitioners = self._practitioners(math.ceil(messages / (SESSIONS_PER_DAY * DAYS_PER_PRACTITIONER)), repeat=repeat)
         days = self._working_days(timezone.localdate() + timedelta(days=2), DAYS_PER_PRACTITIONER)
-        numbers = nhs_test_numbers(rng)
 
         patients = Patient.objects.bulk_create(
             [
                 Patient(
-                    nhs_number=next(numbers), given_name=rng.choice(FIRST_NAMES), family_name=f"Bench{i:05d}",
+                    nhs_number=next(numbers), given_name=rng.choice(FIRST_NAMES), family_name=f"Bench{repeat}x{i:05d}",
                     date_of_birth=datetime.date(1960 + i % 40, 1 + i % 12, 1 + i % 28),
                     mobile_phone=f"+447700900{i % 1000:03d}", mobile_is_mobile=True,
                     sms_consent=True, sms_consent_recorded_at=now - timedelta(days=30), created_at=now - timedelta(days=30),
@@ -237,14 +277,14 @@ class Command(BaseCommand):
                 cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
         return [(m.pk, m.patient.mobile_phone, m.body) for m in sorted(outbox, key=lambda m: (m.due_at, m.pk))]
 
-    def _practitioners(self, count: int):
+    def _practitioners(self, count: int, *, repeat: int):
         User = get_user_model()
         team, _ = Team.objects.get_or_create(name="Benchmark team")
         group = Group.objects.filter(name=roles.PWP).first()
         password = make_password(None)  # no sign-in
         users = []
         for n in range(count):
-            user = User.objects.create(username=f"bench.pwp{n + 1:03d}", first_name=FIRST_NAMES[n % len(FIRST_NAMES)], last_name="Bench",
+            user = User.objects.create(username=f"bench.r{repeat}.pwp{n + 1:03d}", first_name=FIRST_NAMES[n % len(FIRST_NAMES)], last_name="Bench",
                                        password=password)
             if group:
                 user.groups.add(group)
@@ -280,7 +320,7 @@ class Command(BaseCommand):
 
     # --- Through the queue -----------------------------------------------------------------
 
-    def _through_the_queue(self, fake: FakeTwilioServer, *, workers: int, timeout: float) -> dict:
+    def _through_the_queue(self, fake: FakeTwilioServer, *, workers: int, timeout: float, first_id: int) -> dict:
         from django_q.brokers import get_broker
 
         broker = get_broker()
@@ -327,7 +367,7 @@ class Command(BaseCommand):
             if left:
                 broker.purge_queue()
                 self.stdout.write(f"Removed {left} task(s) the benchmark had left in the queue.")
-        span = OutboundMessage.objects.aggregate(first=Min("enqueued_at"), last=Max("sent_at"))
+        span = OutboundMessage.objects.filter(pk__gte=first_id).aggregate(first=Min("enqueued_at"), last=Max("sent_at"))
         if span["last"] is None:
             raise CommandError(f"No row was handed to the fake ({self._status_counts()}); qcluster log: {log.name}")
         # From the first enqueue (our clock just before the dispatcher ran; it stamps enqueued_at
@@ -406,11 +446,12 @@ class Command(BaseCommand):
 
     # --- Checks ----------------------------------------------------------------------------
 
-    def _check(self, fake: FakeTwilioServer, *, baseline_sids: set[str], expected: int) -> dict:
-        created = [m["sid"] for m in fake.messages if m["sid"] not in baseline_sids]
+    def _check(self, fake: FakeTwilioServer, *, baseline_sids: set[str], expected: int, first_id: int,
+               fake_before: int) -> dict:
+        created = [m["sid"] for m in fake.messages[fake_before:] if m["sid"] not in baseline_sids]
         created_set = set(created)
         rows = list(
-            OutboundMessage.objects.annotate(
+            OutboundMessage.objects.filter(pk__gte=first_id).annotate(
                 sent_events=Count("events", filter=Q(events__new_status=Status.SENT, events__source=MessageEvent.Source.WORKER)),
             ).values("pk", "status", "provider_sid", "attempts", "sent_events")
         )
