@@ -8,6 +8,7 @@ from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.selectors import plan_course
 from scheduling.booking.services import CourseConflict, add_availability_exception, book_course, record_appointment_outcome
 from scheduling.caseload.models import AuditEntry
+from scheduling.reminders.models import OutboundMessage
 from tests.booking_helpers import book, give_pattern
 from tests.factories import LONDON, london, make_referral
 
@@ -126,3 +127,17 @@ def test_a_course_must_respect_the_booking_lead_time(assessed, pwp):
     with pytest.raises(ValidationError) as exc:
         book_course(referral=assessed, practitioner=pwp, first_start=london(2026, 3, 2, 15))
     assert exc.value.code == "too_soon"
+
+
+def test_a_course_booked_in_one_go_texts_one_confirmation_not_one_per_session(assessed, pwp, admin_user):
+    assessed.patient.sms_consent = True
+    assessed.patient.save()
+    booked = book_course(referral=assessed, practitioner=pwp, first_start=london(2026, 3, 4, 10), actor=admin_user)
+    confirmations = {
+        m.appointment_id: m for m in OutboundMessage.objects.filter(appointment__in=booked, kind="confirmation")
+    }
+    assert set(confirmations) == {a.pk for a in booked}
+    first, *rest = booked
+    assert confirmations[first.pk].status_reason != "booked together with an earlier call, whose confirmation covers it"
+    assert [confirmations[a.pk].status for a in rest] == [OutboundMessage.Status.SKIPPED] * len(rest)
+    assert {confirmations[a.pk].status_reason for a in rest} == {"booked together with an earlier call, whose confirmation covers it"}

@@ -294,13 +294,13 @@ def test_the_messages_say_no_text_and_why_when_the_patient_cannot_get_one(frozen
     assert booked.status_code == 302
     message = _messages(booked)
     assert f"Booked for {referral.patient.full_name}: Initial assessment Wed 04 Mar 2026 10:00 with {pwp.get_full_name()}" in message
-    assert "no text: no SMS consent recorded" in message
+    assert "no confirmation text: no SMS consent recorded" in message
     appointment = Appointment.objects.get(referral=referral)
     cancelled = admin_client.post(reverse("booking:cancel", args=[appointment.pk]), {"cancelled_by": "patient", "reason": "Better"})
     assert cancelled.status_code == 302
     message = _messages(cancelled)
     assert f"Cancelled for {referral.patient.full_name}: Initial assessment Wed 04 Mar 2026 10:00 with {pwp.get_full_name()}" in message
-    assert "no text: no SMS consent recorded" in message
+    assert "the patient is not texted about it, and texts still to go for it are cancelled" in message
     assert "2 days' notice: not a late cancellation, and not counted as lost capacity." in message
 
 
