@@ -1,12 +1,15 @@
 """Benchmark: server time of the PWP call list for a large caseload, as a ratio to a minimal logged-in page.
 
-    DATABASE_URL=postgres://... python manage.py bench_call_list [--patients 200] [--attempts 20] [--repeat 15]
+    DATABASE_URL=postgres://... python manage.py bench_call_list [--patients 200 1000] [--attempts 20] [--repeat 15] [--runs 3]
 
 Builds the caseload inside a transaction that is rolled back at the end (nothing is left behind), then
-renders both pages through Django's test client in this process (server time only, no network) and
-prints the medians and their ratio. Meant for PostgreSQL; runs on SQLite too, with a warning.
+renders both pages through Django's test client in this process (server time only, no network),
+interleaved, `--repeat` times per run. Prints JSON: for each size and run the min/median/max of both pages
+(ms), their query counts, sizes and rows, and the ratios of the mins and of the medians; then each size's
+ratios over the runs. Meant for PostgreSQL; runs on SQLite too, with a warning.
 """
 
+import json
 import random
 import statistics
 import time
@@ -41,19 +44,26 @@ class Command(BaseCommand):
     help = "Time the call list for a large caseload against a minimal logged-in page (ratio)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--patients", type=int, default=200)
+        parser.add_argument(
+            "--patients", type=int, nargs="+", default=[200, 1000], help="Caseload sizes to measure (each built anew)."
+        )
         parser.add_argument("--attempts", type=int, default=20, help="Past call attempts per patient.")
-        parser.add_argument("--repeat", type=int, default=15, help="Timed renders of each page.")
+        parser.add_argument("--repeat", type=int, default=15, help="Timed renders of each page in one run.")
+        parser.add_argument("--runs", type=int, default=3, help="Runs per size (the ratio is given for each).")
 
-    def handle(self, *args, patients, attempts, repeat, **options):
+    def handle(self, *args, patients, attempts, repeat, runs, **options):
         if connection.vendor != "postgresql":
             self.stderr.write(f"Warning: running on {connection.vendor}; the benchmark is meant for PostgreSQL.")
-        try:
-            with transaction.atomic():
-                self._run(patients=patients, attempts=attempts, repeat=repeat)
-                raise Rollback
-        except Rollback:
-            self.stdout.write("Benchmark data rolled back.")
+        report = {"database": connection.vendor, "attempts_per_patient": attempts, "repeat": repeat, "sizes": []}
+        for size in patients:
+            try:
+                with transaction.atomic():
+                    report["sizes"].append(self._run(patients=size, attempts=attempts, repeat=repeat, runs=runs))
+                    raise Rollback
+            except Rollback:
+                pass
+        report["rolled_back"] = True
+        self.stdout.write(json.dumps(report, indent=2))
 
     def _build(self, *, patients: int, attempts: int):
         rng = random.Random(2026)
@@ -114,7 +124,8 @@ class Command(BaseCommand):
         return pwp
 
     def _measure(self, client, urls, repeat):
-        """Median server time of each URL; samples interleaved so both pages see the same machine load."""
+        """Server time of each URL, `repeat` times, interleaved (baseline, call list, baseline, ...) so both
+        pages see the same machine load; then each page's query count and size."""
         samples = {url: [] for url in urls}
         for _ in range(2):
             for url in urls:
@@ -129,23 +140,46 @@ class Command(BaseCommand):
         for url in urls:
             with CaptureQueriesContext(connection) as ctx:
                 response = client.get(url)
-            result[url] = (statistics.median(samples[url]), len(ctx.captured_queries), len(response.content))
+            result[url] = {
+                "ms": _spread(samples[url], scale=1000),
+                "queries": len(ctx.captured_queries),
+                "bytes": len(response.content),
+                "rows": response.content.count(b'class="call-row'),
+            }
         return result
 
-    def _run(self, *, patients, attempts, repeat):
+    def _run(self, *, patients, attempts, repeat, runs):
         started = time.perf_counter()
         pwp = self._build(patients=patients, attempts=attempts)
-        self.stdout.write(
-            f"Built {patients} patients x {attempts} attempts ({patients * attempts} attempts) in {time.perf_counter() - started:.1f} s "
-            f"on {connection.vendor}"
+        self.stderr.write(
+            f"Built {patients} patients x {attempts} attempts in {time.perf_counter() - started:.1f} s on {connection.vendor}"
         )
         client = Client()
         client.force_login(pwp)
         baseline_url = reverse("caseload:referral_list") + "?q=no-such-patient"
         calls_url = reverse("calls:today")
-        measured = self._measure(client, [baseline_url, calls_url], repeat)
-        base_t, base_q, base_size = measured[baseline_url]
-        call_t, call_q, call_size = measured[calls_url]
-        self.stdout.write(f"minimal logged-in page: median {base_t * 1000:.1f} ms, {base_q} queries, {base_size} bytes")
-        self.stdout.write(f"call list:              median {call_t * 1000:.1f} ms, {call_q} queries, {call_size} bytes")
-        self.stdout.write(self.style.SUCCESS(f"ratio call list / minimal page: {call_t / base_t:.1f}"))
+        measured = []
+        for _ in range(runs):
+            m = self._measure(client, [baseline_url, calls_url], repeat)
+            base, calls = m[baseline_url], m[calls_url]
+            measured.append(
+                {
+                    "minimal_page": base,
+                    "call_list": calls,
+                    "ratio_min": round(calls["ms"]["min"] / base["ms"]["min"], 2),
+                    "ratio_median": round(calls["ms"]["median"] / base["ms"]["median"], 2),
+                }
+            )
+            self.stderr.write(
+                f"{patients} patients: ratio min {measured[-1]['ratio_min']}, median {measured[-1]['ratio_median']}"
+            )
+        return {
+            "patients": patients,
+            "runs": measured,
+            "ratio_min": _spread([run["ratio_min"] for run in measured]),
+            "ratio_median": _spread([run["ratio_median"] for run in measured]),
+        }
+
+
+def _spread(values, *, scale: float = 1) -> dict:
+    return {"min": round(min(values) * scale, 2), "median": round(statistics.median(values) * scale, 2), "max": round(max(values) * scale, 2)}
