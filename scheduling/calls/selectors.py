@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Case, Count, Exists, F, Func, Max, OuterRef, Q, Subquery, When, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment
@@ -565,59 +565,67 @@ def people_to_reach(
     now = now or timezone.now()
     policy = policy or ContactPolicy.current()
     today = timezone.localdate(now)
-    referrals = Referral.objects.select_related("patient").annotate(
-        assessment_started=_assessment_started(),
-        last_missed_at=Subquery(
-            Appointment.objects.filter(referral_id=OuterRef("pk"), outcome__in=sorted(MISSED_OUTCOMES))
-            .order_by("-start")
-            .values("start")[:1]
-        ),
-        last_attempt_pk=_latest_attempt_pk("pk", field="referral_id"),
-    )
     if referral_ids is not None:
-        referrals = referrals.filter(pk__in=referral_ids)
+        chosen = Referral.objects.filter(pk__in=referral_ids)
     else:
-        referrals = referrals.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(
+        chosen = Referral.objects.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(
             _nothing_pending()
         )
-    referrals = list(referrals)
+    referrals = list(
+        chosen.select_related("patient").annotate(
+            assessment_started=_assessment_started(),
+            last_missed_at=Subquery(
+                Appointment.objects.filter(referral_id=OuterRef("pk"), outcome__in=sorted(MISSED_OUTCOMES))
+                .order_by("-start")
+                .values("start")[:1]
+            ),
+        )
+    )
     if not referrals:
         return []
-    ids = [r.pk for r in referrals]
+    # The reads below name the referrals by this subquery rather than by a list of ids: hundreds of ids
+    # would be sent (and parsed) in every query.
+    ids = chosen.values("pk")
     effective = ContactAttempt.objects.effective()
-    # Each referral's attempts summarised in SQL (how many, when the last successful contact was), its latest
-    # attempt, and only the failed calls since that contact (the policy counts those; nothing older matters).
-    summaries = {
-        row["referral_id"]: row
-        for row in effective.filter(referral_id__in=ids)
-        .order_by()
-        .values("referral_id")
+    # Each referral's attempts summarised in SQL, in one pass: how many, when the last successful contact was
+    # (window aggregates over the referral's attempts), and only the rows needed: its latest attempt and the
+    # failed calls since that contact (the policy counts those; nothing older matters).
+    success_at = Case(When(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES), then=F("attempted_at")))
+    per_referral = [F("referral_id")]
+    needed = (
+        effective.filter(referral_id__in=ids)
         .annotate(
-            n=Count("id"),
-            last_success_at=Max("attempted_at", filter=Q(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES))),
+            last_success_at=Window(Max(success_at), partition_by=per_referral),
+            referral_total=Window(Count("id"), partition_by=per_referral),
+            newest_first=Window(RowNumber(), partition_by=per_referral, order_by=[F("attempted_at").desc(), F("id").desc()]),
         )
-    }
-    last_by_referral = _attempts_by_pk(
-        {r.last_attempt_pk for r in referrals if r.last_attempt_pk is not None}, key="referral_id"
-    )
-    last_success_at = Subquery(
-        effective.filter(referral_id=OuterRef("referral_id"), outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES))
-        .order_by("-attempted_at")
-        .values("attempted_at")[:1]
-    )
-    failed_since = {}
-    for referral_id, attempted_at in (
-        effective.filter(referral_id__in=ids, appointment__isnull=True, outcome__in=sorted(POLICY_FAILED_OUTCOMES))
-        .annotate(since=last_success_at)
-        .filter(Q(since__isnull=True) | Q(attempted_at__gte=F("since")))
+        .filter(
+            Q(newest_first=1)
+            | Q(
+                Q(last_success_at__isnull=True) | Q(attempted_at__gte=F("last_success_at")),
+                appointment__isnull=True,
+                outcome__in=sorted(POLICY_FAILED_OUTCOMES),
+            )
+        )
         .order_by("attempted_at", "id")
-        .values_list("referral_id", "attempted_at")
-    ):
-        failed_since.setdefault(referral_id, []).append(attempted_at)
+        .values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id", "referral_total", "last_success_at", "newest_first")
+    )
+    summaries, last_by_referral, failed_since = {}, {}, {}
+    for row in needed:
+        referral_id = row[-4]
+        summaries[referral_id] = {"n": row[-3], "last_success_at": row[-2]}
+        info = AttemptInfo(*row[: len(_ATTEMPT_FIELDS)])
+        if row[-1] == 1:
+            info.button = row[len(_ATTEMPT_FIELDS)] or ""
+            last_by_referral[referral_id] = info
+        if info.appointment_id is None and info.outcome in POLICY_FAILED_OUTCOMES and (
+            row[-2] is None or info.attempted_at >= row[-2]
+        ):
+            failed_since.setdefault(referral_id, []).append(info.attempted_at)
     invitations = {}
     for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
         invitations[invitation.referral_id] = invitation  # the latest wins
-    wrong = patients_with_wrong_numbers({r.patient_id for r in referrals})
+    wrong = patients_with_wrong_numbers(chosen.values("patient_id"))
     rows = []
     for referral in referrals:
         summary = summaries.get(referral.pk, {})
