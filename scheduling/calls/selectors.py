@@ -583,8 +583,8 @@ def people_to_reach(
     )
     if not referrals:
         return []
-    # The reads below name the referrals by this subquery rather than by a list of ids: hundreds of ids
-    # would be sent (and parsed) in every query.
+    # The reads below name the referrals by a subquery rather than by a list of ids: hundreds of ids would
+    # be sent (and parsed) in every query.
     ids = chosen.values("pk")
     effective = ContactAttempt.objects.effective()
     # Each referral's attempts summarised in SQL, in one pass: how many, when the last successful contact was

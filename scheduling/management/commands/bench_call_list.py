@@ -16,11 +16,12 @@ import time
 from datetime import datetime, timedelta
 from datetime import time as clock
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -54,14 +55,24 @@ class Command(BaseCommand):
     def handle(self, *args, patients, attempts, repeat, runs, **options):
         if connection.vendor != "postgresql":
             self.stderr.write(f"Warning: running on {connection.vendor}; the benchmark is meant for PostgreSQL.")
-        report = {"database": connection.vendor, "attempts_per_patient": attempts, "repeat": repeat, "sizes": []}
-        for size in patients:
-            try:
-                with transaction.atomic():
-                    report["sizes"].append(self._run(patients=size, attempts=attempts, repeat=repeat, runs=runs))
-                    raise Rollback
-            except Rollback:
-                pass
+        report = {
+            "database": connection.vendor,
+            "attempts_per_patient": attempts,
+            "repeat": repeat,
+            "template_debug": False,
+            "sizes": [],
+        }
+        # Templates rendered as in production (DEBUG off: no per-node debug bookkeeping); the rest of the
+        # settings stay as they are, so the test client's plain-http requests are still served.
+        templates = [{**engine, "OPTIONS": {**engine.get("OPTIONS", {}), "debug": False}} for engine in settings.TEMPLATES]
+        with override_settings(TEMPLATES=templates):
+            for size in patients:
+                try:
+                    with transaction.atomic():
+                        report["sizes"].append(self._run(patients=size, attempts=attempts, repeat=repeat, runs=runs))
+                        raise Rollback
+                except Rollback:
+                    pass
         report["rolled_back"] = True
         self.stdout.write(json.dumps(report, indent=2))
 
