@@ -130,7 +130,6 @@ def test_a_pwps_call_from_call_back_to_wrong_number_to_decline_reaches_the_admin
     assert not [text for text in items if "book the assessment" in text], items
 
 
-@pytest.mark.parametrize("width", [1366, 390])
 def wait_past_swaps(driver, condition):
     """As wait_for, also trying again when the element read was swapped out meanwhile (a page or row load)."""
     from selenium.common.exceptions import StaleElementReferenceException
@@ -145,6 +144,7 @@ def on_page(number):
     return lambda d: any(f"Page {number} of" in e.text for e in d.find_elements(By.CSS_SELECTOR, "nav.pager"))
 
 
+@pytest.mark.parametrize("width", [1366, 390])
 def test_a_pwp_follows_next_25_and_logs_a_call_on_the_second_page(browser, live_server, demo_pwp_with_a_referral, width):
     from selenium.webdriver.common.by import By
 
