@@ -31,9 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-DB_NAME = "pp_stack_smoke"
+# Another database and Redis database may be named, so two runs on one machine do not drop each other's.
+DB_NAME = os.environ.get("STACK_SMOKE_DB", "pp_stack_smoke")
 PG_URL = "postgres://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/7"
+REDIS_URL = os.environ.get("STACK_SMOKE_REDIS_URL", "redis://127.0.0.1:6379/7")
 
 
 def log(message: str) -> None:
@@ -185,14 +186,14 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)  # any child left behind
             process.wait()
 
-    def start_web_and_workers(self) -> None:
-        """gunicorn (2 workers) and one qcluster on the Redis broker, as in production."""
+    def start_web_and_workers(self, *, workers: int = 2) -> None:
+        """gunicorn (2 workers unless told) and one qcluster on the Redis broker, as in production."""
         gunicorn = str(Path(PYTHON).parent / "gunicorn")
-        self.start("web", [gunicorn, "--config", "deploy/gunicorn.conf.py", "--workers", "2",
+        self.start("web", [gunicorn, "--config", "deploy/gunicorn.conf.py", "--workers", str(workers),
                            "--bind", f"127.0.0.1:{self.web_port}", "painplatform.wsgi:application"])
         self.start("worker", [PYTHON, "manage.py", "qcluster"])
         self.wait_for_http(self.web_port, "/login/")
-        log(f"gunicorn (2 workers) on 127.0.0.1:{self.web_port}, qcluster on Redis")
+        log(f"gunicorn ({workers} workers) on 127.0.0.1:{self.web_port}, qcluster on Redis")
 
     def start_fake_twilio(self) -> "FakeTwilio":
         self.start("fake-twilio", [PYTHON, "manage.py", "run_fake_twilio", "--port", str(self.twilio_port),

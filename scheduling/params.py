@@ -108,6 +108,20 @@ def choice_param(data, name: str, *, choices, label: str | None = None) -> str:
     return raw
 
 
+LARGEST_PAGE = 10_000
+
+
+def page_param(data, name: str = "page", *, label: str | None = None) -> int:
+    """A page number counted from 1 (1 when absent or empty); anything else, or beyond LARGEST_PAGE, is refused."""
+    raw = _raw(data, name)
+    label = label or name
+    if not raw:
+        return 1
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= LARGEST_PAGE:
+        raise InvalidParameter(f"{label}: “{raw[:40]}” is not a page number; use a whole number from 1 to {LARGEST_PAGE:,}.")
+    return int(raw)
+
+
 def local_datetime_param(data, name: str, *, label: str | None = None) -> dt.datetime | None:
     """A date and time as a `datetime-local` input sends it (`YYYY-MM-DDTHH:MM`), read in the service's
     local time (Europe/London), or None when absent. Returned in UTC. A time the clocks skip or repeat

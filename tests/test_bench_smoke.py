@@ -37,14 +37,6 @@ def test_the_slot_finder_benchmark_prints_its_ratios_with_their_spread(db):
     assert not Appointment.objects.exists()  # rolled back
 
 
-def test_the_call_list_benchmark_prints_its_ratio_with_its_spread(db):
-    out = StringIO()
-    call_command("bench_call_list", patients=3, attempts=2, repeat=2, stdout=out, stderr=StringIO())
-    result = _json(out.getvalue())
-    _assert_spread(result["call_list_to_minimal_page_ratio"])
-    assert result["queries"]["call_list"] > 0
-
-
 @pytest.mark.postgres_only
 def test_the_capacity_report_benchmark_builds_its_service_and_agrees_with_the_hand_written_sql(db):
     if connection.vendor != "postgresql":

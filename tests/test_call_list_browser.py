@@ -128,3 +128,70 @@ def test_a_pwps_call_from_call_back_to_wrong_number_to_decline_reaches_the_admin
     items = [tr.text for tr in browser.find_elements(By.CSS_SELECTOR, "tr.worklist-item") if referral.patient.full_name in tr.text]
     assert len([text for text in items if "discharge: declined" in text]) == 1, items
     assert not [text for text in items if "book the assessment" in text], items
+
+
+def wait_past_swaps(driver, condition):
+    """As wait_for, also trying again when the element read was swapped out meanwhile (a page or row load)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(condition)
+
+
+def on_page(number):
+    from selenium.webdriver.common.by import By
+
+    return lambda d: any(f"Page {number} of" in e.text for e in d.find_elements(By.CSS_SELECTOR, "nav.pager"))
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_a_pwp_follows_next_25_and_logs_a_call_on_the_second_page(browser, live_server, demo_pwp_with_a_referral, width):
+    from selenium.webdriver.common.by import By
+
+    from tests.test_pwp_call_to_booking_browser import no_horizontal_overflow, wider_than_the_screen
+
+    alex, _ = demo_pwp_with_a_referral
+    for _ in range(30):
+        make_referral(alex, actor=alex)
+    browser.set_window_size(width, 1000)
+    sign_in(browser, live_server, alex.username)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a.pager-next"))
+    first_page = {e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "#reach-heading ~ ol > li")}
+    assert len(first_page) == 25
+    browser.find_element(By.CSS_SELECTOR, "a.pager-next").click()
+    wait_past_swaps(browser, on_page(2))
+    assert "page=2" in browser.current_url
+    assert f"date={timezone.localdate():%Y-%m-%d}" in browser.current_url
+    rows = browser.find_elements(By.CSS_SELECTOR, "#reach-heading ~ ol > li")
+    assert rows and not {e.get_attribute("id") for e in rows} & first_page
+    assert "Page 2 of" in browser.find_element(By.CSS_SELECTOR, "nav.pager").text
+    if width <= 390:
+        assert no_horizontal_overflow(browser), wider_than_the_screen(browser)
+    row_id = rows[0].get_attribute("id")
+    rows[0].find_element(By.CSS_SELECTOR, "button[value=no_answer]").click()
+    wait_past_swaps(browser, lambda d: "Recorded: No answer." in d.find_element(By.ID, row_id).text)
+    assert "page=2" in browser.current_url
+    assert ContactAttempt.objects.filter(referral_id=int(row_id.split("-")[1]), outcome="no_answer").count() == 1
+    browser.find_element(By.CSS_SELECTOR, "a.pager-previous").click()
+    wait_past_swaps(browser, on_page(1))
+    assert "page=" not in browser.current_url
+
+
+def test_without_javascript_a_call_logged_on_the_second_page_comes_back_to_it(
+    browser_without_js, live_server, demo_pwp_with_a_referral
+):
+    from selenium.webdriver.common.by import By
+
+    driver = browser_without_js
+    alex, _ = demo_pwp_with_a_referral
+    for _ in range(30):
+        make_referral(alex, actor=alex)
+    sign_in(driver, live_server, alex.username)
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "a.pager-next"))
+    driver.find_element(By.CSS_SELECTOR, "a.pager-next").click()
+    wait_past_swaps(driver, on_page(2))
+    row_id = driver.find_elements(By.CSS_SELECTOR, "#reach-heading ~ ol > li")[0].get_attribute("id")
+    driver.find_element(By.ID, row_id).find_element(By.CSS_SELECTOR, "button[value=no_answer]").click()
+    wait_past_swaps(driver, lambda d: "Recorded: No answer." in d.find_element(By.CSS_SELECTOR, ".messages").text)
+    assert "page=2" in driver.current_url and driver.current_url.endswith(f"#{row_id}")
+    assert "Recorded: No answer." in driver.find_element(By.ID, row_id).text

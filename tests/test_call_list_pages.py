@@ -1,5 +1,6 @@
 """The call list page: who may open it, who may log on it, htmx rows and plain form posts."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -208,3 +209,82 @@ def test_the_opt_in_invitation_button_records_it_and_needs_permission(client, pw
     html = response.content.decode()
     assert "Opt-in invitation recorded." in html and "Record opt-in invitation" not in html
     assert OptInInvitation.objects.get().recorded_by == pwp
+
+
+def reach_rows(html: str) -> list[str]:
+    return re.findall(r'<li id="(referral-\d+)"', html)
+
+
+def next_link(html: str) -> str:
+    match = re.search(r'<a href="([^"]+)" class="pager-next">Next 25', html)
+    return match and match.group(1).replace("&amp;", "&")
+
+
+def test_people_to_reach_come_25_at_a_time_with_a_next_link_that_keeps_the_date(client, pwp, admin_user):
+    everyone = {f"referral-{make_referral(pwp, actor=admin_user).pk}" for _ in range(30)}
+    client.force_login(pwp)
+    first = client.get(URL + "?date=2026-03-10").content.decode()
+    assert "People still to reach (30)" in first and "30 due now." in first
+    assert "Showing 1–25 of 30, due now first." in first and "Page 1 of 2" in first
+    page_one = reach_rows(first)
+    assert len(page_one) == 25
+    link = next_link(first)
+    assert link.startswith("?date=2026-03-10") and "page=2" in link
+    second = client.get(URL + link.split("#")[0]).content.decode()
+    assert len(reach_rows(second)) == 5 and "Showing 26–30 of 30" in second
+    assert next_link(second) is None
+    # Nobody twice and nobody missed; the previous link goes back to the first page.
+    assert set(page_one) | set(reach_rows(second)) == everyone and not set(page_one) & set(reach_rows(second))
+    previous = re.search(r'<a href="([^"]+)" class="pager-previous">', second).group(1).replace("&amp;", "&")
+    assert "page=" not in previous and previous.startswith("?date=2026-03-10")
+    assert reach_rows(client.get(URL + previous.split("#")[0]).content.decode()) == page_one
+    # The rows on the second page carry their page, so a plain post comes back to it.
+    assert '<input type="hidden" name="page" value="2">' in second
+
+
+def test_those_due_now_come_before_those_due_later(client, pwp, admin_user, frozen):
+    later = make_referral(pwp, actor=admin_user)
+    ContactAttempt.objects.create(
+        referral=later, practitioner=pwp, recorded_by=pwp, attempted_at=NOW - timedelta(hours=1), outcome="no_answer"
+    )
+    due_now = [make_referral(pwp, actor=admin_user) for _ in range(25)]
+    client.force_login(pwp)
+    first = client.get(URL).content.decode()
+    assert f"referral-{later.pk}" not in reach_rows(first)
+    assert set(reach_rows(first)) == {f"referral-{r.pk}" for r in due_now}
+    assert f"referral-{later.pk}" in reach_rows(client.get(URL + "?page=2").content.decode())
+
+
+def test_a_page_past_the_end_shows_the_last_page(client, pwp, admin_user):
+    referral = make_referral(pwp, actor=admin_user)
+    client.force_login(pwp)
+    html = client.get(URL + "?page=7").content.decode()
+    assert reach_rows(html) == [f"referral-{referral.pk}"] and "pager" not in html
+
+
+@pytest.mark.parametrize("page", ["0", "-1", "two", "1.5", "1e3", "10001", "99999999999999999999", "٣", "+2"])
+def test_a_page_that_is_not_a_page_number_is_a_400_naming_it(client, pwp, referral, page):
+    client.force_login(pwp)
+    response = client.get(URL, {"page": page})
+    assert response.status_code == 400
+    assert "page:" in response.content.decode()
+
+
+def test_a_plain_post_from_the_second_page_comes_back_to_it_at_the_row(client, pwp, admin_user):
+    referrals = [make_referral(pwp, actor=admin_user) for _ in range(27)]
+    client.force_login(pwp)
+    html = client.get(URL + "?page=2").content.decode()
+    row = reach_rows(html)[0]
+    referral = next(r for r in referrals if f"referral-{r.pk}" == row)
+    response = post_log(client, referral, "no_answer", page="2")
+    assert response.status_code == 302
+    assert response.url == f"{URL}?date=2026-03-10&page=2#{row}"
+    assert ContactAttempt.objects.filter(referral=referral, outcome="no_answer").count() == 1
+    assert "Recorded: No answer." in client.get(response.url.split("#")[0]).content.decode()
+
+
+def test_a_posted_page_that_is_not_a_page_number_is_refused_and_records_nothing(client, pwp, referral):
+    client.force_login(pwp)
+    response = post_log(client, referral, "no_answer", page="abc")
+    assert response.status_code == 400 and "page:" in response.content.decode()
+    assert not ContactAttempt.objects.filter(referral=referral).exists()

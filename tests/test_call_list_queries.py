@@ -1,5 +1,6 @@
 """The call list's query count does not grow with the caseload or the number of past attempts."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -66,23 +67,42 @@ def grow_caseload(pwp, admin_user, *, patients: int, attempts_each: int, start_i
         )
 
 
-def render_count(client, pwp):
+def render_count(client, pwp, *, page=None):
+    url = reverse("calls:today") + f"?practitioner={pwp.pk}" + (f"&page={page}" if page else "")
     with CaptureQueriesContext(connection) as ctx:
-        response = client.get(reverse("calls:today") + f"?practitioner={pwp.pk}")
+        response = client.get(url)
     assert response.status_code == 200
     return len(ctx.captured_queries), response.content.decode()
 
 
-def test_the_call_list_needs_the_same_queries_for_5_and_200_patients(client, pwp, admin_user):
+def all_pages(client, pwp) -> str:
+    """Every page of people to reach, following the "Next 25" links as a person would."""
+    _, html = render_count(client, pwp)
+    pages = [html]
+    while match := re.search(r'href="([^"]*page=(\d+)[^"]*)" class="pager-next"', html):
+        _, html = render_count(client, pwp, page=int(match.group(2)))
+        pages.append(html)
+    return "".join(pages)
+
+
+def test_the_call_list_needs_the_same_queries_for_5_200_and_1000_patients(client, pwp, admin_user):
     with time_machine.travel(NOW, tick=False):
         client.force_login(pwp)
         grow_caseload(pwp, admin_user, patients=5, attempts_each=20, start_index=0)
         small, html_small = render_count(client, pwp)
         grow_caseload(pwp, admin_user, patients=195, attempts_each=20, start_index=4)
         large, html_large = render_count(client, pwp)
-    assert ContactAttempt.objects.count() > 4000
+        everything = all_pages(client, pwp)
+        # Fewer past attempts for the next 800: their number is covered above, and the test stays quick.
+        grow_caseload(pwp, admin_user, patients=800, attempts_each=3, start_index=8)
+        largest, html_largest = render_count(client, pwp)
+        last_page, _ = render_count(client, pwp, page=40)
+    assert ContactAttempt.objects.count() > 6000
     assert html_large.count('class="call-row') > html_small.count('class="call-row') >= 5
-    assert "Suggest discharge" in html_large and "Asked to rearrange" in html_large
-    assert html_large.count('class="patient-reply"') > html_small.count('class="patient-reply"') >= 2
-    assert small == large, (small, large)
+    # The page shows 25 people to reach however many there are; the rest are a "Next 25" link away.
+    assert html_large.count('class="call-row') == html_largest.count('class="call-row') <= 25 + 12
+    assert "Asked to rearrange" in html_large
+    assert "Suggest discharge" in everything
+    assert small == large == largest == last_page, (small, large, largest, last_page)
+    assert everything.count('class="patient-reply"') > html_small.count('class="patient-reply"') >= 2
     assert large <= QUERY_BOUND

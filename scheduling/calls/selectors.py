@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, When, Window
+from django.db.models import Case, Count, Exists, F, Func, Max, OuterRef, Q, Subquery, When, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment, BookingSettings
@@ -101,11 +102,35 @@ def patients_with_wrong_numbers(patient_ids) -> set[int]:
     return set(WrongNumberMark.objects.in_force().filter(patient_id__in=patient_ids).values_list("patient_id", flat=True))
 
 
-def _attempts_by(qs, key: str):
-    grouped = {}
-    for row in qs.values_list(*_ATTEMPT_FIELDS, key):
-        grouped.setdefault(row[-1], []).append(AttemptInfo(*row[:-1]))
-    return grouped
+def _latest_attempt_pk(outer: str, *, field: str):
+    """The latest effective attempt (by when it was made) on the row `outer` names, as a subquery."""
+    return Subquery(
+        ContactAttempt.objects.effective()
+        .filter(**{field: OuterRef(outer)})
+        .order_by("-attempted_at", "-id")
+        .values("pk")[:1]
+    )
+
+
+def _count(attempts):
+    """How many of these attempts (correlated through OuterRef), as a subquery: 0 when none."""
+    return Coalesce(
+        # COUNT as a plain function (not an aggregate): no GROUP BY, one row whatever matches.
+        Subquery(attempts.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n")),
+        0,
+    )
+
+
+def _attempts_by_pk(pks, *, key: str) -> dict:
+    """These attempts (with the call-list button that recorded each), by `key`. One query."""
+    found = {}
+    if not pks:
+        return found
+    for row in ContactAttempt.objects.filter(pk__in=pks).values_list(*_ATTEMPT_FIELDS, "effect__button", key):
+        info = AttemptInfo(*row[:-2])
+        info.button = row[-2] or ""
+        found[row[-1]] = info
+    return found
 
 
 @dataclass
@@ -283,6 +308,30 @@ class CallList:
     to_reach: list
     policy: ContactPolicy
     callbacks: list = field(default_factory=list)
+    # People still to reach come a page at a time (those due now first): a PWP works a few dozen calls a
+    # morning, and a list of hundreds costs every page load. `to_reach` is the page shown.
+    to_reach_total: int = 0
+    to_reach_due_now: int = 0
+    reach_page: int = 1
+    reach_pages: int = 1
+    reach_per_page: int = 25
+
+    @property
+    def reach_first(self) -> int:
+        """Position (from 1) of the first person on this page."""
+        return (self.reach_page - 1) * self.reach_per_page + 1 if self.to_reach else 0
+
+    @property
+    def reach_last(self) -> int:
+        return self.reach_first + len(self.to_reach) - 1 if self.to_reach else 0
+
+    @property
+    def reach_previous_page(self) -> int | None:
+        return self.reach_page - 1 if self.reach_page > 1 else None
+
+    @property
+    def reach_next_page(self) -> int | None:
+        return self.reach_page + 1 if self.reach_page < self.reach_pages else None
 
     @property
     def timed(self) -> list:
@@ -316,21 +365,31 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         appointments = Appointment.objects.not_cancelled().filter(
             practitioner=practitioner, start__gte=start, start__lt=end
         )
-    appointments = list(appointments.select_related("referral__patient").order_by("start", "id"))
+    # Each appointment's attempts summarised in SQL (how many, how many unanswered tries within the slot,
+    # the latest; how many on the whole referral) rather than loading every attempt.
+    effective = ContactAttempt.objects.effective()
+    appointments = list(
+        appointments.select_related("referral__patient")
+        .annotate(
+            last_attempt_pk=_latest_attempt_pk("pk", field="appointment_id"),
+            attempts_n=_count(effective.filter(appointment_id=OuterRef("pk"))),
+            in_slot_n=_count(
+                effective.filter(
+                    appointment_id=OuterRef("pk"),
+                    outcome__in=sorted(UNANSWERED_OUTCOMES),
+                    attempted_at__gte=OuterRef("start") - EARLIEST_OUTCOME_BEFORE_START,
+                )
+            ),
+            referral_attempts_n=_count(effective.filter(referral_id=OuterRef("referral_id"))),
+        )
+        .order_by("start", "id")
+    )
     if not appointments:
         return []
     ids = [a.pk for a in appointments]
     referral_ids = {a.referral_id for a in appointments}
-    effective = ContactAttempt.objects.effective()
-    by_appointment = _attempts_by(
-        effective.filter(appointment_id__in=ids).order_by("attempted_at", "id"), "appointment_id"
-    )
-    referral_counts = dict(
-        effective.filter(referral_id__in=referral_ids)
-        .order_by()
-        .values("referral_id")
-        .annotate(n=Count("id"))
-        .values_list("referral_id", "n")
+    last_by_appointment = _attempts_by_pk(
+        {a.last_attempt_pk for a in appointments if a.last_attempt_pk is not None}, key="appointment_id"
     )
     rearrange = set(
         AdminTask.objects.filter(
@@ -359,12 +418,6 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     replies = latest_replies_waiting_for_staff({a.referral.patient_id for a in appointments})
     rows = []
     for a in appointments:
-        attempts = by_appointment.get(a.pk, [])
-        in_slot = [
-            t
-            for t in attempts
-            if t.outcome in UNANSWERED_OUTCOMES and t.attempted_at >= a.start - EARLIEST_OUTCOME_BEFORE_START
-        ]
         if a.outcome != AttendanceOutcome.NOT_APPLICABLE:
             state = "done"
         elif now > a.end:
@@ -373,7 +426,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
             state = "now"
         else:
             state = "upcoming"
-        last = attempts[-1] if attempts else None
+        last = last_by_appointment.get(a.pk)
         latest_on_referral = latest.get(a.referral_id)
         undo = None
         if last is not None and latest_on_referral is not None and latest_on_referral.pk == last.pk:
@@ -384,9 +437,9 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
                 referral=a.referral,
                 age=a.referral.patient.age_on(timezone.localdate(a.start)),
                 session_label=_session_label(a, max(totals.get(a.referral_id) or 0, course_sessions)),
-                attempts_for_appointment=len(attempts),
-                attempts_for_referral=referral_counts.get(a.referral_id, 0),
-                unanswered_tries=len(in_slot),
+                attempts_for_appointment=a.attempts_n,
+                attempts_for_referral=a.referral_attempts_n,
+                unanswered_tries=a.in_slot_n,
                 tries_before_dna=max(1, tries.get(a.practitioner_id) or DEFAULT_TRIES_BEFORE_DNA),
                 confirmed_by_sms=a.confirmed_at is not None,
                 rearrange_requested=a.pk in rearrange,
@@ -523,61 +576,85 @@ def _fmt_local(moment: datetime) -> str:
 
 
 def people_to_reach(
-    *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False
+    *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False, with_notes=True
 ) -> list[PersonToReach]:
-    """Referrals awaiting first contact, or whose last attempts failed, ordered by when the next attempt is due."""
+    """Referrals awaiting first contact, or whose last attempts failed, ordered by when the next attempt is due.
+    A fixed number of queries; with_notes=False leaves out the notes on the last calls (the call list reads
+    them for the page it shows only)."""
     now = now or timezone.now()
     policy = policy or ContactPolicy.current()
     today = timezone.localdate(now)
-    referrals = Referral.objects.select_related("patient").annotate(
-        assessment_started=_assessment_started(),
-        last_missed_at=Subquery(
-            Appointment.objects.filter(referral_id=OuterRef("pk"), outcome__in=sorted(MISSED_OUTCOMES))
-            .order_by("-start")
-            .values("start")[:1]
-        ),
-    )
     if referral_ids is not None:
-        referrals = referrals.filter(pk__in=referral_ids)
+        chosen = Referral.objects.filter(pk__in=referral_ids)
     else:
-        referrals = referrals.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(
+        chosen = Referral.objects.filter(assigned_practitioner=practitioner, status__in=TO_REACH_STATUSES).filter(
             _nothing_pending()
         )
-    referrals = list(referrals)
+    referrals = list(
+        chosen.select_related("patient").annotate(
+            assessment_started=_assessment_started(),
+            last_missed_at=Subquery(
+                Appointment.objects.filter(referral_id=OuterRef("pk"), outcome__in=sorted(MISSED_OUTCOMES))
+                .order_by("-start")
+                .values("start")[:1]
+            ),
+        )
+    )
     if not referrals:
         return []
-    ids = [r.pk for r in referrals]
+    # The reads below name the referrals by a subquery rather than by a list of ids: hundreds of ids would
+    # be sent (and parsed) in every query.
+    ids = chosen.values("pk")
     effective = ContactAttempt.objects.effective()
-    # Attempts since (and including) each referral's last successful contact (nothing older matters), and
-    # each referral's total, in one query: window functions over the referral's effective attempts.
+    # Each referral's attempts summarised in SQL, in one pass: how many, when the last successful contact was
+    # (window aggregates over the referral's attempts), and only the rows needed: its latest attempt and the
+    # failed calls since that contact (the policy counts those; nothing older matters).
     success_at = Case(When(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES), then=F("attempted_at")))
-    windowed = (
+    per_referral = [F("referral_id")]
+    needed = (
         effective.filter(referral_id__in=ids)
         .annotate(
-            last_success_at=Window(Max(success_at), partition_by=[F("referral_id")]),
-            referral_total=Window(Count("id"), partition_by=[F("referral_id")]),
+            last_success_at=Window(Max(success_at), partition_by=per_referral),
+            referral_total=Window(Count("id"), partition_by=per_referral),
+            newest_first=Window(RowNumber(), partition_by=per_referral, order_by=[F("attempted_at").desc(), F("id").desc()]),
         )
-        .filter(Q(last_success_at__isnull=True) | Q(attempted_at__gte=F("last_success_at")))
+        .filter(
+            Q(newest_first=1)
+            | Q(
+                Q(last_success_at__isnull=True) | Q(attempted_at__gte=F("last_success_at")),
+                appointment__isnull=True,
+                outcome__in=sorted(POLICY_FAILED_OUTCOMES),
+            )
+        )
         .order_by("attempted_at", "id")
+        .values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id", "referral_total", "last_success_at", "newest_first")
     )
-    recent, counts = {}, {}
-    for row in windowed.values_list(*_ATTEMPT_FIELDS, "referral_id", "referral_total"):
-        recent.setdefault(row[-2], []).append(AttemptInfo(*row[:-2]))
-        counts[row[-2]] = row[-1]
+    summaries, last_by_referral, failed_since = {}, {}, {}
+    for row in needed:
+        referral_id = row[-4]
+        summaries[referral_id] = {"n": row[-3], "last_success_at": row[-2]}
+        info = AttemptInfo(*row[: len(_ATTEMPT_FIELDS)])
+        if row[-1] == 1:
+            info.button = row[len(_ATTEMPT_FIELDS)] or ""
+            last_by_referral[referral_id] = info
+        if info.appointment_id is None and info.outcome in POLICY_FAILED_OUTCOMES and (
+            row[-2] is None or info.attempted_at >= row[-2]
+        ):
+            failed_since.setdefault(referral_id, []).append(info.attempted_at)
     invitations = {}
     for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
         invitations[invitation.referral_id] = invitation  # the latest wins
-    wrong = patients_with_wrong_numbers({r.patient_id for r in referrals})
+    wrong = patients_with_wrong_numbers(chosen.values("patient_id"))
     replies = latest_replies_waiting_for_staff({r.patient_id for r in referrals})
     rows = []
     for referral in referrals:
-        attempts = recent.get(referral.pk, [])
-        last_success = attempts[0] if attempts and attempts[0].was_successful else None
-        failed = [t for t in attempts if t.appointment_id is None and t.outcome in POLICY_FAILED_OUTCOMES]
+        summary = summaries.get(referral.pk, {})
+        success_at = summary.get("last_success_at")
+        failed = failed_since.get(referral.pk, [])  # when each failed call since the last contact was made
         invitation = invitations.get(referral.pk)
-        if invitation is not None and last_success is not None and last_success.attempted_at >= invitation.due_at:
+        if invitation is not None and success_at is not None and success_at >= invitation.due_at:
             invitation = None
-        last = attempts[-1] if attempts else None
+        last = last_by_referral.get(referral.pk)
         callback = last if last is not None and last.outcome == Outcome.CALLBACK_REQUESTED else None
         spoken = last is not None and last.outcome in (Outcome.ANSWERED, Outcome.DECLINED)
         missed = referral.last_missed_at is not None and (last is None or last.attempted_at < referral.last_missed_at)
@@ -591,7 +668,7 @@ def people_to_reach(
             if spoken and not include_spoken:
                 continue
         patient = referral.patient
-        failed_parts = [p for p in (part_of_day(t.attempted_at) for t in failed) if p]
+        failed_parts = [p for p in (part_of_day(at) for at in failed) if p]
         row = PersonToReach(
             referral=referral,
             age=patient.age_on(today),
@@ -602,7 +679,7 @@ def people_to_reach(
             failed_attempts=min(len(failed), policy.max_attempts),
             extra_failed=max(0, len(failed) - policy.max_attempts),
             max_attempts=policy.max_attempts,
-            attempts_for_referral=counts.get(referral.pk, 0),
+            attempts_for_referral=summary.get("n", 0),
             invitation=invitation,
             last_attempt=last,
             spoken_to=spoken,
@@ -666,7 +743,7 @@ def people_to_reach(
             row.invitation_needed = True
         else:
             if failed:
-                last_failed_day = timezone.localdate(failed[-1].attempted_at)
+                last_failed_day = timezone.localdate(failed[-1])
                 earliest = add_working_days(last_failed_day, policy.min_working_days_between)
                 tried = ", ".join(PART_LABELS.get(p, p) for p in dict.fromkeys(failed_parts)) or "outside working hours"
                 row.reason = f"{len(failed)} of {policy.max_attempts} attempts failed (tried: {tried})."
@@ -688,19 +765,13 @@ def people_to_reach(
             row.suggested_part = part
             row.next_step = f"Attempt {len(failed) + 1} of {policy.max_attempts}: try {PART_LABELS.get(part, part)}, {_fmt_local(suggested)}."
         rows.append(row)
-    # Latest attempt per referral for undo (only the latest attempt on a referral can be undone).
-    latest = _latest_attempts(ids, since=now - timedelta(minutes=policy.undo_minutes))
     for row in rows:
-        if (
-            row.last_attempt is not None
-            and latest.get(row.referral.pk)
-            and latest[row.referral.pk].pk == row.last_attempt.pk
-        ):
-            row.undo = _undoable(latest[row.referral.pk], viewer=viewer, now=now, policy=policy)
-    for row in rows:
+        # The last attempt is the latest on the referral: the only one that can be undone.
+        row.undo = _undoable(row.last_attempt, viewer=viewer, now=now, policy=policy)
         row.due_now = row.due_at <= now
-    _add_notes([row.last_attempt for row in rows], viewer)
     rows.sort(key=lambda r: (r.due_at, r.referral.received_on, r.referral.pk))
+    if with_notes:
+        _add_notes([row.last_attempt for row in rows], viewer)
     return rows
 
 
@@ -720,18 +791,39 @@ def _invitation_text(invitation: OptInInvitation, row: PersonToReach) -> str:
     return f"opt-in invitation recorded {_fmt_local(invitation.due_at)}, but no SMS can be sent ({why}): write or ring"
 
 
-def call_list(*, practitioner, day, viewer=None, now=None) -> CallList:
+REACH_PAGE_SIZE = 25
+
+
+def call_list(*, practitioner, day, viewer=None, now=None, reach_page: int = 1, reach_per_page: int = REACH_PAGE_SIZE) -> CallList:
+    """The day's list. People still to reach (today only) are all ordered, then cut to page `reach_page`
+    (a page past the end shows the last one); notes on their last calls are read for that page only."""
     now = now or timezone.now()
     policy = ContactPolicy.current()
     is_today = day == timezone.localdate(now)
+    everyone = (
+        people_to_reach(practitioner=practitioner, viewer=viewer, now=now, policy=policy, with_notes=False)
+        if is_today
+        else []
+    )
+    # Those to ring now first (in the order they fell due), then the rest: spoken to, or due later.
+    everyone.sort(key=lambda row: not (row.due_now and row.is_open))
+    pages = max(1, -(-len(everyone) // reach_per_page))
+    page = min(max(1, reach_page), pages)
+    shown = everyone[(page - 1) * reach_per_page : page * reach_per_page]
+    _add_notes([row.last_attempt for row in shown], viewer)
     return CallList(
         practitioner=practitioner,
         day=day,
         now=now,
         booked=booked_calls(practitioner=practitioner, day=day, viewer=viewer, now=now, policy=policy),
-        to_reach=people_to_reach(practitioner=practitioner, viewer=viewer, now=now, policy=policy) if is_today else [],
+        to_reach=shown,
         policy=policy,
         callbacks=callbacks_on(practitioner=practitioner, day=day, viewer=viewer, now=now, policy=policy),
+        to_reach_total=len(everyone),
+        to_reach_due_now=sum(1 for row in everyone if row.due_now and row.is_open),
+        reach_page=page,
+        reach_pages=pages,
+        reach_per_page=reach_per_page,
     )
 
 

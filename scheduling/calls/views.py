@@ -32,7 +32,7 @@ from scheduling.calls.services import (
 )
 from scheduling.caseload.models import ClinicalNote, Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
-from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param
+from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param, page_param
 
 
 # Without JavaScript the list is reloaded at the row's anchor: the result of the click waits here for that
@@ -98,6 +98,7 @@ def today(request):
         raise PermissionDenied
     day = _day(request.GET)
     practitioner_id = id_param(request.GET, "practitioner", label="practitioner")
+    reach_page = page_param(request.GET, "page", label="page")
     if practitioner_id is not None:
         practitioner = get_object_or_404(get_user_model(), pk=practitioner_id, practitioner__isnull=False)
     elif hasattr(user, "practitioner"):
@@ -117,11 +118,13 @@ def today(request):
         "practitioner_id": practitioner.pk if practitioner else "",
         "choices": choices,
         "can_log": False,
+        "reach_page": 1,
         **_urls(user),
     }
     context["feedback"] = request.session.pop(ROW_FEEDBACK_KEY, None)
     if practitioner is not None:
-        context["calls"] = call_list(practitioner=practitioner, day=day, viewer=user)
+        context["calls"] = call_list(practitioner=practitioner, day=day, viewer=user, reach_page=reach_page)
+        context["reach_page"] = context["calls"].reach_page
         for row in context["calls"].to_reach:
             if row.offers_booking:
                 row.book_url = _book_assessment_url(row.referral)
@@ -136,6 +139,7 @@ def _back(data) -> dict:
         "date": given,
         "day": given or timezone.localdate(),
         "practitioner_id": id_param(data, "practitioner", label="practitioner") or "",
+        "page": page_param(data, "page", label="page"),
     }
 
 
@@ -157,7 +161,11 @@ def _check_may_log(user, *, referral, appointment=None) -> None:
 def _redirect_back(back: dict, anchor: str = ""):
     params = {
         k: v
-        for k, v in (("date", back["date"].isoformat() if back["date"] else ""), ("practitioner", back["practitioner_id"]))
+        for k, v in (
+            ("date", back["date"].isoformat() if back["date"] else ""),
+            ("practitioner", back["practitioner_id"]),
+            ("page", back["page"] if back["page"] > 1 else ""),
+        )
         if v
     }
     url = reverse("calls:today") + (f"?{urlencode(params)}" if params else "")
@@ -207,6 +215,7 @@ def _render_row(request, back: dict, *, referral, appointment, callback_id=None,
         owner = referral.assigned_practitioner
         template = "calls/_reach_row.html"
     context = _row_context(user=user, practitioner_id=back["practitioner_id"], day=day, can_log=_may_log(user, owner))
+    context["reach_page"] = back["page"]
     context.update({"row": rows[0], "message": message, "error": error})
     if rows[0].kind == "reach" and rows[0].offers_booking:
         rows[0].book_url = _book_assessment_url(referral)

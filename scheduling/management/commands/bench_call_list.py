@@ -1,11 +1,12 @@
 """Benchmark: server time of the PWP call list for a large caseload, as a ratio to a minimal logged-in page.
 
-    DATABASE_URL=postgres://... python manage.py bench_call_list [--patients 200] [--attempts 20] [--repeat 15]
+    DATABASE_URL=postgres://... python manage.py bench_call_list [--patients 200 1000] [--attempts 20] [--repeat 15] [--runs 3]
 
 Builds the caseload inside a transaction that is rolled back at the end (nothing is left behind), then
-renders both pages through Django's test client in this process (server time only, no network) and
-prints the medians and their ratio, then the same as JSON with the spread (min, median, max) of the
-repeats, both pages timed interleaved. Meant for PostgreSQL; runs on SQLite too, with a warning.
+renders both pages through Django's test client in this process (server time only, no network),
+interleaved, `--repeat` times per run. Prints JSON: for each size and run the min/median/max of both pages
+(ms), their query counts, sizes and rows, and the ratios of the mins and of the medians; then each size's
+ratios over the runs. Meant for PostgreSQL; runs on SQLite too, with a warning.
 """
 
 import json
@@ -15,11 +16,12 @@ import time
 from datetime import datetime, timedelta
 from datetime import time as clock
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -31,7 +33,6 @@ from scheduling.calls.policy import LONDON
 from scheduling.caseload.models import Patient, PractitionerProfile
 from scheduling.caseload.services import create_referral, register_patient
 from scheduling.demo import nhs_test_numbers
-from scheduling.management.timing import interleaved, ratio_spread, spread
 
 OUTCOMES = ["no_answer", "voicemail", "busy", "no_answer", "wrong_number", "answered", "callback_requested"]
 
@@ -44,19 +45,36 @@ class Command(BaseCommand):
     help = "Time the call list for a large caseload against a minimal logged-in page (ratio)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--patients", type=int, default=200)
+        parser.add_argument(
+            "--patients", type=int, nargs="+", default=[200, 1000], help="Caseload sizes to measure (each built anew)."
+        )
         parser.add_argument("--attempts", type=int, default=20, help="Past call attempts per patient.")
-        parser.add_argument("--repeat", type=int, default=15, help="Timed renders of each page.")
+        parser.add_argument("--repeat", type=int, default=15, help="Timed renders of each page in one run.")
+        parser.add_argument("--runs", type=int, default=3, help="Runs per size (the ratio is given for each).")
 
-    def handle(self, *args, patients, attempts, repeat, **options):
+    def handle(self, *args, patients, attempts, repeat, runs, **options):
         if connection.vendor != "postgresql":
             self.stderr.write(f"Warning: running on {connection.vendor}; the benchmark is meant for PostgreSQL.")
-        try:
-            with transaction.atomic():
-                self._run(patients=patients, attempts=attempts, repeat=repeat)
-                raise Rollback
-        except Rollback:
-            self.stdout.write("Benchmark data rolled back.")
+        report = {
+            "database": connection.vendor,
+            "attempts_per_patient": attempts,
+            "repeat": repeat,
+            "template_debug": False,
+            "sizes": [],
+        }
+        # Templates rendered as in production (DEBUG off: no per-node debug bookkeeping); the rest of the
+        # settings stay as they are, so the test client's plain-http requests are still served.
+        templates = [{**engine, "OPTIONS": {**engine.get("OPTIONS", {}), "debug": False}} for engine in settings.TEMPLATES]
+        with override_settings(TEMPLATES=templates):
+            for size in patients:
+                try:
+                    with transaction.atomic():
+                        report["sizes"].append(self._run(patients=size, attempts=attempts, repeat=repeat, runs=runs))
+                        raise Rollback
+                except Rollback:
+                    pass
+        report["rolled_back"] = True
+        self.stdout.write(json.dumps(report, indent=2))
 
     def _build(self, *, patients: int, attempts: int):
         rng = random.Random(2026)
@@ -117,50 +135,67 @@ class Command(BaseCommand):
         return pwp
 
     def _measure(self, client, urls, repeat):
-        """Server time of each URL; samples interleaved so both pages see the same machine load."""
-
-        def render(url):
-            def fn():
+        """Server time of each URL, `repeat` times, interleaved (baseline, call list, baseline, ...) so both
+        pages see the same machine load; then each page's query count and size."""
+        samples = {url: [] for url in urls}
+        for _ in range(2):
+            for url in urls:
+                assert client.get(url).status_code == 200
+        for _ in range(repeat):
+            for url in urls:
+                started = time.perf_counter()
                 response = client.get(url)
+                samples[url].append(time.perf_counter() - started)
                 assert response.status_code == 200
-                return response
-
-            return fn
-
-        samples, _ = interleaved({url: render(url) for url in urls}, repeat=repeat, warmup=2)
         result = {}
         for url in urls:
             with CaptureQueriesContext(connection) as ctx:
                 response = client.get(url)
-            result[url] = (samples[url], len(ctx.captured_queries), len(response.content))
+            result[url] = {
+                "ms": _spread(samples[url], scale=1000),
+                "queries": len(ctx.captured_queries),
+                "bytes": len(response.content),
+                "rows": response.content.count(b'class="call-row'),
+            }
         return result
 
-    def _run(self, *, patients, attempts, repeat):
+    def _run(self, *, patients, attempts, repeat, runs):
         started = time.perf_counter()
         pwp = self._build(patients=patients, attempts=attempts)
-        self.stdout.write(
-            f"Built {patients} patients x {attempts} attempts ({patients * attempts} attempts) in {time.perf_counter() - started:.1f} s "
-            f"on {connection.vendor}"
+        if connection.vendor == "postgresql":
+            # Planner statistics as autovacuum keeps them on a live database (it cannot see rows not yet
+            # committed, so without this every plan would be made for empty tables).
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+        self.stderr.write(
+            f"Built {patients} patients x {attempts} attempts in {time.perf_counter() - started:.1f} s on {connection.vendor}"
         )
         client = Client()
         client.force_login(pwp)
         baseline_url = reverse("caseload:referral_list") + "?q=no-such-patient"
         calls_url = reverse("calls:today")
-        measured = self._measure(client, [baseline_url, calls_url], repeat)
-        base_s, base_q, base_size = measured[baseline_url]
-        call_s, call_q, call_size = measured[calls_url]
-        base_t, call_t = statistics.median(base_s), statistics.median(call_s)
-        self.stdout.write(f"minimal logged-in page: median {base_t * 1000:.1f} ms, {base_q} queries, {base_size} bytes")
-        self.stdout.write(f"call list:              median {call_t * 1000:.1f} ms, {call_q} queries, {call_size} bytes")
-        self.stdout.write(self.style.SUCCESS(f"ratio call list / minimal page: {call_t / base_t:.1f}"))
-        result = {
-            "database": connection.vendor,
+        measured = []
+        for _ in range(runs):
+            m = self._measure(client, [baseline_url, calls_url], repeat)
+            base, calls = m[baseline_url], m[calls_url]
+            measured.append(
+                {
+                    "minimal_page": base,
+                    "call_list": calls,
+                    "ratio_min": round(calls["ms"]["min"] / base["ms"]["min"], 2),
+                    "ratio_median": round(calls["ms"]["median"] / base["ms"]["median"], 2),
+                }
+            )
+            self.stderr.write(
+                f"{patients} patients: ratio min {measured[-1]['ratio_min']}, median {measured[-1]['ratio_median']}"
+            )
+        return {
             "patients": patients,
-            "attempts_per_patient": attempts,
-            "repeat": repeat,
-            "minimal_page_seconds": spread(base_s, 5),
-            "call_list_seconds": spread(call_s, 5),
-            "call_list_to_minimal_page_ratio": ratio_spread(call_s, base_s),
-            "queries": {"minimal_page": base_q, "call_list": call_q},
+            "runs": measured,
+            "ratio_min": _spread([run["ratio_min"] for run in measured]),
+            "ratio_median": _spread([run["ratio_median"] for run in measured]),
         }
-        self.stdout.write(json.dumps(result, indent=2))
+
+
+def _spread(values, *, scale: float = 1) -> dict:
+    return {"min": round(min(values) * scale, 2), "median": round(statistics.median(values) * scale, 2), "max": round(max(values) * scale, 2)}
