@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from scheduling import roles
+from scheduling.reminders.models import SmsSettings
 from tests.factories import make_referral, make_user
 
 
@@ -116,3 +117,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("hostile-input sweep")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def confirmations_off(db):
+    """For tests that follow reminders alone: no booking confirmation in the outbox beside them
+    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
+    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})

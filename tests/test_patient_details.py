@@ -24,7 +24,7 @@ from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
 from tests.factories import london, make_referral, make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
 # Tuesday 10 March 2026, 10:00 in London (GMT).
 NOW = london(2026, 3, 10, 10, 0)
