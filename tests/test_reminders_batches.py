@@ -23,7 +23,7 @@ from scheduling.reminders.services import opt_out_patient
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
 ROOT = Path(__file__).resolve().parent.parent
 DUE = london(2026, 6, 8, 10, 0)  # the two-day reminders of the appointments below
