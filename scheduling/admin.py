@@ -3,7 +3,7 @@ outcomes) are read-only here: changes go through the service functions so they a
 
 from django.contrib import admin
 
-from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.booking.models import Appointment, Rearrangement, WorklistClaim
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import (
     AdminTask,
@@ -11,6 +11,7 @@ from scheduling.caseload.models import (
     CaseloadCover,
     ClinicalNote,
     Patient,
+    PatientDetailChange,
     PractitionerProfile,
     Referral,
     ServiceSettings,
@@ -111,6 +112,20 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     list_filter = ["field", "at"]
     search_fields = ["referral__patient__nhs_number"]
     date_hierarchy = "at"
+
+
+@admin.register(PatientDetailChange)
+class PatientDetailChangeAdmin(ReadOnlyAdmin):
+    list_display = ["at", "patient", "field", "actor"]  # values (phone numbers) stay on the patient's pages
+    list_filter = ["field", "at"]
+    search_fields = ["patient__nhs_number"]
+    date_hierarchy = "at"
+
+
+@admin.register(WorklistClaim)
+class WorklistClaimAdmin(ReadOnlyAdmin):
+    list_display = ["taken_at", "item_key", "taken_by", "released_at", "released_by", "release"]
+    list_filter = ["release", "taken_at"]
 
 
 @admin.register(ClinicalNote)

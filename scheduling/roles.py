@@ -88,6 +88,8 @@ ROLE_PERMISSIONS = {
         "change_reminderrule",
         "view_smssettings",
         "change_smssettings",
+        "view_patientdetailchange",
+        "view_worklistclaim",
     ],
 }
 

@@ -194,7 +194,7 @@ def test_no_reminder_is_queued_to_a_wrong_number_until_the_number_is_changed(pwp
     assert set(OutboundMessage.objects.filter(appointment=first).values_list("status_reason", flat=True)) == {
         WRONG_NUMBER_REASON
     }
-    # Someone corrects the number (a patient details page will come later): the mark no longer applies.
+    # Someone corrects the number: the mark no longer applies.
     Patient.objects.filter(pk=referral.patient_id).update(mobile_phone="+447700900999")
     second = book(referral, pwp, admin_user, NOW + timedelta(days=14), kind="treatment")
     assert OutboundMessage.objects.filter(appointment=second, status=S.SCHEDULED).exists()

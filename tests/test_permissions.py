@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from scheduling import roles
 from scheduling.caseload.models import CaseloadCover, ClinicalNote
+from scheduling.caseload.patient_details import change_patient_details, details_version
 from tests.factories import make_referral
 
 NOTE_TEXT = "Sleep poor; pacing plan discussed."
@@ -97,3 +98,22 @@ def test_call_records_cannot_be_deleted_or_changed_in_django_admin(client, manag
     assert response.status_code == 403
     attempt.refresh_from_db()
     assert attempt.outcome == "no_answer"
+
+
+def test_managers_read_patient_detail_changes_and_worklist_claims_in_django_admin_without_the_numbers(
+    client, manager, referral, admin_user
+):
+    patient = referral.patient
+    change_patient_details(
+        patient=patient, actor=admin_user, version=details_version(patient), given_name=patient.given_name,
+        family_name=patient.family_name, date_of_birth=patient.date_of_birth, mobile_phone="07700 900456",
+        other_phone=patient.other_phone, sms_consent=patient.sms_consent, voicemail_allowed=patient.voicemail_allowed,
+        preferred_days=patient.preferred_days, preferred_times=patient.preferred_times,
+    )
+    client.force_login(manager)
+    listing = client.get(reverse("admin:scheduling_patientdetailchange_changelist"))
+    assert listing.status_code == 200 and "mobile_phone" in listing.content.decode()
+    assert "900456" not in listing.content.decode()
+    change = patient.detail_changes.get(field="mobile_phone")
+    assert client.get(reverse("admin:scheduling_patientdetailchange_delete", args=[change.pk])).status_code == 403
+    assert client.get(reverse("admin:scheduling_worklistclaim_changelist")).status_code == 200

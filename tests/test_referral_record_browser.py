@@ -17,9 +17,11 @@ SECOND = "Pain 6/10 most days; agreed a pacing diary and a sleep routine."
 
 
 def wait_for(driver, condition):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
+    # After a submit the old page's elements go stale while the new page loads: look again, do not fail.
+    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def no_horizontal_overflow(driver) -> bool:
