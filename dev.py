@@ -9,6 +9,7 @@ Extra arguments after `test` go to pytest (e.g. `python3 dev.py test -k nhs`).
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,11 @@ def ensure_environment(extras: str) -> None:
     if sys.version_info < (3, 11):
         sys.exit("painplatform needs Python 3.11 or newer.")
     if not PYTHON.exists():
+        # A half-made or dangling .venv (a copied symlink, an interrupted first run) is rebuilt.
+        if VENV.is_symlink() or VENV.is_file():
+            VENV.unlink()
+        elif VENV.exists():
+            shutil.rmtree(VENV)
         print("Creating virtual environment in .venv", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()[:16]
