@@ -27,7 +27,10 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from datetime import datetime
 from pathlib import Path
+
+from scheduling.uktime import LONDON
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -328,9 +331,6 @@ def hidden_fields(form_html: str) -> dict:
 
 
 def scenario(stack: Stack, fake: FakeTwilio, *, pwp_id: int) -> None:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
     browser = Browserish(stack.web_port)
     status, headers, _ = browser.get("/referrals/")
     check(status == 302 and "/login/" in headers.get("Location", ""), "pages need a login")
@@ -342,7 +342,7 @@ def scenario(stack: Stack, fake: FakeTwilio, *, pwp_id: int) -> None:
 
     # Register the referral and book the next free slot, through the admin booking pages.
     browser.get("/booking/referrals/new/")
-    today = datetime.now(ZoneInfo("Europe/London")).date().isoformat()
+    today = datetime.now(LONDON).date().isoformat()
     status, headers, page = browser.post("/booking/referrals/new/", {
         "nhs_number": NHS_NUMBER, "given_name": "Smoke", "family_name": "Test", "date_of_birth": "1970-01-01",
         "mobile_phone": PATIENT_MOBILE, "sms_consent": "on", "source": "A1", "received_on": today,
@@ -379,7 +379,7 @@ def scenario(stack: Stack, fake: FakeTwilio, *, pwp_id: int) -> None:
         "url": f"http://127.0.0.1:{stack.web_port}/sms/twilio/inbound/", "from": PATIENT_E164, "body": "C",
     })
     check(answer["status"] == 200, "the signed reply webhook was accepted")
-    day = datetime.fromisoformat(slot["start"]).astimezone(ZoneInfo("Europe/London")).date().isoformat()
+    day = datetime.fromisoformat(slot["start"]).astimezone(LONDON).date().isoformat()
     status, _, page = browser.get(f"/calls/?practitioner={pwp_id}&date={day}")
     check(status == 200 and "Confirmed by SMS" in page, "the call list shows the appointment confirmed by SMS")
 

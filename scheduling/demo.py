@@ -9,7 +9,6 @@ and NHS numbers from the 999 test range are used.
 import random
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -30,8 +29,8 @@ from scheduling.caseload.models import CaseloadCover, Patient, PractitionerProfi
 from scheduling.caseload.nhs_number import check_digit
 from scheduling.caseload.services import create_referral, discharge_referral, register_patient
 from scheduling.codes import AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.uktime import LONDON
 
-LONDON = ZoneInfo("Europe/London")
 DEMO_PASSWORD = "painplatform-demo"
 Outcome = ContactAttempt.Outcome
 

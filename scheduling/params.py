@@ -9,7 +9,8 @@ arithmetic or the database, so no far date or odd id can become a 500.
 import datetime as dt
 
 from django.core.exceptions import BadRequest, ValidationError
-from django.utils import timezone
+
+from scheduling.uktime import LONDON, is_clock_change_time
 
 # Far enough for any date of birth or history, near enough that adding a course of sessions or
 # converting to UTC can never overflow.
@@ -136,13 +137,11 @@ def local_datetime_param(data, name: str, *, label: str | None = None) -> dt.dat
         raise InvalidParameter(f"{label}: “{raw[:40]}” is not a date and time; use YYYY-MM-DD HH:MM.") from None
     check_date_bounds(value.date(), label=label)
     if value.tzinfo is None:
-        zone = timezone.get_current_timezone()
-        first, second = value.replace(tzinfo=zone, fold=0), value.replace(tzinfo=zone, fold=1)
-        if first.utcoffset() != second.utcoffset():
+        if is_clock_change_time(value):
             raise InvalidParameter(
                 f"{label}: {value:%d/%m/%Y %H:%M} falls in the hour the clocks change; choose another time."
             )
-        value = first
+        value = value.replace(tzinfo=LONDON, fold=0)
     return value.astimezone(dt.timezone.utc)
 
 

@@ -2,7 +2,6 @@
 
 import itertools
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -11,8 +10,8 @@ from scheduling import roles
 from scheduling.caseload.models import PractitionerProfile, Team
 from scheduling.caseload.nhs_number import check_digit
 from scheduling.caseload.services import create_referral, register_patient
+from scheduling.uktime import LONDON
 
-LONDON = ZoneInfo("Europe/London")
 _counter = itertools.count(1)
 
 

@@ -4,11 +4,12 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
-from scheduling.booking.availability import is_bank_holiday, local_datetime
+from scheduling.booking.availability import is_bank_holiday
 from scheduling.booking.models import BookingSettings
 from scheduling.booking.selectors import find_free_slots, next_free_slots_for_referral
 from scheduling.booking.services import add_availability_exception, withdraw_availability_exception
 from scheduling.caseload.models import ServiceSettings
+from scheduling.uktime import local_datetime
 from tests.booking_helpers import book, give_pattern
 from tests.factories import london, make_patient, make_referral
 

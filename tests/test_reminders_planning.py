@@ -10,7 +10,8 @@ from scheduling.caseload.services import record_sms_opt_out
 from scheduling.booking.services import cancel_appointment, rearrange_appointment
 from scheduling.reminders.content import clinical_words_in, sms_length
 from scheduling.reminders.models import MessageEvent, OutboundMessage, ReminderRule, SmsSettings
-from scheduling.reminders.services import end_of_quiet_hours, local_datetime, plan_reminders, save_reminder_rule
+from scheduling.reminders.services import end_of_quiet_hours, plan_reminders, save_reminder_rule
+from scheduling.uktime import LONDON, lenient_local_datetime
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral
 
@@ -152,8 +153,9 @@ def test_end_of_quiet_hours_handles_evening_and_small_hours():
 
 
 def test_a_time_skipped_by_the_spring_clock_change_is_read_as_the_time_after_it():
-    moment = local_datetime(dt.date(2026, 3, 29), dt.time(1, 30))
-    assert moment.utcoffset() == dt.timedelta(hours=1)
+    moment = lenient_local_datetime(dt.date(2026, 3, 29), dt.time(1, 30))
+    assert moment.astimezone(LONDON).utcoffset() == dt.timedelta(hours=1)
+    assert moment.astimezone(LONDON).time() == dt.time(2, 30)
     assert moment.astimezone(dt.timezone.utc) == dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.timezone.utc)
 
 

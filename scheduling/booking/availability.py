@@ -1,48 +1,15 @@
-"""Local time, bank holidays and the free time left in practitioners' diaries.
+"""Bank holidays and the free time left in practitioners' diaries.
 
-Working patterns are local (Europe/London) wall-clock times; everything stored is UTC. Each day's
-working blocks are turned into UTC instants with zoneinfo, so a 09:00 start is 09:00 local on both
-sides of a clock change.
+Working patterns are UK wall-clock times; everything stored is UTC. Each day's working blocks are turned
+into UTC instants (scheduling.uktime), so a 09:00 start is 09:00 local on both sides of a clock change.
 """
 
 import datetime as dt
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import holidays
-from django.core.exceptions import ValidationError
 
-LONDON = ZoneInfo("Europe/London")
-UTC = dt.timezone.utc
 SLOT_GRID_MINUTES = 15  # slots start on the quarter hour
-
-
-def local_datetime(day: dt.date, at: dt.time) -> dt.datetime:
-    """The instant a local wall-clock time names, refusing times that do not exist or happen twice.
-
-    01:30 on the last Sunday of March does not exist (clocks jump 01:00 -> 02:00); 01:30 on the last
-    Sunday of October happens twice (BST, then GMT). Neither can be booked by wall-clock time alone.
-    Returned in UTC: Python adds and compares datetimes sharing one tzinfo by wall clock, which is
-    wrong across a clock change, so all arithmetic here is done in UTC.
-    """
-    naive = dt.datetime.combine(day, at.replace(tzinfo=None))
-    first = naive.replace(tzinfo=LONDON, fold=0)
-    if first.astimezone(UTC).astimezone(LONDON).replace(tzinfo=None) != naive:
-        raise ValidationError(
-            f"{at:%H:%M} does not exist on {day:%a %d %b %Y}: the clocks go forward an hour that night.",
-            code="nonexistent_time",
-        )
-    if first.utcoffset() != naive.replace(tzinfo=LONDON, fold=1).utcoffset():
-        raise ValidationError(
-            f"{at:%H:%M} happens twice on {day:%a %d %b %Y} (the clocks go back); choose a time outside 01:00-02:00.",
-            code="ambiguous_time",
-        )
-    return first.astimezone(UTC)
-
-
-def lenient_local_datetime(day: dt.date, at: dt.time) -> dt.datetime:
-    """Like local_datetime, but a time in the spring gap moves forward and a repeated time takes the first."""
-    return dt.datetime.combine(day, at.replace(tzinfo=None)).replace(tzinfo=LONDON, fold=0).astimezone(UTC)
 
 
 @lru_cache(maxsize=32)

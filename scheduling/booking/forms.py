@@ -7,11 +7,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from scheduling import params
-from scheduling.booking.availability import local_datetime
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.caseload.models import TimeOfDay
 from scheduling.codes import AppointmentType, ReferralSource
 from scheduling.formparts import DateInput, DateTimeLocalInput, NamedErrorsMixin
+from scheduling.uktime import local_datetime
 
 
 def practitioner_choices():

@@ -15,18 +15,11 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from scheduling.booking.availability import (
-    LONDON,
-    bank_holiday_name,
-    intersect,
-    lenient_local_datetime,
-    local_datetime,
-    slot_starts,
-    subtract,
-)
+from scheduling.booking.availability import bank_holiday_name, intersect, slot_starts, subtract
 from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, WorkingHours, WorklistClaim
 from scheduling.caseload.models import TIME_OF_DAY_HOURS, AdminTask, ServiceSettings, Referral
 from scheduling.codes import AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.uktime import LONDON, lenient_local_datetime, local_date, local_datetime
 
 
 @dataclass(frozen=True)
@@ -118,7 +111,7 @@ class Diary:
 
     def why_unavailable(self, pid: int, start: dt.datetime, end: dt.datetime) -> str | None:
         """None if the practitioner works and is free for the whole of [start, end); otherwise why not."""
-        day = start.astimezone(LONDON).date()
+        day = local_date(start)
         holiday = bank_holiday_name(day)
         if holiday:
             return f"bank holiday ({holiday})"
@@ -165,8 +158,8 @@ def find_free_slots(
     """The earliest `limit` free slots, across the given practitioners, from `earliest` for `weeks` weeks,
     leaving out `exclude_slots` ((practitioner_id, start) pairs)."""
     exclude_slots = {(pid, start.astimezone(dt.timezone.utc)) for pid, start in exclude_slots}
-    earliest = earliest.astimezone(dt.timezone.utc)  # all arithmetic in UTC (see availability.local_datetime)
-    first_day = earliest.astimezone(LONDON).date()
+    earliest = earliest.astimezone(dt.timezone.utc)  # all arithmetic in UTC (see scheduling.uktime)
+    first_day = local_date(earliest)
     last_day = first_day + dt.timedelta(weeks=weeks)
     duration = dt.timedelta(minutes=duration_minutes)
     found: list[Slot] = []

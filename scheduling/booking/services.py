@@ -10,7 +10,6 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
-from scheduling.booking.availability import LONDON
 from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement, WorklistClaim
 from scheduling.booking import selectors
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
@@ -24,6 +23,7 @@ from scheduling.codes import (
     AttendanceOutcome,
     ConsultationMechanism,
 )
+from scheduling.uktime import local_date
 
 Status = Referral.Status
 # Outcomes a clinician records at or after the appointment time (cancellations go through cancel_appointment).
@@ -161,7 +161,7 @@ def _why_unavailable(*, practitioner, start, duration_minutes: int) -> str | Non
     Existing appointments are not considered here: _check_bookable and the database refuse clashes."""
     start = start.astimezone(datetime.timezone.utc)
     end = start + timedelta(minutes=duration_minutes)
-    day = start.astimezone(LONDON).date()
+    day = local_date(start)
     diary = selectors.Diary(practitioner_ids=[practitioner.pk], first_day=day, last_day=day)
     why = diary.why_unavailable(practitioner.pk, start, end)
     if why == "outside working hours" and not diary.working_blocks(practitioner.pk, day):

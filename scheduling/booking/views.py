@@ -14,7 +14,6 @@ from django.views.decorators.http import require_POST
 
 from scheduling import params
 from scheduling.booking import forms
-from scheduling.booking.availability import LONDON
 from scheduling.booking.models import WORKLIST_KEY_MAX_LENGTH, Appointment, BookingSettings, Rearrangement
 from scheduling.booking.selectors import (
     WORKLIST_KEY_PATTERN,
@@ -54,6 +53,7 @@ from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
 from scheduling.codes import AppointmentType
 from scheduling.reminders.services import sms_refusal_reason
+from scheduling.uktime import LONDON
 
 
 def _require(request, *perms):

@@ -1,15 +1,14 @@
 """The contact policy's arithmetic: working days and the suggested time of the next attempt.
-Pure functions of their arguments (no database), computed in Europe/London local time."""
+Pure functions of their arguments (no database), computed in UK time."""
 
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import holidays
 
 from scheduling.caseload.models import TIME_OF_DAY_HOURS, TimeOfDay, time_of_day_for
+from scheduling.uktime import LONDON
 
-LONDON = ZoneInfo("Europe/London")
 PARTS = [TimeOfDay.MORNING.value, TimeOfDay.AFTERNOON.value, TimeOfDay.EVENING.value]
 PART_LABELS = {TimeOfDay.MORNING: "morning", TimeOfDay.AFTERNOON: "afternoon", TimeOfDay.EVENING: "early evening"}
 

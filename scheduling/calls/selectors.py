@@ -12,7 +12,7 @@ from django.utils import timezone
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation, WrongNumberMark
-from scheduling.calls.policy import LONDON, PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
+from scheduling.calls.policy import PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
 from scheduling.calls.services import (
     DEFAULT_TRIES_BEFORE_DNA,
     POLICY_FAILED_OUTCOMES,
@@ -29,6 +29,7 @@ from scheduling.caseload.selectors import (
     latest_replies_waiting_for_staff,
 )
 from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.uktime import LONDON, lenient_local_datetime, local_day_bounds, short_local
 
 Status = Referral.Status
 Outcome = ContactAttempt.Outcome
@@ -339,12 +340,6 @@ class CallList:
         return sorted([*self.booked, *self.callbacks], key=lambda row: (row.sort_at, row.kind, row.row_id))
 
 
-def local_day_bounds(day):
-    start = datetime.combine(day, time(0), tzinfo=LONDON)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=LONDON)
-    return start, end
-
-
 def _session_label(appointment: Appointment, total: int) -> str:
     if appointment.appointment_type == AppointmentType.ASSESSMENT:
         return "Initial assessment"
@@ -570,11 +565,6 @@ def _nothing_pending():
     return ~Exists(Appointment.objects.filter(referral_id=OuterRef("pk"), outcome=AttendanceOutcome.NOT_APPLICABLE))
 
 
-def _fmt_local(moment: datetime) -> str:
-    local = moment.astimezone(LONDON)
-    return f"{local:%a} {local.day} {local:%b} {local:%H:%M}"
-
-
 def people_to_reach(
     *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False, with_notes=True
 ) -> list[PersonToReach]:
@@ -712,18 +702,18 @@ def people_to_reach(
                 row.suggested_end_code = _end_code(
                     status=referral.status, assessment_started=referral.assessment_started
                 )
-                row.due_at = datetime.combine(invitation.deadline + timedelta(days=1), time(0), tzinfo=LONDON)
+                row.due_at = lenient_local_datetime(invitation.deadline + timedelta(days=1), time(0))
                 row.reason = f"{len(failed)} attempts failed and no reply to the opt-in invitation by {invitation.deadline:%d %b %Y}."
                 row.next_step = f"Suggest discharge: unable to contact (NHS end code {row.suggested_end_code})."
             else:
-                row.due_at = datetime.combine(invitation.deadline, time(23, 59), tzinfo=LONDON)
+                row.due_at = lenient_local_datetime(invitation.deadline, time(23, 59))
                 row.reason = f"All {policy.max_attempts} policy attempts failed; {_invitation_text(invitation, row)}."
                 row.next_step = f"Wait for the patient to get in touch by {invitation.deadline:%a %d %b %Y}."
         elif callback is not None:
             # A call-back request is a successful contact: the policy's count starts again, and the call at
             # the time asked for is the next attempt (on the timed calls of the day, for whoever took it).
             row.due_at = callback.callback_at
-            row.reason = f"Call back requested for {_fmt_local(callback.callback_at)}."
+            row.reason = f"Call back requested for {short_local(callback.callback_at)}."
             callback_day = timezone.localdate(callback.callback_at)
             row.callback_on_timed_list = callback_day == today and callback.practitioner_id == practitioner_id_of(
                 practitioner
@@ -763,7 +753,7 @@ def people_to_reach(
             )
             row.due_at = suggested
             row.suggested_part = part
-            row.next_step = f"Attempt {len(failed) + 1} of {policy.max_attempts}: try {PART_LABELS.get(part, part)}, {_fmt_local(suggested)}."
+            row.next_step = f"Attempt {len(failed) + 1} of {policy.max_attempts}: try {PART_LABELS.get(part, part)}, {short_local(suggested)}."
         rows.append(row)
     for row in rows:
         # The last attempt is the latest on the referral: the only one that can be undone.
@@ -782,13 +772,13 @@ def practitioner_id_of(practitioner):
 def _invitation_text(invitation: OptInInvitation, row: PersonToReach) -> str:
     """When, and to which number, the opt-in invitation went (or why it could not)."""
     if invitation.sent_at and invitation.sms_to:
-        return f"opt-in invitation texted to {display_phone(invitation.sms_to)} on {_fmt_local(invitation.sent_at)}"
+        return f"opt-in invitation texted to {display_phone(invitation.sms_to)} on {short_local(invitation.sent_at)}"
     if invitation.sent_at:
-        return f"opt-in invitation texted on {_fmt_local(invitation.sent_at)}"
+        return f"opt-in invitation texted on {short_local(invitation.sent_at)}"
     if invitation.sms_possible and invitation.sms_to and not row.number_wrong:
-        return f"opt-in invitation due {_fmt_local(invitation.due_at)}, to be texted to {display_phone(invitation.sms_to)}"
+        return f"opt-in invitation due {short_local(invitation.due_at)}, to be texted to {display_phone(invitation.sms_to)}"
     why = "the number was marked wrong" if row.number_wrong else "no consent, opted out or no mobile"
-    return f"opt-in invitation recorded {_fmt_local(invitation.due_at)}, but no SMS can be sent ({why}): write or ring"
+    return f"opt-in invitation recorded {short_local(invitation.due_at)}, but no SMS can be sent ({why}): write or ring"
 
 
 REACH_PAGE_SIZE = 25

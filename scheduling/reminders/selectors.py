@@ -13,7 +13,8 @@ from django.db.models import Count
 from scheduling.codes import AppointmentType
 from scheduling.reminders import content
 from scheduling.reminders.models import InboundMessage, MessageTemplate, OutboundMessage, ReminderRule
-from scheduling.reminders.services import local_datetime, template_body
+from scheduling.reminders.services import template_body
+from scheduling.uktime import lenient_local_datetime
 
 Status = OutboundMessage.Status
 
@@ -27,9 +28,9 @@ ATTENTION_STATUSES = (Status.FAILED, Status.UNDELIVERED)
 def _in_period(qs, *, due_from: datetime.date | None, due_to: datetime.date | None):
     """Messages due on local (UK) days `due_from` to `due_to`, both included."""
     if due_from:
-        qs = qs.filter(due_at__gte=local_datetime(due_from, datetime.time(0)))
+        qs = qs.filter(due_at__gte=lenient_local_datetime(due_from, datetime.time(0)))
     if due_to:
-        qs = qs.filter(due_at__lt=local_datetime(due_to + datetime.timedelta(days=1), datetime.time(0)))
+        qs = qs.filter(due_at__lt=lenient_local_datetime(due_to + datetime.timedelta(days=1), datetime.time(0)))
     return qs
 
 
@@ -158,7 +159,7 @@ def sample_values() -> dict[str, str]:
     Wednesday 30 September at 2:45pm (the same formatting code the planner uses)."""
     from scheduling.caseload.models import ServiceSettings
 
-    start = local_datetime(SAMPLE_APPOINTMENT_START.date(), SAMPLE_APPOINTMENT_START.time())
+    start = lenient_local_datetime(SAMPLE_APPOINTMENT_START.date(), SAMPLE_APPOINTMENT_START.time())
     values = content.appointment_placeholders(
         appointment=SimpleNamespace(start=start, practitioner=SimpleNamespace(first_name=SAMPLE_PRACTITIONER_FIRST_NAME)),
         patient=SimpleNamespace(given_name=SAMPLE_FIRST_NAME),

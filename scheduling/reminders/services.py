@@ -6,9 +6,7 @@ booking and its reminders, or a cancellation and the cancelling of its reminders
 """
 
 import datetime
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -18,6 +16,7 @@ from scheduling.calls.selectors import number_marked_wrong, numbers_were_marked_
 from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
+from scheduling.uktime import LONDON, lenient_local_datetime, local_date
 
 Status = OutboundMessage.Status
 
@@ -26,10 +25,6 @@ DEFAULT_RULES = (
     (2, datetime.time(10, 0), MessageTemplate.Key.REMINDER),
     (0, datetime.time(8, 0), MessageTemplate.Key.REMINDER_SAME_DAY),
 )
-
-
-def local_zone() -> ZoneInfo:
-    return ZoneInfo(settings.TIME_ZONE)
 
 
 # --- Defaults --------------------------------------------------------------------------------
@@ -56,7 +51,7 @@ def template_body(key: str) -> str:
 # --- Quiet hours -----------------------------------------------------------------------------
 
 def in_quiet_hours(moment: datetime.datetime, sms_settings: SmsSettings) -> bool:
-    t = moment.astimezone(local_zone()).time()
+    t = moment.astimezone(LONDON).time()
     start, end = sms_settings.quiet_hours_start, sms_settings.quiet_hours_end
     if start == end:
         return False
@@ -69,22 +64,11 @@ def end_of_quiet_hours(moment: datetime.datetime, sms_settings: SmsSettings) -> 
     """The first moment at or after `moment` that is outside quiet hours."""
     if not in_quiet_hours(moment, sms_settings):
         return moment
-    local = moment.astimezone(local_zone())
+    local = moment.astimezone(LONDON)
     day = local.date()
     if local.time() >= sms_settings.quiet_hours_end and sms_settings.quiet_hours_start > sms_settings.quiet_hours_end:
         day += datetime.timedelta(days=1)
-    return local_datetime(day, sms_settings.quiet_hours_end)
-
-
-def local_datetime(day: datetime.date, at: datetime.time) -> datetime.datetime:
-    """`at` o'clock UK time on `day`, as an aware datetime. A time skipped by the spring clock
-    change is read as the time after the change (01:30 -> 02:30 BST)."""
-    zone = local_zone()
-    naive = datetime.datetime.combine(day, at)
-    aware = naive.replace(tzinfo=zone)
-    # zoneinfo maps a non-existent wall time with the offset before the change; round-tripping
-    # through UTC gives the real instant that wall time was meant to be.
-    return aware.astimezone(datetime.timezone.utc).astimezone(zone)
+    return lenient_local_datetime(day, sms_settings.quiet_hours_end)
 
 
 def still_useful(*, appointment_start: datetime.datetime, at: datetime.datetime, sms_settings: SmsSettings) -> bool:
@@ -140,10 +124,10 @@ def _reminder_plans(*, appointment, now, sms_settings) -> list[tuple[datetime.da
     rules = list(ReminderRule.objects.filter(appointment_type=appointment.appointment_type, active=True))
     if not rules:
         return []
-    start_local_day = appointment.start.astimezone(local_zone()).date()
+    start_local_day = local_date(appointment.start)
     dues = []
     for rule in rules:
-        due = local_datetime(start_local_day - datetime.timedelta(days=rule.days_before), rule.send_at)
+        due = lenient_local_datetime(start_local_day - datetime.timedelta(days=rule.days_before), rule.send_at)
         dues.append((end_of_quiet_hours(due, sms_settings), rule))
     dues.sort(key=lambda plan: plan[0])
     refusal = sms_refusal_reason(appointment.referral.patient)

@@ -10,7 +10,6 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -36,8 +35,8 @@ from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome
+from scheduling.uktime import LONDON, local_day_bounds
 
-LONDON = ZoneInfo("Europe/London")
 LOST_CAUSES = ("dna", "late_cancellation", "service_cancellation", "failed_calls")
 APPOINTMENT_CAUSES = ("dna", "late_cancellation", "service_cancellation")
 SIX_WEEKS_DAYS = 42
@@ -67,6 +66,7 @@ class DaysBetween(Func):
 
 
 def local_date(expression: str):
+    """The UK date of a stored instant, in SQL."""
     return TruncDate(expression, tzinfo=LONDON)
 
 
@@ -84,12 +84,12 @@ class ReportParams:
 
     @property
     def start(self) -> datetime.datetime:
-        return datetime.datetime.combine(self.date_from, datetime.time(0), LONDON)
+        return local_day_bounds(self.date_from)[0]
 
     @property
     def end(self) -> datetime.datetime:
-        """Exclusive: local midnight after the last day (a 23- or 25-hour day is handled by zoneinfo)."""
-        return datetime.datetime.combine(self.date_to + timedelta(days=1), datetime.time(0), LONDON)
+        """Exclusive: local midnight after the last day."""
+        return local_day_bounds(self.date_to)[1]
 
     @property
     def service_settings(self) -> ServiceSettings:

@@ -16,7 +16,6 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -34,8 +33,8 @@ from scheduling.codes import (
 )
 from scheduling.params import InvalidParameter, check_date_bounds
 from scheduling.reports.models import ImportedEvent
+from scheduling.uktime import LONDON, is_skipped
 
-LONDON = ZoneInfo("Europe/London")
 COLUMNS = [
     "referral_id", "nhs_number", "practitioner", "event", "at", "appointment_type", "duration_minutes", "outcome",
     "cancelled_at", "source",
@@ -112,11 +111,9 @@ def parse_time(raw: str) -> datetime.datetime:
     except InvalidParameter as exc:
         raise ValueError(str(exc).removeprefix("date: ")) from None
     if value.tzinfo is None:
-        local = value.replace(tzinfo=LONDON)
-        round_trip = local.astimezone(datetime.UTC).astimezone(LONDON).replace(tzinfo=None)
-        if round_trip != value:
+        if is_skipped(value):
             raise ValueError("does not exist in UK time (the clocks went forward)")
-        return local
+        return value.replace(tzinfo=LONDON)
     return value
 
 

@@ -29,10 +29,10 @@ from django.utils import timezone
 from scheduling import roles
 from scheduling.booking.services import book_appointment
 from scheduling.calls.models import ContactAttempt
-from scheduling.calls.policy import LONDON
 from scheduling.caseload.models import Patient, PractitionerProfile
 from scheduling.caseload.services import create_referral, register_patient
 from scheduling.demo import nhs_test_numbers
+from scheduling.uktime import LONDON
 
 OUTCOMES = ["no_answer", "voicemail", "busy", "no_answer", "wrong_number", "answered", "callback_requested"]
 

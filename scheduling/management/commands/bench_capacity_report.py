@@ -22,7 +22,6 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -35,8 +34,8 @@ from scheduling.caseload.models import Patient, PractitionerProfile, Referral, S
 from scheduling.management.timing import interleaved, ratio_spread, spread
 from scheduling.reports import selectors
 from scheduling.reports.selectors import ReportParams, build_report, report_session
+from scheduling.uktime import LONDON
 
-LONDON = ZoneInfo("Europe/London")
 SOURCES = ["A1", "A1", "A1", "A3", "B1", "H2", "H2", "M7"]
 CALL_OUTCOMES = ["no_answer", "no_answer", "no_answer", "voicemail", "busy", "answered", "wrong_number", "declined"]
 HISTORY_SCHEMA = "bench_history"

@@ -60,7 +60,7 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from scheduling import roles
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, Team
 from scheduling.codes import AppointmentType
 from scheduling.demo import nhs_test_numbers
@@ -68,13 +68,13 @@ from scheduling.reminders import content
 from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, SmsSettings
 from scheduling.reminders.sending import dispatch_due_messages
-from scheduling.reminders.services import local_datetime, template_body
+from scheduling.reminders.services import template_body
+from scheduling.uktime import lenient_local_datetime
 
 Status = OutboundMessage.Status
 FROM_NUMBER = "+447700900999"
 FIRST_NAMES = ["Alex", "Sam", "Jo", "Priya", "Tomasz", "Aisha", "Gareth", "Mei", "Olu", "Siobhan", "Zoe", "Ravi"]
-SESSION_MINUTES = 45
-SESSIONS_PER_DAY = 9  # 09:00 to 15:45, back to back
+SESSIONS_PER_DAY = 9  # treatment sessions (BookingSettings' length) back to back from 09:00
 DAYS_PER_PRACTITIONER = 20  # four working weeks
 KIND = OutboundMessage.reminder_kind(2)
 
@@ -220,6 +220,7 @@ class Command(BaseCommand):
         sms_settings.save()
         practitioners = self._practitioners(math.ceil(messages / (SESSIONS_PER_DAY * DAYS_PER_PRACTITIONER)), repeat=repeat)
         days = self._working_days(timezone.localdate() + timedelta(days=2), DAYS_PER_PRACTITIONER)
+        session_minutes = BookingSettings.current().treatment_minutes
 
         patients = Patient.objects.bulk_create(
             [
@@ -245,12 +246,11 @@ class Command(BaseCommand):
         appointments = []
         for i, referral in enumerate(referrals):
             slot = i // len(practitioners)  # each practitioner's sessions back to back, day by day
-            start = local_datetime(days[slot // SESSIONS_PER_DAY], datetime.time(9, 0)) + timedelta(
-                minutes=SESSION_MINUTES * (slot % SESSIONS_PER_DAY))
-            start = start.astimezone(datetime.timezone.utc)
+            start = lenient_local_datetime(days[slot // SESSIONS_PER_DAY], datetime.time(9, 0)) + timedelta(
+                minutes=session_minutes * (slot % SESSIONS_PER_DAY))
             appointments.append(Appointment(
                 referral=referral, practitioner=referral.assigned_practitioner, appointment_type=AppointmentType.TREATMENT,
-                start=start, duration_minutes=SESSION_MINUTES, end=start + timedelta(minutes=SESSION_MINUTES),
+                start=start, duration_minutes=session_minutes, end=start + timedelta(minutes=session_minutes),
                 session_number=2 + i % 7, booked_at=now - timedelta(days=7),
             ))
         appointments = Appointment.objects.bulk_create(appointments, batch_size=2000)
