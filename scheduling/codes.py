@@ -45,6 +45,8 @@ class AttendanceOutcome(models.TextChoices):
 ATTENDED_OUTCOMES = frozenset({AttendanceOutcome.ATTENDED.value, AttendanceOutcome.ATTENDED_LATE.value})
 CANCELLED_OUTCOMES = frozenset({AttendanceOutcome.CANCELLED_BY_PATIENT.value, AttendanceOutcome.CANCELLED_BY_PROVIDER.value})
 MISSED_OUTCOMES = frozenset({AttendanceOutcome.DID_NOT_ATTEND.value, AttendanceOutcome.LATE_NOT_SEEN.value})
+# The patient came, even too late to be seen: an assessment with one of these was started.
+ASSESSMENT_STARTED_OUTCOMES = ATTENDED_OUTCOMES | {AttendanceOutcome.LATE_NOT_SEEN.value}
 
 
 class ConsultationMechanism(models.TextChoices):

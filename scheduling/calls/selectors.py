@@ -2,7 +2,7 @@
 of past attempts (asserted by tests/test_call_list_queries.py)."""
 
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, Exists, F, Func, Max, OuterRef, Q, Subquery, When, Window
@@ -11,14 +11,19 @@ from django.utils import timezone
 
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
+from scheduling.calls.buttons import CallButton, action_label
 from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation, WrongNumberMark
-from scheduling.calls.policy import PART_LABELS, add_working_days, part_of_day, suggest_next_attempt
-from scheduling.calls.services import (
-    DEFAULT_TRIES_BEFORE_DNA,
+from scheduling.calls.policy import (
+    CONTACT_OUTCOMES,
+    PART_LABELS,
     POLICY_FAILED_OUTCOMES,
     UNANSWERED_OUTCOMES,
-    CallButton,
-    action_label,
+    ContactState,
+    add_working_days,
+    classify_contact,
+    part_of_day,
+    suggest_next_attempt,
+    tries_before_dna,
 )
 from scheduling.caseload.models import AdminTask, CaseloadCover, ClinicalNote, PractitionerProfile, Referral
 from scheduling.caseload.phones import display_phone
@@ -28,14 +33,13 @@ from scheduling.caseload.selectors import (
     can_view_clinical_notes,
     latest_replies_waiting_for_staff,
 )
-from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.codes import ASSESSMENT_STARTED_OUTCOMES, MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
 from scheduling.uktime import LONDON, lenient_local_datetime, local_day_bounds, short_local
 
 Status = Referral.Status
 Outcome = ContactAttempt.Outcome
 # Referrals the contact policy works on: not yet (or no longer) reachable before treatment starts.
 TO_REACH_STATUSES = [Status.AWAITING_CONTACT, Status.CONTACTED, Status.ASSESSED]
-ASSESSMENT_STARTED_OUTCOMES = ["5", "6", "7"]
 
 
 @dataclass
@@ -350,9 +354,9 @@ def _session_label(appointment: Appointment, total: int) -> str:
     return "Treatment session"
 
 
-def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appointment_ids=None) -> list[BookedCall]:
-    now = now or timezone.now()
-    policy = policy or ContactPolicy.current()
+def _booked_appointments(*, practitioner, day, appointment_ids) -> list[Appointment]:
+    """The day's live appointments (or those asked for), each with its attempts summarised in SQL: how many, how
+    many unanswered tries within the slot, the latest; how many on the whole referral. Not every attempt is loaded."""
     if appointment_ids is not None:
         appointments = Appointment.objects.filter(pk__in=appointment_ids)
     else:
@@ -360,10 +364,8 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         appointments = Appointment.objects.not_cancelled().filter(
             practitioner=practitioner, start__gte=start, start__lt=end
         )
-    # Each appointment's attempts summarised in SQL (how many, how many unanswered tries within the slot,
-    # the latest; how many on the whole referral) rather than loading every attempt.
     effective = ContactAttempt.objects.effective()
-    appointments = list(
+    return list(
         appointments.select_related("referral__patient")
         .annotate(
             last_attempt_pk=_latest_attempt_pk("pk", field="appointment_id"),
@@ -379,21 +381,13 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         )
         .order_by("start", "id")
     )
-    if not appointments:
-        return []
-    ids = [a.pk for a in appointments]
-    referral_ids = {a.referral_id for a in appointments}
-    last_by_appointment = _attempts_by_pk(
-        {a.last_attempt_pk for a in appointments if a.last_attempt_pk is not None}, key="appointment_id"
-    )
-    rearrange = set(
-        AdminTask.objects.filter(
-            kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True, appointment_id__in=ids
-        ).values_list("appointment_id", flat=True)
-    )
-    # A course is the assessment and BookingSettings' treatment sessions, unless more are booked.
+
+
+def _course_lengths(referral_ids) -> dict[int, int]:
+    """Each referral's course length for "Session n of m": the assessment and BookingSettings' treatment
+    sessions, unless more are booked."""
     course_sessions = 1 + BookingSettings.current().course_treatment_sessions
-    totals = dict(
+    booked = dict(
         Appointment.objects.not_cancelled()
         .filter(referral_id__in=referral_ids)
         .exclude(appointment_type=AppointmentType.REVIEW)
@@ -402,6 +396,36 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
         .annotate(m=Max("session_number"))
         .values_list("referral_id", "m")
     )
+    return {referral_id: max(booked.get(referral_id) or 0, course_sessions) for referral_id in referral_ids}
+
+
+def _booked_state(appointment: Appointment, now) -> str:
+    if appointment.outcome != AttendanceOutcome.NOT_APPLICABLE:
+        return "done"
+    if now > appointment.end:
+        return "past"
+    if now >= appointment.start - EARLIEST_OUTCOME_BEFORE_START:
+        return "now"
+    return "upcoming"
+
+
+def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appointment_ids=None) -> list[BookedCall]:
+    now = now or timezone.now()
+    policy = policy or ContactPolicy.current()
+    appointments = _booked_appointments(practitioner=practitioner, day=day, appointment_ids=appointment_ids)
+    if not appointments:
+        return []
+    referral_ids = {a.referral_id for a in appointments}
+    patient_ids = {a.referral.patient_id for a in appointments}
+    last_by_appointment = _attempts_by_pk(
+        {a.last_attempt_pk for a in appointments if a.last_attempt_pk is not None}, key="appointment_id"
+    )
+    rearrange = set(
+        AdminTask.objects.filter(
+            kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True, appointment_id__in=[a.pk for a in appointments]
+        ).values_list("appointment_id", flat=True)
+    )
+    course_lengths = _course_lengths(referral_ids)
     tries = dict(
         PractitionerProfile.objects.filter(user_id__in={a.practitioner_id for a in appointments}).values_list(
             "user_id", "tries_before_dna"
@@ -409,18 +433,10 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     )
     # Latest attempt on each referral (any appointment or none), to offer undo only on the latest.
     latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
-    wrong = patients_with_wrong_numbers({a.referral.patient_id for a in appointments})
-    replies = latest_replies_waiting_for_staff({a.referral.patient_id for a in appointments})
+    wrong = patients_with_wrong_numbers(patient_ids)
+    replies = latest_replies_waiting_for_staff(patient_ids)
     rows = []
     for a in appointments:
-        if a.outcome != AttendanceOutcome.NOT_APPLICABLE:
-            state = "done"
-        elif now > a.end:
-            state = "past"
-        elif now >= a.start - EARLIEST_OUTCOME_BEFORE_START:
-            state = "now"
-        else:
-            state = "upcoming"
         last = last_by_appointment.get(a.pk)
         latest_on_referral = latest.get(a.referral_id)
         undo = None
@@ -431,14 +447,14 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
                 appointment=a,
                 referral=a.referral,
                 age=a.referral.patient.age_on(timezone.localdate(a.start)),
-                session_label=_session_label(a, max(totals.get(a.referral_id) or 0, course_sessions)),
+                session_label=_session_label(a, course_lengths[a.referral_id]),
                 attempts_for_appointment=a.attempts_n,
                 attempts_for_referral=a.referral_attempts_n,
                 unanswered_tries=a.in_slot_n,
-                tries_before_dna=max(1, tries.get(a.practitioner_id) or DEFAULT_TRIES_BEFORE_DNA),
+                tries_before_dna=tries_before_dna(tries.get(a.practitioner_id)),
                 confirmed_by_sms=a.confirmed_at is not None,
                 rearrange_requested=a.pk in rearrange,
-                state=state,
+                state=_booked_state(a, now),
                 last_attempt=last,
                 undo=undo,
                 number_wrong=a.referral.patient_id in wrong,
@@ -556,24 +572,19 @@ def _assessment_started():
         Appointment.objects.filter(
             referral_id=OuterRef("pk"),
             appointment_type=AppointmentType.ASSESSMENT,
-            outcome__in=ASSESSMENT_STARTED_OUTCOMES,
+            outcome__in=sorted(ASSESSMENT_STARTED_OUTCOMES),
         )
     )
 
 
-def _nothing_pending():
-    return ~Exists(Appointment.objects.filter(referral_id=OuterRef("pk"), outcome=AttendanceOutcome.NOT_APPLICABLE))
+def _nothing_pending(referral: str = "pk"):
+    """No appointment still to happen on the referral (`referral`: the outer field holding its id)."""
+    return ~Exists(Appointment.objects.filter(referral_id=OuterRef(referral), outcome=AttendanceOutcome.NOT_APPLICABLE))
 
 
-def people_to_reach(
-    *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False, with_notes=True
-) -> list[PersonToReach]:
-    """Referrals awaiting first contact, or whose last attempts failed, ordered by when the next attempt is due.
-    A fixed number of queries; with_notes=False leaves out the notes on the last calls (the call list reads
-    them for the page it shows only)."""
-    now = now or timezone.now()
-    policy = policy or ContactPolicy.current()
-    today = timezone.localdate(now)
+def _reach_candidates(*, practitioner, referral_ids):
+    """The referrals the list looks at (as a queryset, for the reads that follow) and, loaded, with their patient,
+    whether an assessment was started and when an appointment was last missed."""
     if referral_ids is not None:
         chosen = Referral.objects.filter(pk__in=referral_ids)
     else:
@@ -590,21 +601,31 @@ def people_to_reach(
             ),
         )
     )
-    if not referrals:
-        return []
-    # The reads below name the referrals by a subquery rather than by a list of ids: hundreds of ids would
-    # be sent (and parsed) in every query.
-    ids = chosen.values("pk")
-    effective = ContactAttempt.objects.effective()
-    # Each referral's attempts summarised in SQL, in one pass: how many, when the last successful contact was
-    # (window aggregates over the referral's attempts), and only the rows needed: its latest attempt and the
-    # failed calls since that contact (the policy counts those; nothing older matters).
-    success_at = Case(When(outcome__in=sorted(ContactAttempt.SUCCESSFUL_OUTCOMES), then=F("attempted_at")))
+    return chosen, referrals
+
+
+@dataclass
+class _AttemptSummary:
+    """What the list reads of one referral's attempts: how many, when the last contact was, the latest attempt,
+    and the rows the contact policy looks at (the failed calls since that contact, and the latest)."""
+
+    total: int = 0
+    last_contact_at: datetime | None = None
+    latest: AttemptInfo | None = None
+    rows: list = field(default_factory=list)
+
+
+def _attempt_summaries(referrals) -> dict[int, _AttemptSummary]:
+    """Each referral's attempts summarised in SQL, in one pass: how many, when the last contact was (window
+    aggregates over the referral's attempts), and only the rows needed: its latest attempt and the failed calls
+    since that contact (the policy counts those; nothing older matters). `referrals`: a queryset of their ids."""
+    contact_at = Case(When(outcome__in=sorted(CONTACT_OUTCOMES), then=F("attempted_at")))
     per_referral = [F("referral_id")]
     needed = (
-        effective.filter(referral_id__in=ids)
+        ContactAttempt.objects.effective()
+        .filter(referral_id__in=referrals)
         .annotate(
-            last_success_at=Window(Max(success_at), partition_by=per_referral),
+            last_success_at=Window(Max(contact_at), partition_by=per_referral),
             referral_total=Window(Count("id"), partition_by=per_referral),
             newest_first=Window(RowNumber(), partition_by=per_referral, order_by=[F("attempted_at").desc(), F("id").desc()]),
         )
@@ -619,142 +640,70 @@ def people_to_reach(
         .order_by("attempted_at", "id")
         .values_list(*_ATTEMPT_FIELDS, "effect__button", "referral_id", "referral_total", "last_success_at", "newest_first")
     )
-    summaries, last_by_referral, failed_since = {}, {}, {}
-    for row in needed:
-        referral_id = row[-4]
-        summaries[referral_id] = {"n": row[-3], "last_success_at": row[-2]}
-        info = AttemptInfo(*row[: len(_ATTEMPT_FIELDS)])
-        if row[-1] == 1:
-            info.button = row[len(_ATTEMPT_FIELDS)] or ""
-            last_by_referral[referral_id] = info
-        if info.appointment_id is None and info.outcome in POLICY_FAILED_OUTCOMES and (
-            row[-2] is None or info.attempted_at >= row[-2]
-        ):
-            failed_since.setdefault(referral_id, []).append(info.attempted_at)
+    summaries = {}
+    for *fields, button, referral_id, total, last_contact_at, newest_first in needed:
+        summary = summaries.setdefault(referral_id, _AttemptSummary(total=total, last_contact_at=last_contact_at))
+        info = AttemptInfo(*fields)
+        if newest_first == 1:
+            info.button = button or ""
+            summary.latest = info
+        summary.rows.append(info)
+    return summaries
+
+
+def _latest_invitations(referrals) -> dict[int, OptInInvitation]:
     invitations = {}
-    for invitation in OptInInvitation.objects.active().filter(referral_id__in=ids).order_by("due_at", "id"):
+    for invitation in OptInInvitation.objects.active().filter(referral_id__in=referrals).order_by("due_at", "id"):
         invitations[invitation.referral_id] = invitation  # the latest wins
-    wrong = patients_with_wrong_numbers(chosen.values("patient_id"))
-    replies = latest_replies_waiting_for_staff({r.patient_id for r in referrals})
+    return invitations
+
+
+@dataclass(frozen=True)
+class _ReachContext:
+    """What every row of people_to_reach is drawn with."""
+
+    viewer: object
+    now: datetime
+    today: date
+    policy: ContactPolicy
+    practitioner: object
+    listed: bool  # particular referrals were asked for: each gets its row, whatever its state
+    include_spoken: bool
+    wrong: set
+    replies: dict
+
+
+def people_to_reach(
+    *, practitioner, viewer=None, now=None, policy=None, referral_ids=None, include_spoken=False, with_notes=True
+) -> list[PersonToReach]:
+    """Referrals awaiting first contact, or whose last attempts failed, ordered by when the next attempt is due.
+    A fixed number of queries; with_notes=False leaves out the notes on the last calls (the call list reads
+    them for the page it shows only)."""
+    now = now or timezone.now()
+    policy = policy or ContactPolicy.current()
+    chosen, referrals = _reach_candidates(practitioner=practitioner, referral_ids=referral_ids)
+    if not referrals:
+        return []
+    # The reads below name the referrals by a subquery rather than by a list of ids: hundreds of ids would
+    # be sent (and parsed) in every query.
+    ids = chosen.values("pk")
+    summaries = _attempt_summaries(ids)
+    invitations = _latest_invitations(ids)
+    context = _ReachContext(
+        viewer=viewer, now=now, today=timezone.localdate(now), policy=policy, practitioner=practitioner,
+        listed=referral_ids is not None, include_spoken=include_spoken,
+        wrong=patients_with_wrong_numbers(chosen.values("patient_id")),
+        replies=latest_replies_waiting_for_staff({r.patient_id for r in referrals}),
+    )
     rows = []
     for referral in referrals:
-        summary = summaries.get(referral.pk, {})
-        success_at = summary.get("last_success_at")
-        failed = failed_since.get(referral.pk, [])  # when each failed call since the last contact was made
-        invitation = invitations.get(referral.pk)
-        if invitation is not None and success_at is not None and success_at >= invitation.due_at:
-            invitation = None
-        last = last_by_referral.get(referral.pk)
-        callback = last if last is not None and last.outcome == Outcome.CALLBACK_REQUESTED else None
-        spoken = last is not None and last.outcome in (Outcome.ANSWERED, Outcome.DECLINED)
-        missed = referral.last_missed_at is not None and (last is None or last.attempted_at < referral.last_missed_at)
-        if missed:
-            spoken = False
-        # Whoever just got through keeps the row (with its undo and next step) until the undo window closes.
-        just_spoken = spoken and _undoable(last, viewer=viewer, now=now, policy=policy) is not None
-        if referral_ids is None and not just_spoken:
-            if referral.status != Status.AWAITING_CONTACT and not (failed or callback or invitation or missed):
-                continue
-            if spoken and not include_spoken:
-                continue
-        patient = referral.patient
-        failed_parts = [p for p in (part_of_day(at) for at in failed) if p]
-        row = PersonToReach(
-            referral=referral,
-            age=patient.age_on(today),
-            due_at=now,
-            reason="",
-            next_step="",
-            # The policy's count stops at its number of attempts; any further failed calls are told apart.
-            failed_attempts=min(len(failed), policy.max_attempts),
-            extra_failed=max(0, len(failed) - policy.max_attempts),
-            max_attempts=policy.max_attempts,
-            attempts_for_referral=summary.get("n", 0),
-            invitation=invitation,
-            last_attempt=last,
-            spoken_to=spoken,
-            failed_parts=failed_parts,
-            number_wrong=patient.pk in wrong,
-            callback=callback,
-            latest_reply=replies.get(patient.pk),
+        summary = summaries.get(referral.pk) or _AttemptSummary()
+        state = classify_contact(
+            summary.rows, policy=policy, invitation=invitations.get(referral.pk), last_contact_at=summary.last_contact_at
         )
-        if spoken:
-            row.due_at = last.attempted_at
-            if last.outcome == Outcome.DECLINED:
-                row.suggested_end_code = _declined_end_code(
-                    status=referral.status, assessment_started=referral.assessment_started
-                )
-                row.reason = "Spoke to the patient: they declined."
-                row.next_step = (
-                    f"On the admin worklist as “discharge: declined” (suggested end code {row.suggested_end_code}, "
-                    f"{EndOfCare(row.suggested_end_code).label.lower()})."
-                )
-            else:
-                row.reason = "Spoke to the patient."
-                row.next_step = (
-                    "Book the initial assessment."
-                    if referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
-                    else "Book the next session."
-                )
-        elif invitation is not None:
-            if today > invitation.deadline:
-                row.suggest_discharge = True
-                row.suggested_end_code = _end_code(
-                    status=referral.status, assessment_started=referral.assessment_started
-                )
-                row.due_at = lenient_local_datetime(invitation.deadline + timedelta(days=1), time(0))
-                row.reason = f"{len(failed)} attempts failed and no reply to the opt-in invitation by {invitation.deadline:%d %b %Y}."
-                row.next_step = f"Suggest discharge: unable to contact (NHS end code {row.suggested_end_code})."
-            else:
-                row.due_at = lenient_local_datetime(invitation.deadline, time(23, 59))
-                row.reason = f"All {policy.max_attempts} policy attempts failed; {_invitation_text(invitation, row)}."
-                row.next_step = f"Wait for the patient to get in touch by {invitation.deadline:%a %d %b %Y}."
-        elif callback is not None:
-            # A call-back request is a successful contact: the policy's count starts again, and the call at
-            # the time asked for is the next attempt (on the timed calls of the day, for whoever took it).
-            row.due_at = callback.callback_at
-            row.reason = f"Call back requested for {short_local(callback.callback_at)}."
-            callback_day = timezone.localdate(callback.callback_at)
-            row.callback_on_timed_list = callback_day == today and callback.practitioner_id == practitioner_id_of(
-                practitioner
-            )
-            if row.callback_on_timed_list:
-                row.next_step = f"Ring back at {callback.callback_at.astimezone(LONDON):%H:%M}: listed with today's timed calls."
-            elif callback_day < today:
-                row.next_step = "Not called back yet: ring back now."
-            else:
-                row.next_step = "Ring back at the time they asked for."
-        elif len(failed) >= policy.max_attempts:
-            row.reason = f"All {policy.max_attempts} policy attempts failed."
-            row.next_step = (
-                "Record the opt-in invitation (texted at once if the patient can be texted). "
-                "Another failed call records it too."
-            )
-            row.invitation_needed = True
-        else:
-            if failed:
-                last_failed_day = timezone.localdate(failed[-1])
-                earliest = add_working_days(last_failed_day, policy.min_working_days_between)
-                tried = ", ".join(PART_LABELS.get(p, p) for p in dict.fromkeys(failed_parts)) or "outside working hours"
-                row.reason = f"{len(failed)} of {policy.max_attempts} attempts failed (tried: {tried})."
-            elif missed:
-                earliest = today
-                row.reason = f"Missed the appointment on {timezone.localtime(referral.last_missed_at):%d %b %Y}: needs reaching to rebook."
-            else:
-                earliest = today
-                row.reason = f"Awaiting first contact since {referral.received_on:%d %b %Y}."
-            suggested, part = suggest_next_attempt(
-                earliest=earliest,
-                now=now,
-                failed_parts=failed_parts,
-                preferred_days=patient.preferred_days,
-                preferred_times=patient.preferred_times,
-                vary_time_of_day=policy.vary_time_of_day,
-            )
-            row.due_at = suggested
-            row.suggested_part = part
-            row.next_step = f"Attempt {len(failed) + 1} of {policy.max_attempts}: try {PART_LABELS.get(part, part)}, {short_local(suggested)}."
-        rows.append(row)
+        row = _reach_row(referral, summary=summary, state=state, context=context)
+        if row is not None:
+            rows.append(row)
     for row in rows:
         # The last attempt is the latest on the referral: the only one that can be undone.
         row.undo = _undoable(row.last_attempt, viewer=viewer, now=now, policy=policy)
@@ -763,6 +712,135 @@ def people_to_reach(
     if with_notes:
         _add_notes([row.last_attempt for row in rows], viewer)
     return rows
+
+
+def _reach_row(referral, *, summary: _AttemptSummary, state: ContactState, context: _ReachContext) -> PersonToReach | None:
+    """The referral's row, or None when there is nobody to ring: past first contact with no failed calls, call-back,
+    invitation or missed appointment to follow up, or spoken to (unless spoken rows are asked for)."""
+    last = summary.latest
+    callback = last if last is not None and last.outcome == Outcome.CALLBACK_REQUESTED else None
+    missed = referral.last_missed_at is not None and (last is None or last.attempted_at < referral.last_missed_at)
+    spoken = not missed and last is not None and last.outcome in (Outcome.ANSWERED, Outcome.DECLINED)
+    # Whoever just got through keeps the row (with its undo and next step) until the undo window closes.
+    just_spoken = spoken and _undoable(last, viewer=context.viewer, now=context.now, policy=context.policy) is not None
+    if not context.listed and not just_spoken:
+        if referral.status != Status.AWAITING_CONTACT and not (state.failed or callback or state.invitation or missed):
+            return None
+        if spoken and not context.include_spoken:
+            return None
+    patient = referral.patient
+    row = PersonToReach(
+        referral=referral,
+        age=patient.age_on(context.today),
+        due_at=context.now,
+        reason="",
+        next_step="",
+        failed_attempts=state.counted,
+        extra_failed=state.extra_failed,
+        max_attempts=context.policy.max_attempts,
+        attempts_for_referral=summary.total,
+        invitation=state.invitation,
+        last_attempt=last,
+        spoken_to=spoken,
+        failed_parts=[p for p in (part_of_day(a.attempted_at) for a in state.failed) if p],
+        number_wrong=patient.pk in context.wrong,
+        callback=callback,
+        latest_reply=context.replies.get(patient.pk),
+    )
+    if spoken:
+        _describe_spoken(row)
+    elif state.invitation is not None:
+        _describe_invitation(row, state=state, context=context)
+    elif callback is not None:
+        _describe_callback(row, context=context)
+    elif state.exhausted:
+        row.reason = f"All {state.max_attempts} policy attempts failed."
+        row.next_step = (
+            "Record the opt-in invitation (texted at once if the patient can be texted). "
+            "Another failed call records it too."
+        )
+        row.invitation_needed = True
+    else:
+        _describe_next_attempt(row, state=state, missed=missed, context=context)
+    return row
+
+
+def _describe_spoken(row: PersonToReach) -> None:
+    referral = row.referral
+    row.due_at = row.last_attempt.attempted_at
+    if row.last_attempt.outcome == Outcome.DECLINED:
+        row.suggested_end_code = _declined_end_code(status=referral.status, assessment_started=referral.assessment_started)
+        row.reason = "Spoke to the patient: they declined."
+        row.next_step = (
+            f"On the admin worklist as “discharge: declined” (suggested end code {row.suggested_end_code}, "
+            f"{EndOfCare(row.suggested_end_code).label.lower()})."
+        )
+    else:
+        row.reason = "Spoke to the patient."
+        row.next_step = (
+            "Book the initial assessment."
+            if referral.status in (Status.AWAITING_CONTACT, Status.CONTACTED)
+            else "Book the next session."
+        )
+
+
+def _describe_invitation(row: PersonToReach, *, state: ContactState, context: _ReachContext) -> None:
+    invitation = state.invitation
+    if state.unable_to_contact(context.today):
+        row.suggest_discharge = True
+        row.suggested_end_code = _end_code(status=row.referral.status, assessment_started=row.referral.assessment_started)
+        row.due_at = lenient_local_datetime(invitation.deadline + timedelta(days=1), time(0))
+        row.reason = f"{len(state.failed)} attempts failed and no reply to the opt-in invitation by {invitation.deadline:%d %b %Y}."
+        row.next_step = f"Suggest discharge: unable to contact (NHS end code {row.suggested_end_code})."
+    else:
+        row.due_at = lenient_local_datetime(invitation.deadline, time(23, 59))
+        row.reason = f"All {state.max_attempts} policy attempts failed; {_invitation_text(invitation, row)}."
+        row.next_step = f"Wait for the patient to get in touch by {invitation.deadline:%a %d %b %Y}."
+
+
+def _describe_callback(row: PersonToReach, *, context: _ReachContext) -> None:
+    # A call-back request is a successful contact: the policy's count starts again, and the call at the time
+    # asked for is the next attempt (on the timed calls of the day, for whoever took it).
+    callback = row.callback
+    row.due_at = callback.callback_at
+    row.reason = f"Call back requested for {short_local(callback.callback_at)}."
+    callback_day = timezone.localdate(callback.callback_at)
+    row.callback_on_timed_list = callback_day == context.today and callback.practitioner_id == practitioner_id_of(
+        context.practitioner
+    )
+    if row.callback_on_timed_list:
+        row.next_step = f"Ring back at {callback.callback_at.astimezone(LONDON):%H:%M}: listed with today's timed calls."
+    elif callback_day < context.today:
+        row.next_step = "Not called back yet: ring back now."
+    else:
+        row.next_step = "Ring back at the time they asked for."
+
+
+def _describe_next_attempt(row: PersonToReach, *, state: ContactState, missed: bool, context: _ReachContext) -> None:
+    referral, policy = row.referral, context.policy
+    failed = state.failed
+    if failed:
+        earliest = add_working_days(timezone.localdate(failed[-1].attempted_at), policy.min_working_days_between)
+        tried = ", ".join(PART_LABELS.get(p, p) for p in dict.fromkeys(row.failed_parts)) or "outside working hours"
+        row.reason = f"{len(failed)} of {state.max_attempts} attempts failed (tried: {tried})."
+    elif missed:
+        earliest = context.today
+        row.reason = f"Missed the appointment on {timezone.localtime(referral.last_missed_at):%d %b %Y}: needs reaching to rebook."
+    else:
+        earliest = context.today
+        row.reason = f"Awaiting first contact since {referral.received_on:%d %b %Y}."
+    patient = referral.patient
+    suggested, part = suggest_next_attempt(
+        earliest=earliest,
+        now=context.now,
+        failed_parts=row.failed_parts,
+        preferred_days=patient.preferred_days,
+        preferred_times=patient.preferred_times,
+        vary_time_of_day=policy.vary_time_of_day,
+    )
+    row.due_at = suggested
+    row.suggested_part = part
+    row.next_step = f"Attempt {len(failed) + 1} of {state.max_attempts}: try {PART_LABELS.get(part, part)}, {short_local(suggested)}."
 
 
 def practitioner_id_of(practitioner):
@@ -825,7 +903,23 @@ def _declined_end_code(*, status: str, assessment_started: bool) -> str:
     return _end_code(status=status, assessment_started=assessment_started)
 
 
-def referrals_suggested_for_discharge(*, now=None, include_declined: bool = False) -> list[Referral]:
+def _declined_referral_ids() -> set[int]:
+    """Open referrals whose latest call was "patient declined"."""
+    latest_outcome = Subquery(
+        ContactAttempt.objects.effective()
+        .filter(referral_id=OuterRef("pk"))
+        .order_by("-attempted_at", "-id")
+        .values("outcome")[:1]
+    )
+    return set(
+        Referral.objects.filter(status__in=Referral.OPEN_STATUSES)
+        .annotate(latest_outcome=latest_outcome)
+        .filter(latest_outcome=Outcome.DECLINED)
+        .values_list("pk", flat=True)
+    )
+
+
+def referrals_suggested_for_discharge(*, now=None, include_declined: bool = False, policy=None) -> list[Referral]:
     """Open referrals the contact policy suggests discharging as "unable to contact": every attempt failed,
     the opt-in invitation's deadline has passed and nobody got through since. Each carries
     `suggested_end_code` (50 never assessed, 16 assessment started), `opt_in_invitation` and `discharge_reason`.
@@ -833,40 +927,29 @@ def referrals_suggested_for_discharge(*, now=None, include_declined: bool = Fals
     With include_declined=True, also referrals whose latest call was "patient declined" (discharge_reason
     "Declined"; end code 50 before assessment, 14 after it, 48 during treatment; opt_in_invitation None)."""
     now = now or timezone.now()
+    policy = policy or ContactPolicy.current()
     today = timezone.localdate(now)
-    contacted_since = ContactAttempt.objects.effective().filter(
-        referral_id=OuterRef("referral_id"),
-        outcome__in=ContactAttempt.SUCCESSFUL_OUTCOMES,
-        attempted_at__gte=OuterRef("due_at"),
+    last_contact = (
+        ContactAttempt.objects.effective()
+        .filter(referral_id=OuterRef("referral_id"), outcome__in=sorted(CONTACT_OUTCOMES))
+        .order_by("-attempted_at")
+        .values("attempted_at")[:1]
     )
+    # Invitations whose deadline has passed, on referrals still to reach with nothing booked; the contact policy
+    # decides which still stand.
     invitations = (
         OptInInvitation.objects.active()
         .filter(deadline__lt=today, referral__status__in=TO_REACH_STATUSES)
-        .exclude(Exists(contacted_since))
-        .filter(
-            ~Exists(
-                Appointment.objects.filter(
-                    referral_id=OuterRef("referral_id"), outcome=AttendanceOutcome.NOT_APPLICABLE
-                )
-            )
-        )
+        .filter(_nothing_pending("referral_id"))
+        .annotate(last_contact_at=Subquery(last_contact))
         .order_by("deadline", "id")
     )
-    latest = {i.referral_id: i for i in invitations}
-    declined_ids = set()
-    if include_declined:
-        latest_outcome = Subquery(
-            ContactAttempt.objects.effective()
-            .filter(referral_id=OuterRef("pk"))
-            .order_by("-attempted_at", "-id")
-            .values("outcome")[:1]
-        )
-        declined_ids = set(
-            Referral.objects.filter(status__in=Referral.OPEN_STATUSES)
-            .annotate(latest_outcome=latest_outcome)
-            .filter(latest_outcome=Outcome.DECLINED)
-            .values_list("pk", flat=True)
-        )
+    latest = {}
+    for invitation in invitations:
+        state = classify_contact((), policy=policy, invitation=invitation, last_contact_at=invitation.last_contact_at)
+        if state.unable_to_contact(today):
+            latest[invitation.referral_id] = invitation
+    declined_ids = _declined_referral_ids() if include_declined else set()
     referrals = (
         Referral.objects.filter(pk__in=set(latest) | declined_ids)
         .select_related("patient", "assigned_practitioner")

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q, TextChoices
+from django.db.models import Q
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment
@@ -21,6 +21,8 @@ from scheduling.calls.models import (
     OptInInvitation,
     WrongNumberMark,
 )
+from scheduling.calls.buttons import BUTTON_OUTCOMES, CallButton
+from scheduling.calls.policy import UNANSWERED_OUTCOMES, ContactState, classify_contact, counts_against_policy, tries_before_dna
 from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Patient, PractitionerProfile, Referral
@@ -106,74 +108,28 @@ def log_contact_attempt(
 
 # --- The call list's one-click outcomes ---------------------------------------------------------
 
-class CallButton(TextChoices):
-    """The outcome buttons on a call-list row, and the call outcome each one records."""
-
-    SPOKE = "spoke", "Spoke – session held"
-    NO_ANSWER = "no_answer", "No answer"
-    VOICEMAIL = "voicemail", "Voicemail left"
-    ENGAGED = "engaged", "Engaged"
-    WRONG_NUMBER = "wrong_number", "Wrong number / not in service"
-    CALLBACK = "callback", "Call back requested"
-    REARRANGE = "rearrange", "Patient wants to rearrange"
-    DECLINED = "declined", "Patient declined"
-
-
-def action_label(button: str, *, on_appointment: bool) -> str:
-    """The words for a click, as the row it was made on says them: "Spoke – session held" only where
-    there is a session."""
-    if button == CallButton.SPOKE and not on_appointment:
-        return "Spoke to patient"
-    return CallButton(button).label
-
-
-BUTTON_OUTCOMES = {
-    CallButton.SPOKE: Outcome.ANSWERED,
-    CallButton.NO_ANSWER: Outcome.NO_ANSWER,
-    CallButton.VOICEMAIL: Outcome.VOICEMAIL,
-    CallButton.ENGAGED: Outcome.BUSY,
-    CallButton.WRONG_NUMBER: Outcome.WRONG_NUMBER,
-    CallButton.CALLBACK: Outcome.CALLBACK_REQUESTED,
-    CallButton.REARRANGE: Outcome.ANSWERED,
-    CallButton.DECLINED: Outcome.DECLINED,
-}
-# Tries that did not reach the patient; at a booked session they count towards a DNA.
-UNANSWERED_OUTCOMES = frozenset({Outcome.NO_ANSWER.value, Outcome.VOICEMAIL.value, Outcome.BUSY.value})
-# Failed attempts that count towards the contact policy (a wrong number is a failed attempt too).
-POLICY_FAILED_OUTCOMES = UNANSWERED_OUTCOMES | {Outcome.WRONG_NUMBER.value, Outcome.NOT_IN_SERVICE.value}
-DEFAULT_TRIES_BEFORE_DNA = 2
-
-
 def tries_before_dna_for(practitioner) -> int:
     value = (
         PractitionerProfile.objects.filter(user_id=getattr(practitioner, "pk", practitioner))
         .values_list("tries_before_dna", flat=True)
         .first()
     )
-    return max(1, value or DEFAULT_TRIES_BEFORE_DNA)
+    return tries_before_dna(value)
 
 
-def policy_attempts_since_last_contact(referral) -> list[ContactAttempt]:
-    """Effective first-contact attempts (not tied to an appointment) since the last successful call."""
-    attempts = list(
-        ContactAttempt.objects.effective().filter(referral=referral).order_by("attempted_at", "id")
-    )
-    since = []
-    for attempt in attempts:
-        if attempt.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
-            since = []
-        elif attempt.appointment_id is None and attempt.outcome in POLICY_FAILED_OUTCOMES:
-            since.append(attempt)
-    return since
+def contact_state(referral, *, policy: ContactPolicy) -> ContactState:
+    """Where the contact policy stands for the referral, from all its effective attempts."""
+    attempts = ContactAttempt.objects.effective().filter(referral=referral).order_by("attempted_at", "id")
+    return classify_contact(attempts, policy=policy)
 
 
 def _maybe_invite_to_opt_in(*, referral, attempt, actor, policy: ContactPolicy, now) -> OptInInvitation | None:
     """The policy's rule: once its attempts have all failed, the invitation is due at once (the SMS is
     queued by the reminders capability), whether the last failed call or the button records it."""
-    failed = policy_attempts_since_last_contact(referral)
-    if len(failed) < policy.max_attempts:
+    state = contact_state(referral, policy=policy)
+    if not state.exhausted:
         return None
-    already = OptInInvitation.objects.active().filter(referral=referral, due_at__gte=failed[0].attempted_at).exists()
+    already = OptInInvitation.objects.active().filter(referral=referral, due_at__gte=state.failed[0].attempted_at).exists()
     if already:
         return None
     patient = referral.patient
@@ -190,7 +146,7 @@ def _maybe_invite_to_opt_in(*, referral, attempt, actor, policy: ContactPolicy, 
     )
     record_change(
         referral=referral, field="opt_in_invitation", old="", new="due", actor=actor, at=now,
-        reason=f"{len(failed)} call attempts failed; invited to get in touch within {policy.opt_in_days} days",
+        reason=f"{len(state.failed)} call attempts failed; invited to get in touch within {policy.opt_in_days} days",
     )
     opt_in_invitation_due.send(sender=Referral, referral=referral, actor=actor)
     return invitation
@@ -221,10 +177,10 @@ def invite_to_opt_in(*, referral: Referral, actor, now=None) -> OptInInvitation:
             return first
         if referral.status == Referral.Status.DISCHARGED:
             raise ValidationError("This referral is discharged.", code="invalid_transition")
-        failed = policy_attempts_since_last_contact(referral)
-        if len(failed) < policy.max_attempts:
+        state = contact_state(referral, policy=policy)
+        if not state.exhausted:
             raise ValidationError(
-                f"Only {len(failed)} of the policy's {policy.max_attempts} call attempts have failed.",
+                f"Only {len(state.failed)} of the policy's {policy.max_attempts} call attempts have failed.",
                 code="too_early",
             )
         invitation = _maybe_invite_to_opt_in(referral=referral, attempt=None, actor=actor, policy=policy, now=now)
@@ -281,6 +237,44 @@ def _refusals(*, button, appointment, callback_at, now, clinical_note="", may_wr
             else "A session cannot be recorded as held before it starts."
         )
     return errors
+
+
+def _record_session_outcome(*, appointment, attempt, button, actor, now) -> None:
+    """A click on a booked session: spoke means attended; after the practitioner's `tries_before_dna`
+    unanswered tries within the slot, the session is did not attend."""
+    if button == CallButton.SPOKE:
+        record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.ATTENDED, actor=actor, at=now)
+        return
+    in_slot_from = appointment.start - EARLIEST_OUTCOME_BEFORE_START
+    if attempt.outcome not in UNANSWERED_OUTCOMES or appointment.outcome != AttendanceOutcome.NOT_APPLICABLE or now < in_slot_from:
+        return
+    tries = ContactAttempt.objects.effective().filter(
+        appointment=appointment, outcome__in=UNANSWERED_OUTCOMES, attempted_at__gte=in_slot_from
+    ).count()
+    if tries >= tries_before_dna_for(appointment.practitioner_id):
+        record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.DID_NOT_ATTEND, actor=actor, at=now)
+
+
+def _raise_task(*, button, referral, appointment, attempt, actor, note, now) -> AdminTask | None:
+    """The admin task a click asks for: a wrong number (the patient's numbers are marked wrong first) or a
+    wish to rearrange."""
+    if button == CallButton.WRONG_NUMBER:
+        patient = Patient.objects.get(pk=referral.patient_id)  # the numbers as they are now
+        WrongNumberMark.objects.create(
+            attempt=attempt, patient=patient, mobile_phone=patient.mobile_phone, other_phone=patient.other_phone,
+            marked_at=now,
+        )
+        number_marked_wrong.send(sender=Referral, patient=patient, actor=actor)
+        return raise_admin_task(
+            kind=AdminTask.Kind.WRONG_NUMBER, source=AdminTask.Source.CALL_LIST, referral=referral,
+            appointment=appointment, actor=actor, detail="Number wrong or not in service: please check it with the patient or referrer.",
+        )
+    if button == CallButton.REARRANGE:
+        return raise_admin_task(
+            kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.CALL_LIST, appointment=appointment,
+            actor=actor, detail=note or "Patient asked on the phone to rearrange this appointment.",
+        )
+    return None
 
 
 def record_call_outcome(
@@ -340,56 +334,34 @@ def record_call_outcome(
         )
         if clinical_note:
             write_note(referral=referral, author=actor, text=clinical_note, contact_attempt=attempt)
-        task = None
-        if appointment is not None and button == CallButton.SPOKE:
-            record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.ATTENDED, actor=actor, at=now)
-        elif (
-            appointment is not None
-            and attempt.outcome in UNANSWERED_OUTCOMES
-            and appointment.outcome == AttendanceOutcome.NOT_APPLICABLE
-            and now >= appointment.start - EARLIEST_OUTCOME_BEFORE_START
-        ):
-            tries = ContactAttempt.objects.effective().filter(
-                appointment=appointment, outcome__in=UNANSWERED_OUTCOMES,
-                attempted_at__gte=appointment.start - EARLIEST_OUTCOME_BEFORE_START,
-            ).count()
-            if tries >= tries_before_dna_for(appointment.practitioner_id):
-                record_appointment_outcome(
-                    appointment=appointment, outcome=AttendanceOutcome.DID_NOT_ATTEND, actor=actor, at=now
-                )
-        if button == CallButton.WRONG_NUMBER:
-            # Before any invitation below: it must find the number wrong and queue nothing to it.
-            patient = Patient.objects.get(pk=referral.patient_id)  # the numbers as they are now
-            WrongNumberMark.objects.create(
-                attempt=attempt, patient=patient, mobile_phone=patient.mobile_phone, other_phone=patient.other_phone,
-                marked_at=now,
-            )
-            number_marked_wrong.send(sender=Referral, patient=patient, actor=actor)
-            task = raise_admin_task(
-                kind=AdminTask.Kind.WRONG_NUMBER, source=AdminTask.Source.CALL_LIST, referral=referral,
-                appointment=appointment, actor=actor, detail="Number wrong or not in service: please check it with the patient or referrer.",
-            )
-        elif button == CallButton.REARRANGE:
-            task = raise_admin_task(
-                kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.CALL_LIST, appointment=appointment,
-                actor=actor, detail=note or "Patient asked on the phone to rearrange this appointment.",
-            )
-        if appointment is None and attempt.outcome in POLICY_FAILED_OUTCOMES:
-            _maybe_invite_to_opt_in(referral=referral, attempt=attempt, actor=actor, policy=policy, now=now)
         if appointment is not None:
-            appointment.refresh_from_db(fields=["outcome", "outcome_recorded_at"])
-        status_after = Referral.objects.values_list("status", flat=True).get(pk=referral.pk)
-        referral.status = status_after
-        CallOutcomeEffect.objects.create(
-            attempt=attempt,
-            button=button,
-            appointment_outcome_before=outcome_before,
-            appointment_outcome_after=appointment.outcome if appointment is not None else "",
-            referral_status_before=status_before,
-            referral_status_after=status_after,
-            admin_task=task,
+            _record_session_outcome(appointment=appointment, attempt=attempt, button=button, actor=actor, now=now)
+        # Before any invitation below: a wrong number must be marked so that nothing is queued to it.
+        task = _raise_task(button=button, referral=referral, appointment=appointment, attempt=attempt, actor=actor, note=note, now=now)
+        if counts_against_policy(attempt):
+            _maybe_invite_to_opt_in(referral=referral, attempt=attempt, actor=actor, policy=policy, now=now)
+        _record_effect(
+            attempt=attempt, button=button, referral=referral, appointment=appointment, task=task,
+            outcome_before=outcome_before, status_before=status_before,
         )
     return attempt
+
+
+def _record_effect(*, attempt, button, referral, appointment, task, outcome_before, status_before) -> CallOutcomeEffect:
+    """What the click changed (the appointment's outcome and the referral's status, before and after, and the
+    task it raised), for its undo; `referral` and `appointment` are refreshed to their new state."""
+    if appointment is not None:
+        appointment.refresh_from_db(fields=["outcome", "outcome_recorded_at"])
+    referral.status = Referral.objects.values_list("status", flat=True).get(pk=referral.pk)
+    return CallOutcomeEffect.objects.create(
+        attempt=attempt,
+        button=button,
+        appointment_outcome_before=outcome_before,
+        appointment_outcome_after=appointment.outcome if appointment is not None else "",
+        referral_status_before=status_before,
+        referral_status_after=referral.status,
+        admin_task=task,
+    )
 
 
 def undo_deadline(attempt: ContactAttempt, *, policy: ContactPolicy | None = None):

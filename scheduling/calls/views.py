@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from scheduling.booking.models import Appointment
+from scheduling.calls.buttons import CallButton, action_label
 from scheduling.calls.models import CallOutcomeEffect, ContactAttempt
 from scheduling.calls.selectors import (
     booked_calls,
@@ -22,14 +23,7 @@ from scheduling.calls.selectors import (
     people_to_reach,
     practitioners_viewable_by,
 )
-from scheduling.calls.services import (
-    CALLBACK_HORIZON,
-    CallButton,
-    action_label,
-    invite_to_opt_in,
-    record_call_outcome,
-    undo_call_outcome,
-)
+from scheduling.calls.services import CALLBACK_HORIZON, invite_to_opt_in, record_call_outcome, undo_call_outcome
 from scheduling.caseload.models import ClinicalNote, Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
 from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param, page_param
