@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
 from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement, WorklistClaim
-from scheduling.booking import selectors
+from scheduling.booking import rules, selectors
+from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
@@ -36,8 +37,6 @@ ATTENDANCE_OUTCOMES = frozenset(
         AttendanceOutcome.DID_NOT_ATTEND,
     )
 )
-# How early before the start an attendance outcome may be recorded (PWPs sometimes ring a little early).
-EARLIEST_OUTCOME_BEFORE_START = timedelta(minutes=30)
 
 
 class SlotTaken(ValidationError):
@@ -608,16 +607,9 @@ def notice_hours(appointment: Appointment) -> float | None:
     return None if notice is None else notice.total_seconds() / 3600
 
 
-def _short_notice(notice: timedelta, service_settings: ServiceSettings) -> bool:
-    # The one rule for "short notice" here (reports' short_notice_q is the same rule as a query).
-    return notice < timedelta(hours=service_settings.late_cancellation_notice_hours)
-
-
 def is_late_cancellation(appointment: Appointment, *, service_settings: ServiceSettings | None = None) -> bool:
-    """A patient cancellation or patient-asked rearrangement with less notice than the threshold."""
-    if appointment.outcome != AttendanceOutcome.CANCELLED_BY_PATIENT or appointment.cancelled_at is None:
-        return False
-    return _short_notice(appointment.notice_given, service_settings or ServiceSettings.current())
+    """booking.rules.is_late_cancellation against the service's settings as they are now."""
+    return rules.is_late_cancellation(appointment, service_settings=service_settings or ServiceSettings.current())
 
 
 @dataclass(frozen=True)
@@ -627,7 +619,7 @@ class CancellationNotice:
     asked_at: datetime.datetime
     notice: timedelta
     threshold_hours: int
-    short: bool  # less notice than the threshold: counts as lost capacity (reports' short_notice_q)
+    short: bool  # less notice than the threshold: counts as lost capacity (booking.rules.short_notice_q)
 
     @property
     def notice_hours(self) -> float:
@@ -649,7 +641,7 @@ def cancellation_notice(
     notice = appointment.start - asked_at
     return CancellationNotice(
         asked_at=asked_at, notice=notice, threshold_hours=service_settings.late_cancellation_notice_hours,
-        short=_short_notice(notice, service_settings),
+        short=rules.is_short_notice(notice, service_settings=service_settings),
     )
 
 

@@ -10,7 +10,7 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment, BookingSettings
-from scheduling.booking.services import EARLIEST_OUTCOME_BEFORE_START
+from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.calls.buttons import CallButton, action_label
 from scheduling.calls.models import ContactAttempt, ContactPolicy, OptInInvitation, WrongNumberMark
 from scheduling.calls.policy import (

@@ -8,11 +8,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment
-from scheduling.booking.services import (
-    EARLIEST_OUTCOME_BEFORE_START,
-    correct_appointment_outcome,
-    record_appointment_outcome,
-)
+from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
+from scheduling.booking.services import correct_appointment_outcome, record_appointment_outcome
 from scheduling.calls.models import (
     CallOutcomeEffect,
     ContactAttempt,

@@ -32,9 +32,10 @@ from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment, BookingSettings
+from scheduling.booking.rules import late_cancellation_q, short_notice_q, short_notice_service_cancellation_q
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Referral, ServiceSettings
-from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome
+from scheduling.codes import ATTENDED_OUTCOMES, CANCELLED_OUTCOMES, MISSED_OUTCOMES, AppointmentType
 from scheduling.uktime import LONDON, local_day_bounds
 
 LOST_CAUSES = ("dna", "late_cancellation", "service_cancellation", "failed_calls")
@@ -44,8 +45,8 @@ EIGHTEEN_WEEKS_DAYS = 126
 LONGEST_HELD_LIMIT = 20
 CONTACT_BUCKETS = ("0", "1", "2", "3", "4+")
 _ATTENDED = sorted(ATTENDED_OUTCOMES)
-_MISSED = [AttendanceOutcome.DID_NOT_ATTEND.value, AttendanceOutcome.LATE_NOT_SEEN.value]
-_CANCELLED = [AttendanceOutcome.CANCELLED_BY_PATIENT.value, AttendanceOutcome.CANCELLED_BY_PROVIDER.value]
+_MISSED = sorted(MISSED_OUTCOMES)
+_CANCELLED = sorted(CANCELLED_OUTCOMES)
 _SUCCESSFUL_CALLS = sorted(ContactAttempt.SUCCESSFUL_OUTCOMES)
 
 
@@ -123,20 +124,14 @@ def _replace(params: ReportParams, **changes) -> ReportParams:
 # ---- conditions shared by the aggregates and by the row lists behind them ----------------------------------
 
 
-def threshold(params: ReportParams) -> timedelta:
-    return timedelta(hours=params.service_settings.late_cancellation_notice_hours)
-
-
-def short_notice_q(params: ReportParams) -> Q:
-    """Cancelled with less notice than the threshold: start - cancelled_at < threshold."""
-    return Q(cancelled_at__gt=F("start") - threshold(params))
-
-
 def appointment_conditions(params: ReportParams) -> dict[str, Q]:
-    short = short_notice_q(params)
+    """Short notice, late cancellations and short-notice service cancellations are booking's rules
+    (booking.rules), the same the cancel page applies."""
+    service_settings = params.service_settings
+    short = short_notice_q(service_settings=service_settings)
     dna = Q(outcome__in=_MISSED)
-    late = Q(outcome=AttendanceOutcome.CANCELLED_BY_PATIENT.value) & short
-    service = Q(outcome=AttendanceOutcome.CANCELLED_BY_PROVIDER.value) & short
+    late = late_cancellation_q(service_settings=service_settings)
+    service = short_notice_service_cancellation_q(service_settings=service_settings)
     return {
         "booked": ~Q(outcome__in=_CANCELLED) | short,
         "attended": Q(outcome__in=_ATTENDED),
