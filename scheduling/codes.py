@@ -1,4 +1,4 @@
-"""NHS Data Dictionary / NHS Talking Therapies data set codes (see ../shared/DOMAIN.md).
+"""NHS Data Dictionary / NHS Talking Therapies data set codes.
 
 Stored as the national code itself, so exports feed national returns without translation.
 """
@@ -75,10 +75,4 @@ APPOINTMENT_TYPE_NHS_CODES = {
     AppointmentType.ASSESSMENT: "01",
     AppointmentType.TREATMENT: "02",
     AppointmentType.REVIEW: "05",
-}
-
-DEFAULT_DURATION_MINUTES = {
-    AppointmentType.ASSESSMENT: 60,
-    AppointmentType.TREATMENT: 45,
-    AppointmentType.REVIEW: 30,
 }

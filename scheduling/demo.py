@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from scheduling import roles
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.services import (
     book_appointment,
     cancel_appointment,
@@ -28,7 +28,7 @@ from scheduling.calls.services import log_contact_attempt
 from scheduling.caseload.models import CaseloadCover, Patient, PractitionerProfile, Referral, Team, TimeOfDay
 from scheduling.caseload.nhs_number import check_digit
 from scheduling.caseload.services import create_referral, discharge_referral, register_patient
-from scheduling.codes import AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.codes import AppointmentType, AttendanceOutcome, EndOfCare, ReferralSource
 from scheduling.uktime import LONDON
 
 DEMO_PASSWORD = "painplatform-demo"
@@ -49,7 +49,12 @@ REASONS = [
     "Chronic widespread pain", "Fibromyalgia", "Chronic widespread pain with low mood", "Chronic back and joint pain",
     "Fibromyalgia, poor sleep", "Persistent pain affecting work",
 ]
-SOURCES = [("A1", 45), ("H2", 25), ("B1", 12), ("A3", 8), ("M7", 6), ("N2", 2), ("P1", 2)]
+# Referral sources and how often each refers.
+SOURCES = [
+    (ReferralSource.GP.value, 45), (ReferralSource.SECONDARY_CARE.value, 25), (ReferralSource.SELF.value, 12),
+    (ReferralSource.OTHER_PRIMARY_CARE.value, 8), (ReferralSource.SINGLE_POINT_OF_ACCESS.value, 6),
+    (ReferralSource.STEPPED_DOWN.value, 2), (ReferralSource.INTERNAL.value, 2),
+]
 STAFF = {
     roles.PWP: [("pwp.alex", "Alex", "Morgan"), ("pwp.bea", "Bea", "Okafor"), ("pwp.chris", "Chris", "Hughes"),
                 ("pwp.dana", "Dana", "Kowalski"), ("pwp.ed", "Ed", "Fraser"), ("pwp.farah", "Farah", "Siddiqui")],
@@ -58,7 +63,6 @@ STAFF = {
 }
 SLOT_TIMES = [time(9, 0), time(10, 0), time(11, 0), time(13, 30), time(14, 30), time(15, 30)]
 ATTEMPT_HOURS = {TimeOfDay.MORNING: [9, 10, 11], TimeOfDay.AFTERNOON: [13, 14, 15, 16], TimeOfDay.EVENING: [17, 18]}
-COURSE_TREATMENT_SESSIONS = 7
 
 
 def nhs_test_numbers(rng: random.Random):
@@ -174,6 +178,8 @@ class DemoBuilder:
         return self.rng.choices(codes, weights)[0]
 
     def build(self):
+        # Slot lengths and the course as the service has set them (the demo's diary must match what is booked).
+        self.booking = BookingSettings.current()
         self.out("Creating demo staff")
         staff = self.create_staff()
         for i in range(self.count):
@@ -316,8 +322,9 @@ class DemoBuilder:
     def book_assessment(self, referral, pwp, *, after: datetime, first: bool):
         rng = self.rng
         earliest = next_working_day(timezone.localtime(after).date(), rng.randint(2, 7))
-        start = self.diary.find(rng, pwp.pk, earliest, 60)
-        self.diary.take(pwp.pk, start, 60)
+        minutes = self.booking.assessment_minutes
+        start = self.diary.find(rng, pwp.pk, earliest, minutes)
+        self.diary.take(pwp.pk, start, minutes)
         appointment = book_appointment(
             referral=referral, practitioner=pwp, appointment_type=AppointmentType.ASSESSMENT, start=start,
             actor=self.admin, booked_at=after + timedelta(minutes=5), is_demo=True,
@@ -378,28 +385,29 @@ class DemoBuilder:
             on_attended(appointment, pwp)
 
     def book_course(self, assessment, pwp):
-        """Seven weekly 45-minute sessions at the same local time, then reviews at 3 and 6 months."""
+        """The course's weekly treatment sessions at the same local time, then reviews at 3 and 6 months."""
         rng = self.rng
         referral = assessment.referral
         if rng.random() < 0.1:
             discharge_referral(referral=referral, end_code=EndOfCare.ADVICE_AND_SUPPORT, actor=pwp, reason="Advice given")
             return
         first_day = next_working_day(timezone.localtime(assessment.start).date(), rng.randint(3, 8))
-        weekly = self.diary.find(rng, pwp.pk, first_day, 45)
+        minutes = self.booking.treatment_minutes
+        weekly = self.diary.find(rng, pwp.pk, first_day, minutes)
         booked_at = assessment.start + timedelta(minutes=70)
         sessions = []
-        for week in range(COURSE_TREATMENT_SESSIONS):
+        for week in range(self.booking.course_treatment_sessions):
             start = local(weekly.date() + timedelta(weeks=week), weekly.timetz().replace(tzinfo=None))
-            if not self.diary.free(pwp.pk, start, 45):
+            if not self.diary.free(pwp.pk, start, minutes):
                 continue
-            self.diary.take(pwp.pk, start, 45)
+            self.diary.take(pwp.pk, start, minutes)
             sessions.append(book_appointment(
                 referral=referral, practitioner=pwp, appointment_type=AppointmentType.TREATMENT, start=start,
                 session_number=week + 2, actor=self.admin, booked_at=booked_at, is_demo=True,
             ))
         for months in (3, 6):
-            start = self.diary.find(rng, pwp.pk, weekly.date() + timedelta(weeks=6, days=30 * months), 30)
-            self.diary.take(pwp.pk, start, 30)
+            start = self.diary.find(rng, pwp.pk, weekly.date() + timedelta(weeks=6, days=30 * months), self.booking.review_minutes)
+            self.diary.take(pwp.pk, start, self.booking.review_minutes)
             book_appointment(
                 referral=referral, practitioner=pwp, appointment_type=AppointmentType.REVIEW, start=start,
                 session_number=None, actor=self.admin, booked_at=booked_at, is_demo=True,

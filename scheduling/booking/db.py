@@ -7,8 +7,11 @@ SQLite drops triggers when Django rebuilds a table (some later ALTERs do), so th
 after every migrate (post_migrate, idempotent).
 """
 
+from scheduling.codes import CANCELLED_OUTCOMES
+
 OVERLAP_GUARD_NAME = "appointment_no_overlap"
-CANCELLED = "('2', '4')"
+# The cancelled outcomes as an SQL list, "('2', '4')": cancelled appointments free their time.
+CANCELLED = "(" + ", ".join(f"'{code}'" for code in sorted(CANCELLED_OUTCOMES)) + ")"
 
 POSTGRES_FORWARD = [
     "CREATE EXTENSION IF NOT EXISTS btree_gist",

@@ -45,7 +45,7 @@ class Appointment(models.Model):
         max_length=1, choices=AttendanceOutcome.choices, default=AttendanceOutcome.NOT_APPLICABLE, editable=False
     )
     outcome_recorded_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # For cancellations (outcome 2 or 4, including rearrangements): when the cancellation was asked for,
+    # For cancellations (CANCELLED_OUTCOMES, including rearrangements): when the cancellation was asked for,
     # so the notice given (start - cancelled_at) can be derived.
     cancelled_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancelled_by = models.CharField(max_length=10, choices=CancelledBy.choices, blank=True, editable=False)
@@ -73,7 +73,8 @@ class Appointment(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="appointment_ends_after_start"),
             models.CheckConstraint(
-                condition=Q(outcome__in=["2", "4"], cancelled_at__isnull=False) | ~Q(outcome__in=["2", "4"]),
+                condition=Q(outcome__in=sorted(CANCELLED_OUTCOMES), cancelled_at__isnull=False)
+                | ~Q(outcome__in=sorted(CANCELLED_OUTCOMES)),
                 name="appointment_cancellation_has_time",
             ),
             # One assessment still to happen per referral; moving it is a rearrangement (which
@@ -115,7 +116,7 @@ class Appointment(models.Model):
 
 
 class Rearrangement(models.Model):
-    """`original` was moved to `replacement`. The original carries outcome 2 or 4 and cancelled_at."""
+    """`original` was moved to `replacement`. The original carries a cancelled outcome and cancelled_at."""
 
     class AskedBy(models.TextChoices):
         PATIENT = "patient", "Patient"
@@ -139,15 +140,30 @@ class Rearrangement(models.Model):
         return self.original.start - self.asked_at
 
 
-# --- Availability and booking configuration (issue 4) ------------------------------------------
+# --- Availability and booking configuration ------------------------------------------------------
+
+# Slot lengths until a manager sets the service's own (BookingSettings). The activity import gives a row
+# without a length these, not the service's current ones: a row's import key includes its length, so the
+# same file must give the same keys whatever the settings are when it is imported again.
+DEFAULT_MINUTES = {
+    AppointmentType.ASSESSMENT: 60,
+    AppointmentType.TREATMENT: 45,
+    AppointmentType.REVIEW: 30,
+}
 
 
 class BookingSettings(models.Model):
     """Slot lengths and course shape a manager changes in the database. A single row (pk=1)."""
 
-    assessment_minutes = models.PositiveSmallIntegerField(default=60, help_text="Length of an initial assessment.")
-    treatment_minutes = models.PositiveSmallIntegerField(default=45, help_text="Length of a treatment session.")
-    review_minutes = models.PositiveSmallIntegerField(default=30, help_text="Length of a review session.")
+    assessment_minutes = models.PositiveSmallIntegerField(
+        default=DEFAULT_MINUTES[AppointmentType.ASSESSMENT], help_text="Length of an initial assessment."
+    )
+    treatment_minutes = models.PositiveSmallIntegerField(
+        default=DEFAULT_MINUTES[AppointmentType.TREATMENT], help_text="Length of a treatment session."
+    )
+    review_minutes = models.PositiveSmallIntegerField(
+        default=DEFAULT_MINUTES[AppointmentType.REVIEW], help_text="Length of a review session."
+    )
     course_treatment_sessions = models.PositiveSmallIntegerField(
         default=7, help_text="Weekly treatment sessions in a course after the assessment."
     )

@@ -19,7 +19,6 @@ from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
 from scheduling.caseload.services import advance_referral_to
 from scheduling.codes import (
     ATTENDED_OUTCOMES,
-    DEFAULT_DURATION_MINUTES,
     AppointmentType,
     AttendanceOutcome,
     ConsultationMechanism,
@@ -68,7 +67,7 @@ def _when(moment) -> str:
 
 
 def _open_assessment(referral, *, exclude_pk=None):
-    """The referral's assessment still to happen (outcome "0"), if any: there may be only one."""
+    """The referral's assessment still to happen (no outcome yet), if any: there may be only one."""
     pending = Appointment.objects.filter(
         referral=referral, appointment_type=AppointmentType.ASSESSMENT, outcome=AttendanceOutcome.NOT_APPLICABLE
     )
@@ -238,9 +237,11 @@ def book_appointment(
 
     Booking the same referral, practitioner, type and start again (a double submit) changes nothing
     and raises AlreadyBooked carrying the first appointment."""
-    if not duration_minutes and appointment_type in AppointmentType.values:
-        duration_minutes = BookingSettings.current().minutes_for(appointment_type)
-    duration_minutes = duration_minutes or DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
+    if not duration_minutes:
+        lengths = BookingSettings.current()
+        # An unknown type is refused below; a length is still needed to say only that.
+        known = appointment_type in AppointmentType.values
+        duration_minutes = lengths.minutes_for(appointment_type) if known else lengths.treatment_minutes
     # Settings are read (and created on first use) outside the transaction: creating the settings row
     # inside it would make concurrent bookings queue behind each other's uncommitted insert.
     waived = False

@@ -51,7 +51,7 @@ from scheduling.caseload.services import (
 )
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
-from scheduling.codes import AppointmentType
+from scheduling.codes import AppointmentType, AttendanceOutcome
 from scheduling.reminders.services import sms_refusal_reason
 from scheduling.uktime import LONDON
 
@@ -279,7 +279,7 @@ def find_slots(request, pk: int, *, error=None, status=200, manual_form=None):
             "on_phone": context["on_phone"],
         }),
         types=AppointmentType.choices,
-        upcoming=referral.appointments.not_cancelled().filter(outcome="0", start__gte=timezone.now()).select_related("practitioner"),
+        upcoming=referral.appointments.not_cancelled().filter(outcome=AttendanceOutcome.NOT_APPLICABLE, start__gte=timezone.now()).select_related("practitioner"),
     )
     return render(request, "booking/find_slots.html", context, status=status)
 
@@ -389,7 +389,7 @@ def _appointment_for_change(request, pk: int, *, cancelling: bool = False) -> Ap
     if not can_rearrange_appointment(request.user, appointment):
         raise PermissionDenied
     # A cancelled one gets through: the views answer a repeated cancel or rearrange with where it went.
-    if appointment.outcome != "0" and not appointment.is_cancelled:
+    if appointment.outcome != AttendanceOutcome.NOT_APPLICABLE and not appointment.is_cancelled:
         raise PermissionDenied("This appointment already has an outcome.")
     return appointment
 

@@ -10,7 +10,7 @@ from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Patient, Referral, TimeOfDay
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.phones import UK_MOBILE_FOR_TEXTS_MESSAGE, parse_uk_phone
-from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, EndOfCare, ReferralSource
+from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare, ReferralSource
 
 Status = Referral.Status
 
@@ -449,7 +449,7 @@ def discharge_referral(*, referral: Referral, end_code: str, actor=None, reason:
             locked.status != Status.IN_TREATMENT
         ):
             raise ValidationError({"end_code": "This end code is for people who started treatment."})
-        for appointment in locked.appointments.not_cancelled().filter(start__gt=timezone.now(), outcome="0"):
+        for appointment in locked.appointments.not_cancelled().filter(start__gt=timezone.now(), outcome=AttendanceOutcome.NOT_APPLICABLE):
             cancel_appointment(appointment=appointment, cancelled_by="service", reason="Referral discharged", actor=actor)
         old = locked.status
         locked.status = Status.DISCHARGED

@@ -23,13 +23,13 @@ from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.booking.db import is_overlap_violation
-from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.booking.models import DEFAULT_MINUTES, Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.codes import (
-    ATTENDED_OUTCOMES, CANCELLED_OUTCOMES, DEFAULT_DURATION_MINUTES, AppointmentType, AttendanceOutcome, ReferralSource,
+    ATTENDED_OUTCOMES, CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome, ReferralSource,
 )
 from scheduling.params import InvalidParameter, check_date_bounds
 from scheduling.reports.models import ImportedEvent
@@ -224,7 +224,7 @@ def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
             else:
                 row.duration_minutes = int(duration)
         else:
-            row.duration_minutes = DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
+            row.duration_minutes = DEFAULT_MINUTES.get(appointment_type, DEFAULT_MINUTES[AppointmentType.TREATMENT])
         if outcome and outcome not in APPOINTMENT_OUTCOMES:
             errors.append(f"outcome '{outcome}' is not valid for an appointment (expected {', '.join(APPOINTMENT_OUTCOMES)})")
         row.outcome = outcome

@@ -31,6 +31,7 @@ from scheduling.booking.services import book_appointment
 from scheduling.calls.models import ContactAttempt
 from scheduling.caseload.models import Patient, PractitionerProfile
 from scheduling.caseload.services import create_referral, register_patient
+from scheduling.codes import ReferralSource
 from scheduling.demo import nhs_test_numbers
 from scheduling.uktime import LONDON
 
@@ -104,7 +105,7 @@ class Command(BaseCommand):
             referrals.append(
                 create_referral(
                     patient=patient,
-                    source="A1",
+                    source=ReferralSource.GP,
                     received_on=today - timedelta(days=60),
                     reason="Chronic widespread pain",
                     assigned_practitioner=pwp,

@@ -28,15 +28,19 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
-from scheduling.booking.models import Appointment
+from scheduling.booking.models import DEFAULT_MINUTES, Appointment
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, ServiceSettings, Team
+from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare, ReferralSource
 from scheduling.management.timing import interleaved, ratio_spread, spread
 from scheduling.reports import selectors
 from scheduling.reports.selectors import ReportParams, build_report, report_session
 from scheduling.uktime import LONDON
 
-SOURCES = ["A1", "A1", "A1", "A3", "B1", "H2", "H2", "M7"]
+SOURCES = [ReferralSource.GP.value] * 3 + [
+    ReferralSource.OTHER_PRIMARY_CARE.value, ReferralSource.SELF.value, ReferralSource.SECONDARY_CARE.value,
+    ReferralSource.SECONDARY_CARE.value, ReferralSource.SINGLE_POINT_OF_ACCESS.value,
+]
 CALL_OUTCOMES = ["no_answer", "no_answer", "no_answer", "voicemail", "busy", "answered", "wrong_number", "declined"]
 HISTORY_SCHEMA = "bench_history"
 HISTORY_TABLES = (Patient, Referral, Appointment, ContactAttempt, ContactAttemptUndo)
@@ -397,7 +401,7 @@ class Command(BaseCommand):
             preferred = 4 * rng.randrange(9, 17)  # on the hour: fewer unusable gaps
             starts = []
             for k in range(5):
-                minutes = 60 if k == 0 else 45
+                minutes = DEFAULT_MINUTES[AppointmentType.ASSESSMENT if k == 0 else AppointmentType.TREATMENT]
                 starts.append((self._slot(practitioner, first_day_of_course + timedelta(days=7 * k), preferred, minutes), minutes))
             # Courses that ended more than two weeks ago are discharged (completed); the rest stay open.
             ended_on = starts[-1][0].date() + timedelta(days=14)
@@ -405,28 +409,28 @@ class Command(BaseCommand):
             referrals.append(
                 cr.row(id=rid, patient_id=pid, source=rng.choice(SOURCES), received_on=received, reason="Synthetic benchmark",
                        assigned_practitioner_id=practitioner, status="discharged" if finished else "in_treatment",
-                       end_code="46" if finished else "", ended_on=ended_on if finished else None)
+                       end_code=EndOfCare.COMPLETED.value if finished else "", ended_on=ended_on if finished else None)
             )
             for k, (start, duration) in enumerate(starts):
                 aid = appointment_id + r * 5 + k
                 roll = rng.random()
                 cancelled_at = cancelled_by = None
                 if roll < 0.70:
-                    outcome = "5"
+                    outcome = AttendanceOutcome.ATTENDED.value
                 elif roll < 0.74:
-                    outcome = "6"
+                    outcome = AttendanceOutcome.ATTENDED_LATE.value
                 elif roll < 0.84:
-                    outcome = "3"
+                    outcome = AttendanceOutcome.DID_NOT_ATTEND.value
                 elif roll < 0.86:
-                    outcome = "7"
+                    outcome = AttendanceOutcome.LATE_NOT_SEEN.value
                 elif roll < 0.94:
-                    outcome, cancelled_by = "2", "patient"
+                    outcome, cancelled_by = AttendanceOutcome.CANCELLED_BY_PATIENT.value, "patient"
                     cancelled_at = start - timedelta(hours=rng.choice([2, 6, 20, 24, 30, 72]))
                 else:
-                    outcome, cancelled_by = "4", "service"
+                    outcome, cancelled_by = AttendanceOutcome.CANCELLED_BY_PROVIDER.value, "service"
                     cancelled_at = start - timedelta(hours=rng.choice([3, 12, 48, 96]))
                 appointments.append(
-                    ca.row(id=aid, referral_id=rid, practitioner_id=practitioner, appointment_type="assessment" if k == 0 else "treatment",
+                    ca.row(id=aid, referral_id=rid, practitioner_id=practitioner, appointment_type=AppointmentType.ASSESSMENT.value if k == 0 else AppointmentType.TREATMENT.value,
                            start=start, duration_minutes=duration, end=start + timedelta(minutes=duration), session_number=k + 1,
                            outcome=outcome, outcome_recorded_at=start, cancelled_at=cancelled_at, cancelled_by=cancelled_by or "",
                            booked_at=start - timedelta(days=7))
@@ -436,7 +440,7 @@ class Command(BaseCommand):
                     attempts.append(
                         cc.row(id=attempt_id + len(attempts), referral_id=rid, practitioner_id=practitioner,
                                appointment_id=aid if j == 0 else None, attempted_at=at, recorded_at=at,
-                               outcome="answered" if j == 0 and outcome in ("5", "6") else rng.choice(CALL_OUTCOMES))
+                               outcome="answered" if j == 0 and outcome in ATTENDED_OUTCOMES else rng.choice(CALL_OUTCOMES))
                     )
                     if rng.random() < 0.0025:  # a few logged by mistake and undone: they count nowhere
                         undos.append(cu.row(id=undo_id + len(undos), attempt_id=attempt_id + len(attempts) - 1,

@@ -62,7 +62,7 @@ from django.utils import timezone
 from scheduling import roles
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, Team
-from scheduling.codes import AppointmentType
+from scheduling.codes import AppointmentType, ReferralSource
 from scheduling.demo import nhs_test_numbers
 from scheduling.reminders import content
 from scheduling.reminders.fake_twilio import FakeTwilioServer
@@ -236,7 +236,7 @@ class Command(BaseCommand):
         )
         referrals = Referral.objects.bulk_create(
             [
-                Referral(patient=p, source="A1", received_on=timezone.localdate() - timedelta(days=30),
+                Referral(patient=p, source=ReferralSource.GP.value, received_on=timezone.localdate() - timedelta(days=30),
                          reason="Chronic widespread pain", assigned_practitioner=practitioners[i % len(practitioners)],
                          status=Referral.Status.IN_TREATMENT, created_at=now - timedelta(days=30))
                 for i, p in enumerate(patients)

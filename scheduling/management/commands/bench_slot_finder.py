@@ -21,6 +21,7 @@ from scheduling.booking.models import Appointment, AvailabilityException, Workin
 from scheduling.booking.selectors import find_free_slots, next_free_slots_for_referral
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, Team
 from scheduling.caseload.nhs_number import check_digit
+from scheduling.codes import ReferralSource
 from scheduling.management.timing import interleaved, ratio_spread, spread
 from scheduling.uktime import LONDON, lenient_local_datetime
 
@@ -74,7 +75,7 @@ class Command(BaseCommand):
                     nhs_number=f"{first_nine}{digit}", given_name="Bench", family_name="Patient", date_of_birth=dt.date(1970, 1, 1)
                 ))
         referrals = [
-            Referral.objects.create(patient=p, source="A1", received_on=timezone.localdate(), reason="Benchmark", assigned_practitioner=u)
+            Referral.objects.create(patient=p, source=ReferralSource.GP, received_on=timezone.localdate(), reason="Benchmark", assigned_practitioner=u)
             for p, u in zip(patients, users)
         ]
         today = timezone.localdate()
