@@ -1,8 +1,9 @@
 """What an SMS says: default templates, placeholders, GSM-7 length and the no-clinical-words rule.
 
 Templates use {placeholders} filled by `render`. A lock screen can be read by anyone, so the
-defaults name no service, condition or treatment (DOMAIN.md), and they stay in GSM-7: one stray
-character outside it (a curly quote, an en dash) makes every part cost the same as 70 characters.
+defaults name no service, condition or treatment (a text must not tell whoever sees the phone that its
+owner is being treated), and they stay in GSM-7: one stray character outside it (a curly quote, an en
+dash) makes every part cost the same as 70 characters.
 """
 
 import re
@@ -46,7 +47,8 @@ PLACEHOLDERS = {
     "deadline": "For invitations: the last day to get in touch, e.g. Monday 16 March",
 }
 
-# Words that must not appear on a lock screen by default (DOMAIN.md), and stigmatising wording.
+# Words that must not appear on a lock screen by default (they would tell a reader the patient is being
+# treated), and stigmatising wording.
 CLINICAL_WORDS = (
     "cbt", "pain", "chronic", "mental", "health", "therapy", "therapist", "therapies", "psychological",
     "psychology", "counselling", "counsellor", "depression", "anxiety", "clinic", "clinical", "treatment",

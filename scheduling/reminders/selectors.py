@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
+from scheduling.caseload.models import ServiceSettings
 from scheduling.codes import AppointmentType
 from scheduling.reminders import content
 from scheduling.reminders.models import InboundMessage, MessageTemplate, OutboundMessage, ReminderRule
@@ -157,8 +158,6 @@ SAMPLE_DEADLINE = datetime.date(2026, 10, 14)
 def sample_values() -> dict[str, str]:
     """Every placeholder filled as a real message would be, for an example appointment on
     Wednesday 30 September at 2:45pm (the same formatting code the planner uses)."""
-    from scheduling.caseload.models import ServiceSettings
-
     start = lenient_local_datetime(SAMPLE_APPOINTMENT_START.date(), SAMPLE_APPOINTMENT_START.time())
     values = content.appointment_placeholders(
         appointment=SimpleNamespace(start=start, practitioner=SimpleNamespace(first_name=SAMPLE_PRACTITIONER_FIRST_NAME)),

@@ -5,6 +5,7 @@ docs/capacity-report.md (also the site's definitions page); keep the two in step
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections import defaultdict
 from contextlib import contextmanager
@@ -116,8 +117,6 @@ class ReportParams:
 
 
 def _replace(params: ReportParams, **changes) -> ReportParams:
-    import dataclasses
-
     return dataclasses.replace(params, **changes)
 
 
@@ -579,6 +578,50 @@ def build_report(params: ReportParams, *, include_lists: bool = True) -> dict:
         return _build_report(params, include_lists=include_lists)
 
 
+def _lost_minutes(params: ReportParams, agg: dict, failed_count: int) -> dict:
+    lost = {cause: int(agg[f"{cause}_minutes"]) for cause in APPOINTMENT_CAUSES}
+    lost["failed_calls"] = failed_count * params.service_settings.failed_call_minutes
+    lost["total"] = sum(lost.values())
+    return lost
+
+
+def _waits(pre: dict, contacts: dict, treatments: dict) -> dict:
+    return {
+        "to_first_contact_median_days": contacts["wait_days_median"],
+        "to_assessment_median_days": pre["wait_days_median"],
+        "to_first_treatment_median_days": treatments["wait_days_median"],
+        "within_6_weeks_pct": _pct(treatments["within_6"], treatments["n"]),
+        "within_18_weeks_pct": _pct(treatments["within_18"], treatments["n"]),
+        "first_contacts": contacts["n"],
+        "assessments": pre["n"],
+        "first_treatments": treatments["n"],
+    }
+
+
+def _pre_assessment(pre: dict) -> dict:
+    return {
+        "referrals_assessed": pre["n"],
+        "contacts_distribution": {bucket: pre[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
+        "contacts_median": pre["contacts_before_median"],
+        "contacts_p90": pre["contacts_before_p90"],
+        "lost_minutes": int(pre["lost"]),
+    }
+
+
+def _longest_held(params: ReportParams) -> list[dict]:
+    return [
+        {
+            "referral_id": r.pk,
+            "received_on": r.received_on.isoformat(),
+            "days_held": r.days_held,
+            "status": r.status,
+            "contacts": r.contacts,
+            "lost_minutes": r.lost_so_far,
+        }
+        for r in longest_held_without_assessment(params)
+    ]
+
+
 def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
     params = params.with_settings()
     service = params.service_settings
@@ -588,26 +631,10 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
     else:
         agg = appointments_in_period(params).aggregate(**_appointment_aggregates(params))
         failed_count = failed_calls_in_period(params).count()
-    lost = {cause: int(agg[f"{cause}_minutes"]) for cause in APPOINTMENT_CAUSES}
-    lost["failed_calls"] = failed_count * service.failed_call_minutes
-    lost["total"] = sum(lost.values())
+    lost = _lost_minutes(params, agg, failed_count)
     booked = int(agg["booked_minutes"])
-
     pre = pre_assessment_figures(params)
-    n_assessed = pre["n"]
-    contacts = first_contact_figures(params)
-    treatments = first_treatment_figures(params)
-    waits = {
-        "to_first_contact_median_days": contacts["wait_days_median"],
-        "to_assessment_median_days": pre["wait_days_median"],
-        "to_first_treatment_median_days": treatments["wait_days_median"],
-        "within_6_weeks_pct": _pct(treatments["within_6"], treatments["n"]),
-        "within_18_weeks_pct": _pct(treatments["within_18"], treatments["n"]),
-        "first_contacts": contacts["n"],
-        "assessments": n_assessed,
-        "first_treatments": treatments["n"],
-    }
-
+    waits = _waits(pre, first_contact_figures(params), first_treatment_figures(params))
     cost_pence = lost["total"] * service.clinician_hourly_cost_pence / 60
     report = {
         "period": {"from": params.date_from.isoformat(), "to": params.date_to.isoformat()},
@@ -633,28 +660,12 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
         "lost_hours": round(lost["total"] / 60, 1),
         # One treatment session's length as the service has set it (BookingSettings).
         "equivalent_sessions_lost": round(lost["total"] / BookingSettings.current().treatment_minutes, 1),
-        "pre_assessment": {
-            "referrals_assessed": n_assessed,
-            "contacts_distribution": {bucket: pre[f"b{i}"] for i, bucket in enumerate(CONTACT_BUCKETS)},
-            "contacts_median": pre["contacts_before_median"],
-            "contacts_p90": pre["contacts_before_p90"],
-            "lost_minutes": int(pre["lost"]),
-        },
+        "pre_assessment": _pre_assessment(pre),
         "waits": waits,
         "cost_pounds": round(cost_pence / 100, 2),
     }
     if include_lists:
         report["weekly_lost_minutes"] = weekly_lost(params, activity)
         report["practitioners"] = practitioner_rows(params, activity)
-        report["longest_held_without_assessment"] = [
-            {
-                "referral_id": r.pk,
-                "received_on": r.received_on.isoformat(),
-                "days_held": r.days_held,
-                "status": r.status,
-                "contacts": r.contacts,
-                "lost_minutes": r.lost_so_far,
-            }
-            for r in longest_held_without_assessment(params)
-        ]
+        report["longest_held_without_assessment"] = _longest_held(params)
     return report
