@@ -4,7 +4,7 @@ Backends, chosen by settings.SMS_BACKEND:
   console  the default for the demo and development: nothing leaves the machine; the message is
            recorded in the outbox (visible in the SMS pages and the Django admin) as delivered.
   twilio   the official `twilio` client, with credentials from the environment. TWILIO_API_BASE_URL
-           points it at the fake Twilio server (scheduling/reminders/fake_twilio.py) in tests.
+           points it at the fake Twilio server (devtools/fake_twilio.py) in tests.
 
 Errors are split the way the sender must treat them:
   PermanentSmsError   Twilio refused this message for good (bad or landline number, opted out...):
