@@ -26,7 +26,7 @@ from django_q.models import OrmQ, Schedule
 from django_q.tasks import async_task, fetch
 
 from scheduling.booking.services import cancel_appointment, rearrange_appointment
-from scheduling.caseload.models import AdminTask
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
