@@ -16,7 +16,7 @@ from scheduling.booking import selectors
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import Referral, ServiceSettings
-from scheduling.caseload.services import advance_referral_to
+from scheduling.caseload.services import advance_referral_to, assign_practitioner
 from scheduling.codes import (
     ATTENDED_OUTCOMES,
     DEFAULT_DURATION_MINUTES,
@@ -237,6 +237,9 @@ def book_appointment(
     the demo, which record the past, do not. `patient_on_phone` (the patient agreed this time on the
     phone just now) lets the lead time give way; that is audited as ON_THE_PHONE.
 
+    Booking an assessment for a referral nobody is assigned to assigns it to the practitioner, in the
+    same transaction.
+
     Booking the same referral, practitioner, type and start again (a double submit) changes nothing
     and raises AlreadyBooked carrying the first appointment."""
     if not duration_minutes and appointment_type in AppointmentType.values:
@@ -293,6 +296,9 @@ def book_appointment(
         if waived:
             _audit_lead_time_waived(appointment=appointment, actor=actor)
         if appointment_type == AppointmentType.ASSESSMENT:
+            if referral.assigned_practitioner_id is None and practitioner is not None:
+                # An unassigned referral joins the caseload of the practitioner who assesses it.
+                assign_practitioner(referral=referral, practitioner=practitioner, actor=actor)
             advance_referral_to(
                 referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
                 to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked",

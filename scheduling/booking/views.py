@@ -35,7 +35,6 @@ from scheduling.booking.services import (
 from scheduling.caseload.models import Patient, Referral
 from scheduling.caseload.services import (
     DuplicatePatient,
-    assign_practitioner,
     create_referral,
     patient_with_referral_errors,
     referral_errors,
@@ -219,9 +218,6 @@ def book(request, pk: int):
         return find_slots(
             request, pk, error=" ".join(_errors(exc)), status=400, manual_form=form if "day" in request.POST else None
         )
-    if referral.assigned_practitioner_id is None and data["appointment_type"] == AppointmentType.ASSESSMENT:
-        # An unassigned referral joins the caseload of the practitioner who assesses it.
-        assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
     messages.success(
         request, f"Booked for {referral.patient.full_name}: {_what(appointment)}; {_text_note(appointment)}."
     )
