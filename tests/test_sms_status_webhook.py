@@ -7,8 +7,8 @@ import time_machine
 from django.urls import reverse
 
 from devtools.fake_twilio import FakeTwilioServer
-from scheduling.booking.selectors import admin_worklist
-from scheduling.caseload.models import AdminTask
+from scheduling.worklist.selectors import admin_worklist
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from tests.booking_helpers import book

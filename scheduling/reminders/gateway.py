@@ -30,6 +30,8 @@ from django.conf import settings
 from django.utils import timezone
 from twilio.http.http_client import TwilioHttpClient
 
+from scheduling.caseload.phones import is_fictional_number
+
 logger = logging.getLogger(__name__)
 
 # Twilio error codes that will not change on a retry.
@@ -153,8 +155,6 @@ class TwilioBackend:
         return {"from_": settings.TWILIO_FROM_NUMBER}
 
     def send(self, *, to: str, body: str, status_callback: str | None) -> RemoteMessage:
-        from scheduling.caseload.phones import is_fictional_number
-
         if not settings.TWILIO_API_BASE_URL and is_fictional_number(to):
             # Demo or test data must never reach the real Twilio (and a patient's record with such
             # a number is wrong): refused here, before any request, whatever PHONE_ACCEPT_FICTIONAL_NUMBERS says.
