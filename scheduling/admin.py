@@ -3,10 +3,9 @@ outcomes) are read-only here: changes go through the service functions so they a
 
 from django.contrib import admin
 
-from scheduling.booking.models import Appointment, Rearrangement, WorklistClaim
+from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import (
-    AdminTask,
     AuditEntry,
     CaseloadCover,
     ClinicalNote,
@@ -17,6 +16,7 @@ from scheduling.caseload.models import (
     ServiceSettings,
     Team,
 )
+from scheduling.worklist.models import AdminTask, WorklistClaim
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

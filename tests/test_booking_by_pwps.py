@@ -186,7 +186,7 @@ def test_admin_staff_and_managers_still_book_rearrange_and_cancel_on_any_caseloa
     cancelled = client.post(reverse("booking:cancel", args=[replacement.pk]), {"cancelled_by": "patient", "reason": "Moving away"})
     assert cancelled.status_code == 302
     assert not Appointment.objects.not_cancelled().filter(referral=referral).exists()
-    assert client.get(reverse("booking:worklist")).status_code == 200
+    assert client.get(reverse("worklist:index")).status_code == 200
 
 
 # --- The patient on the phone ------------------------------------------------------------------

@@ -14,10 +14,12 @@ from django.urls import reverse
 
 from scheduling.booking.services import book_appointment
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask, CaseloadCover, Patient, PatientDetailChange
+from scheduling.caseload.models import CaseloadCover, Patient, PatientDetailChange
+from scheduling.worklist.models import AdminTask
 from scheduling.caseload.patient_details import change_patient_details, describe_detail_change, details_version
 from scheduling.caseload.phones import display_phone
-from scheduling.caseload.services import raise_admin_task, record_sms_opt_out
+from scheduling.caseload.services import record_sms_opt_out
+from scheduling.worklist.services import raise_admin_task
 from scheduling.reminders import sending
 from scheduling.submissions import new_token
 from scheduling.reminders.models import OutboundMessage
@@ -484,13 +486,13 @@ def test_the_call_list_row_links_to_the_details_page(client, referral, pwp):
 
 @pytest.mark.parametrize("kind", [AdminTask.Kind.WRONG_NUMBER, AdminTask.Kind.SMS_FAILED])
 def test_the_worklist_item_correct_the_number_leads_to_the_details_page(client, referral, admin_user, kind):
-    from scheduling.booking.selectors import admin_worklist
+    from scheduling.worklist.selectors import admin_worklist
 
     task = raise_admin_task(kind=kind, source=AdminTask.Source.SMS, referral=referral)
     [item] = [i for i in admin_worklist() if i.task_id == task.pk]
     assert item.action_label == "Correct the number"
     client.force_login(admin_user)
-    html = client.get(reverse("booking:worklist")).content.decode()
+    html = client.get(reverse("worklist:index")).content.decode()
     assert f'href="{item.action_url}"' in html
     landing = client.get(item.action_url)
     assert landing.status_code == 200 and landing.request["PATH_INFO"] == url(referral.patient_id)

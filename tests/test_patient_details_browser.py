@@ -10,7 +10,8 @@ from django.urls import reverse
 from scheduling import roles
 from scheduling.booking.services import book_appointment
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask, PatientDetailChange
+from scheduling.caseload.models import PatientDetailChange
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
@@ -72,7 +73,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         wait_for(browser, lambda d: reverse("login") not in d.current_url)
 
         # The worklist: the item offers "Correct the number".
-        browser.get(live_server.url + reverse("booking:worklist"))
+        browser.get(live_server.url + reverse("worklist:index"))
         wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "Correct the number"))
         fits()
         [link] = [a for a in browser.find_elements(By.LINK_TEXT, "Correct the number") if a.get_attribute("href").endswith(details_url)]
@@ -115,7 +116,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         assert early.to_number == "+447700900456"
 
         # Back on the worklist, the item is gone.
-        browser.get(live_server.url + reverse("booking:worklist"))
+        browser.get(live_server.url + reverse("worklist:index"))
         wait_for(browser, lambda d: d.find_elements(By.TAG_NAME, "h1"))
         assert not [
             a for a in browser.find_elements(By.LINK_TEXT, "Correct the number") if a.get_attribute("href").endswith(details_url)

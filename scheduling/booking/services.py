@@ -10,13 +10,13 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
-from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement, WorklistClaim
+from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement
 from scheduling.booking import rules, selectors
 from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
-from scheduling.caseload.services import advance_referral_to
+from scheduling.caseload.models import Referral, ServiceSettings
+from scheduling.caseload.services import advance_referral_to, assign_practitioner
 from scheduling.codes import (
     ATTENDED_OUTCOMES,
     AppointmentType,
@@ -235,6 +235,9 @@ def book_appointment(
     the demo, which record the past, do not. `patient_on_phone` (the patient agreed this time on the
     phone just now) lets the lead time give way; that is audited as ON_THE_PHONE.
 
+    Booking an assessment for a referral nobody is assigned to assigns it to the practitioner, in the
+    same transaction.
+
     Booking the same referral, practitioner, type and start again (a double submit) changes nothing
     and raises AlreadyBooked carrying the first appointment."""
     if not duration_minutes:
@@ -293,13 +296,21 @@ def book_appointment(
         if waived:
             _audit_lead_time_waived(appointment=appointment, actor=actor)
         if appointment_type == AppointmentType.ASSESSMENT:
+            if referral.assigned_practitioner_id is None and practitioner is not None:
+                # An unassigned referral joins the caseload of the practitioner who assesses it.
+                assign_practitioner(referral=referral, practitioner=practitioner, actor=actor)
             advance_referral_to(
                 referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
                 to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked",
                 at=appointment.booked_at,
             )
-        appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor)
+        appointment.follow_ups = _follow_ups(appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor))
     return appointment
+
+
+def _follow_ups(responses) -> list[str]:
+    """What the capabilities above did about a booking, in words (e.g. the confirmation text planned)."""
+    return [answer for _receiver, answer in responses if answer]
 
 
 def _audit_override(*, appointment: Appointment, why: str, reason: str, actor):
@@ -515,8 +526,9 @@ def rearrange_appointment(
             original=original, replacement=replacement, asked_by=asked_by, reason=(reason or "")[:200], asked_at=asked_at,
             recorded_by=actor,
         )
-        appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor, rearranged_from=original)
-        _resolve_rearrange_requests(original=original, actor=actor, replacement=replacement)
+        replacement.follow_ups = _follow_ups(
+            appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor, rearranged_from=original)
+        )
     appointment.refresh_from_db()
     return rearrangement
 
@@ -545,19 +557,6 @@ def _refuse_if_already_moved(*, appointment: Appointment, new_start, practitione
     raise ValidationError(
         f"This appointment was already moved to {replacement}; rearrange that one instead.", code="invalid_transition"
     )
-
-
-def _resolve_rearrange_requests(*, original: Appointment, actor, replacement: Appointment):
-    from django.db.models import Q
-
-    from scheduling.caseload.services import resolve_admin_task
-
-    tasks = AdminTask.objects.filter(kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True).filter(
-        Q(appointment=original) | Q(referral=original.referral, appointment__isnull=True)
-    )
-    when = timezone.localtime(replacement.start)
-    for task in tasks:
-        resolve_admin_task(task=task, actor=actor, resolution=f"Rearranged to {when:%a %d %b %Y %H:%M}")
 
 
 def correct_appointment_outcome(*, appointment: Appointment, outcome: str, actor, reason: str) -> Appointment:
@@ -736,79 +735,3 @@ def withdraw_availability_exception(*, exception: AvailabilityException, actor=N
     return exception
 
 
-# --- Sharing the worklist: taking and releasing items ---------------------------------------------
-
-
-class ItemTaken(ValidationError):
-    """Someone else holds the item; `claim` is theirs (the message names them, never the patient)."""
-
-    def __init__(self, claim: WorklistClaim, *, action: str):
-        self.claim = claim
-        super().__init__(
-            f"{claim.holder_name} took this item at {_when(claim.taken_at)}, so {action}. If you have agreed "
-            f"it with them, use “Take over from {claim.holder_name}”.",
-            code="item_taken",
-        )
-
-
-def _open_claim(key: str) -> WorklistClaim | None:
-    return (
-        WorklistClaim.objects.select_for_update(of=("self",))
-        .select_related("taken_by")
-        .filter(item_key=key, released_at__isnull=True)
-        .first()
-    )
-
-
-def _end_claim(claim: WorklistClaim, *, actor, release: str, at) -> None:
-    WorklistClaim.objects.filter(pk=claim.pk, released_at__isnull=True).update(
-        released_at=at, released_by=actor, release=release
-    )
-
-
-def take_worklist_item(*, key: str, actor, take_over: int | None = None, now=None) -> WorklistClaim:
-    """Take an item so colleagues see it is being worked on. Taking one that someone else holds is
-    refused naming them, unless `take_over` is their claim's id (the person knowingly takes it over:
-    a newer holder since then is refused again). Taking one's own item again changes nothing."""
-    now = now or timezone.now()
-    item = selectors.worklist_item(key=key, now=now)
-    if item is None:
-        raise ValidationError("This item is no longer on the worklist: it was done or has changed.", code="gone")
-    with transaction.atomic():
-        current = _open_claim(key)
-        if current is not None and current.taken_at < item.since:
-            # Taken before the item last changed; nobody is shown holding it, so it lapses quietly.
-            _end_claim(current, actor=actor, release=WorklistClaim.Release.LAPSED, at=now)
-            current = None
-        if current is not None and current.taken_by_id == actor.pk:
-            return current
-        if current is not None:
-            if take_over != current.pk:
-                raise ItemTaken(current, action="nobody else phones the patient meanwhile")
-            _end_claim(current, actor=actor, release=WorklistClaim.Release.TAKEN_OVER, at=now)
-        try:
-            with transaction.atomic():
-                return WorklistClaim.objects.create(item_key=key, taken_by=actor, taken_at=now)
-        except IntegrityError:
-            # Someone took it between our look and our insert; the unique constraint kept one holder.
-            winner = WorklistClaim.objects.select_related("taken_by").filter(item_key=key, released_at__isnull=True).first()
-            if winner is None:
-                raise
-            if winner.taken_by_id == actor.pk:
-                return winner
-            raise ItemTaken(winner, action="nobody else phones the patient meanwhile") from None
-
-
-def release_worklist_item(*, key: str, actor, now=None) -> WorklistClaim | None:
-    """Give an item back. Only its holder releases it (others take it over); releasing an item nobody
-    holds changes nothing and returns None."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        current = _open_claim(key)
-        if current is None:
-            return None
-        if current.taken_by_id != actor.pk:
-            raise ItemTaken(current, action="only they can release it")
-        _end_claim(current, actor=actor, release=WorklistClaim.Release.RELEASED, at=now)
-        current.refresh_from_db()
-        return current

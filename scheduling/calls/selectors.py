@@ -25,7 +25,7 @@ from scheduling.calls.policy import (
     suggest_next_attempt,
     tries_before_dna,
 )
-from scheduling.caseload.models import AdminTask, CaseloadCover, ClinicalNote, PractitionerProfile, Referral
+from scheduling.caseload.models import CaseloadCover, ClinicalNote, PractitionerProfile, Referral
 from scheduling.caseload.phones import display_phone
 from scheduling.caseload.selectors import (
     WaitingReply,
@@ -33,7 +33,14 @@ from scheduling.caseload.selectors import (
     can_view_clinical_notes,
     latest_replies_waiting_for_staff,
 )
-from scheduling.codes import ASSESSMENT_STARTED_OUTCOMES, MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.codes import (
+    ASSESSMENT_STARTED_OUTCOMES,
+    MISSED_OUTCOMES,
+    AppointmentType,
+    AttendanceOutcome,
+    EndOfCare,
+    TaskKind,
+)
 from scheduling.uktime import LONDON, lenient_local_datetime, local_day_bounds, short_local
 
 Status = Referral.Status
@@ -420,10 +427,13 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     last_by_appointment = _attempts_by_pk(
         {a.last_attempt_pk for a in appointments if a.last_attempt_pk is not None}, key="appointment_id"
     )
+    # Open rearrange requests, read through the appointment (the worklist, above, owns the tasks).
     rearrange = set(
-        AdminTask.objects.filter(
-            kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True, appointment_id__in=[a.pk for a in appointments]
-        ).values_list("appointment_id", flat=True)
+        Appointment.objects.filter(
+            pk__in=[a.pk for a in appointments],
+            admin_tasks__kind=TaskKind.REARRANGE_REQUEST,
+            admin_tasks__resolved_at__isnull=True,
+        ).values_list("pk", flat=True)
     )
     course_lengths = _course_lengths(referral_ids)
     tries = dict(

@@ -20,14 +20,17 @@ from scheduling.calls.models import (
 )
 from scheduling.calls.buttons import BUTTON_OUTCOMES, CallButton
 from scheduling.calls.policy import UNANSWERED_OUTCOMES, ContactState, classify_contact, counts_against_policy, tries_before_dna
-from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
+from scheduling.calls.signals import (
+    call_outcome_recorded,
+    call_outcome_undone,
+    number_marked_wrong,
+    opt_in_invitation_due,
+)
 from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Patient, PractitionerProfile, Referral
+from scheduling.caseload.models import Patient, PractitionerProfile, Referral
 from scheduling.caseload.notes import can_write_notes, text_problem, write_note
 from scheduling.caseload.services import (
     advance_referral_to,
-    raise_admin_task,
-    resolve_admin_task,
     revert_referral_status,
 )
 from scheduling.codes import AttendanceOutcome
@@ -252,26 +255,14 @@ def _record_session_outcome(*, appointment, attempt, button, actor, now) -> None
         record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.DID_NOT_ATTEND, actor=actor, at=now)
 
 
-def _raise_task(*, button, referral, appointment, attempt, actor, note, now) -> AdminTask | None:
-    """The admin task a click asks for: a wrong number (the patient's numbers are marked wrong first) or a
-    wish to rearrange."""
-    if button == CallButton.WRONG_NUMBER:
-        patient = Patient.objects.get(pk=referral.patient_id)  # the numbers as they are now
-        WrongNumberMark.objects.create(
-            attempt=attempt, patient=patient, mobile_phone=patient.mobile_phone, other_phone=patient.other_phone,
-            marked_at=now,
-        )
-        number_marked_wrong.send(sender=Referral, patient=patient, actor=actor)
-        return raise_admin_task(
-            kind=AdminTask.Kind.WRONG_NUMBER, source=AdminTask.Source.CALL_LIST, referral=referral,
-            appointment=appointment, actor=actor, detail="Number wrong or not in service: please check it with the patient or referrer.",
-        )
-    if button == CallButton.REARRANGE:
-        return raise_admin_task(
-            kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.CALL_LIST, appointment=appointment,
-            actor=actor, detail=note or "Patient asked on the phone to rearrange this appointment.",
-        )
-    return None
+def _mark_number_wrong(*, referral, attempt, actor, now) -> None:
+    """The patient's numbers as they are now are wrong: nothing is texted to them until they change."""
+    patient = Patient.objects.get(pk=referral.patient_id)
+    WrongNumberMark.objects.create(
+        attempt=attempt, patient=patient, mobile_phone=patient.mobile_phone, other_phone=patient.other_phone,
+        marked_at=now,
+    )
+    number_marked_wrong.send(sender=Referral, patient=patient, actor=actor)
 
 
 def record_call_outcome(
@@ -291,9 +282,9 @@ def record_call_outcome(
     - no answer / voicemail / engaged at a booked session: after the practitioner's `tries_before_dna`
       such tries within the slot, the appointment is did not attend (3);
     - a failed first-contact attempt that uses up the contact policy makes an opt-in invitation due;
-    - wrong number raises a WRONG_NUMBER admin task and marks the patient's numbers wrong (their pending
-      texts are cancelled and none is sent until the numbers change); wants to rearrange raises a
-      REARRANGE_REQUEST task;
+    - wrong number marks the patient's numbers wrong (their pending texts are cancelled and none is sent
+      until the numbers change); the worklist raises a task for it, and for wants to rearrange
+      (signals.call_outcome_recorded);
     - a clinical note, if given, is written on the referral linked to the attempt, in the same transaction.
 
     The same click sent again within SAME_SUBMISSION_WINDOW (also several at once) is recorded once: every
@@ -333,20 +324,26 @@ def record_call_outcome(
             write_note(referral=referral, author=actor, text=clinical_note, contact_attempt=attempt)
         if appointment is not None:
             _record_session_outcome(appointment=appointment, attempt=attempt, button=button, actor=actor, now=now)
-        # Before any invitation below: a wrong number must be marked so that nothing is queued to it.
-        task = _raise_task(button=button, referral=referral, appointment=appointment, attempt=attempt, actor=actor, note=note, now=now)
+        if button == CallButton.WRONG_NUMBER:
+            # Before any invitation below: it must find the number wrong and queue nothing to it.
+            _mark_number_wrong(referral=referral, attempt=attempt, actor=actor, now=now)
         if counts_against_policy(attempt):
             _maybe_invite_to_opt_in(referral=referral, attempt=attempt, actor=actor, policy=policy, now=now)
-        _record_effect(
-            attempt=attempt, button=button, referral=referral, appointment=appointment, task=task,
+        effect = _record_effect(
+            attempt=attempt, button=button, referral=referral, appointment=appointment,
             outcome_before=outcome_before, status_before=status_before,
+        )
+        # The worklist raises the task a wrong number or a rearrange request asks for, linked on the effect.
+        call_outcome_recorded.send(
+            sender=ContactAttempt, attempt=attempt, effect=effect, button=button, referral=referral,
+            appointment=appointment, actor=actor, note=note,
         )
     return attempt
 
 
-def _record_effect(*, attempt, button, referral, appointment, task, outcome_before, status_before) -> CallOutcomeEffect:
-    """What the click changed (the appointment's outcome and the referral's status, before and after, and the
-    task it raised), for its undo; `referral` and `appointment` are refreshed to their new state."""
+def _record_effect(*, attempt, button, referral, appointment, outcome_before, status_before) -> CallOutcomeEffect:
+    """What the click changed (the appointment's outcome and the referral's status, before and after), for its
+    undo; `referral` and `appointment` are refreshed to their new state."""
     if appointment is not None:
         appointment.refresh_from_db(fields=["outcome", "outcome_recorded_at"])
     referral.status = Referral.objects.values_list("status", flat=True).get(pk=referral.pk)
@@ -357,7 +354,6 @@ def _record_effect(*, attempt, button, referral, appointment, task, outcome_befo
         appointment_outcome_after=appointment.outcome if appointment is not None else "",
         referral_status_before=status_before,
         referral_status_after=referral.status,
-        admin_task=task,
     )
 
 
@@ -396,7 +392,7 @@ def undo_call_outcome(*, attempt: ContactAttempt, actor, reason: str = "Logged b
             raise ValidationError("A later call has been logged for this person; undo that first.", code="not_latest")
         undo = ContactAttemptUndo.objects.create(attempt=attempt, undone_by=actor, undone_at=now, reason=reason[:200])
         referral = attempt.referral
-        effect = CallOutcomeEffect.objects.filter(attempt=attempt).select_related("admin_task").first()
+        effect = CallOutcomeEffect.objects.filter(attempt=attempt).first()
         label = effect.button if effect else attempt.outcome
         if effect is not None:
             appointment = attempt.appointment
@@ -412,8 +408,7 @@ def undo_call_outcome(*, attempt: ContactAttempt, actor, reason: str = "Logged b
                     referral=referral, from_status=effect.referral_status_after, to_status=effect.referral_status_before,
                     actor=actor, reason=f"call outcome '{label}' undone",
                 )
-            if effect.admin_task is not None and effect.admin_task.resolved_at is None:
-                resolve_admin_task(task=effect.admin_task, actor=actor, resolution="Withdrawn: the call outcome was undone")
+            call_outcome_undone.send(sender=ContactAttempt, attempt=attempt, effect=effect, actor=actor)
         withdrawn = OptInInvitation.objects.active().filter(attempt=attempt).update(withdrawn_at=now, withdrawn_by=actor)
         if withdrawn:
             record_change(

@@ -315,44 +315,6 @@ class PatientDetailChange(models.Model):
         return f"Patient {self.patient_id}: {self.field} changed"
 
 
-class AdminTask(models.Model):
-    """Something admin staff must act on that an event raised (not derivable from other rows)."""
-
-    class Kind(models.TextChoices):
-        REARRANGE_REQUEST = "rearrange_request", "Patient asked to rearrange"
-        SMS_FAILED = "sms_failed", "Text message could not be delivered"
-        SMS_REPLY = "sms_reply", "Text reply to read"
-        WRONG_NUMBER = "wrong_number", "Phone number wrong or not in service"
-
-    class Source(models.TextChoices):
-        CALL_LIST = "call_list", "Call list"
-        SMS = "sms", "Text message"
-        STAFF = "staff", "Staff"
-
-    kind = models.CharField(max_length=30, choices=Kind.choices)
-    source = models.CharField(max_length=20, choices=Source.choices)
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True)
-    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True)
-    appointment = models.ForeignKey(
-        "scheduling.Appointment", on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True
-    )
-    detail = models.CharField(max_length=500, blank=True)
-    raised_at = models.DateTimeField(default=timezone.now)
-    raised_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
-    )
-    resolution = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        ordering = ["raised_at", "id"]
-        indexes = [models.Index(fields=["resolved_at", "raised_at"])]
-
-    def __str__(self):
-        return f"{self.get_kind_display()} ({'resolved' if self.resolved_at else 'open'})"
-
-
 class ServiceSettings(models.Model):
     """Service-wide settings a manager changes in the database. A single row (pk=1)."""
 

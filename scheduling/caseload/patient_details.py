@@ -5,7 +5,7 @@ Every change is a PatientDetailChange row (who, when, from, to). The same checks
 apply (services._clean_patient). The page carries the id of the latest change it showed as its
 version: a field someone else changed since then, to something other than what this form says, is
 refused naming the field, never silently overwritten. What follows from a change in the other
-capabilities (reminders planned again or cancelled) hangs on signals.patient_details_changed, sent
+capabilities (reminders planned again or cancelled, worklist items resolved) hangs on signals.patient_details_changed, sent
 inside the same transaction.
 """
 
@@ -17,10 +17,10 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from scheduling.caseload.models import WEEKDAY_NAMES, AdminTask, Patient, PatientDetailChange, TimeOfDay
+from scheduling.caseload.models import WEEKDAY_NAMES, Patient, PatientDetailChange, TimeOfDay
 from scheduling.caseload.phones import display_phone
 from scheduling.caseload.selectors import can_view_all_caseloads, referrals_visible_to
-from scheduling.caseload.services import _clean_patient, _date_of_birth_error, resolve_admin_task
+from scheduling.caseload.services import _clean_patient, _date_of_birth_error
 from scheduling.caseload.signals import patient_details_changed
 from scheduling.roles import is_pwp
 
@@ -142,7 +142,7 @@ def details_version(patient: Patient) -> int:
 @dataclass
 class DetailsChange:
     changes: list[PatientDetailChange] = field(default_factory=list)
-    resolved_tasks: list[AdminTask] = field(default_factory=list)
+    resolved_tasks: list = field(default_factory=list)  # worklist tasks the change answered
     follow_ups: list[str] = field(default_factory=list)  # what other capabilities did, in words
 
 
@@ -185,42 +185,6 @@ def _dob_errors(*, patient: Patient, date_of_birth) -> str | None:
             return f"The date of birth is after the date the referral was received ({received:%d %b %Y})."
         return _date_of_birth_error(date_of_birth, on=received)
     return None
-
-
-# Which open worklist items a corrected number answers.
-_ANSWERED_BY = {
-    "mobile_phone": {AdminTask.Kind.WRONG_NUMBER: None, AdminTask.Kind.SMS_FAILED: None},
-    # The call list may have rung the other number; a text never goes there.
-    "other_phone": {AdminTask.Kind.WRONG_NUMBER: AdminTask.Source.CALL_LIST},
-}
-
-
-def _resolve_answered_tasks(*, patient: Patient, changed: dict, actor) -> list[AdminTask]:
-    resolved = []
-    for name in ("mobile_phone", "other_phone"):
-        if name not in changed:
-            continue
-        new = changed[name][1]
-        words = FIELD_WORDS[name].lower() if name == "other_phone" else "mobile number"
-        resolution = (
-            f"The {words} was corrected on the patient's details page."
-            if new
-            else f"The {words} was removed on the patient's details page."
-        )
-        if name == "mobile_phone" and new:
-            resolution = "The mobile number was corrected on the patient's details page; texts now go to the new number."
-        for kind, source in _ANSWERED_BY[name].items():
-            tasks = AdminTask.objects.filter(patient=patient, kind=kind, resolved_at__isnull=True)
-            if source is not None:
-                tasks = tasks.filter(source=source)
-            for task in tasks.order_by("raised_at", "id"):
-                if task in resolved:
-                    continue
-                try:
-                    resolved.append(resolve_admin_task(task=task, actor=actor, resolution=resolution))
-                except ValidationError:
-                    pass  # resolved by someone else meanwhile: their resolution stands
-    return resolved
 
 
 def change_patient_details(
@@ -292,9 +256,10 @@ def change_patient_details(
             )
             for name, (old, new) in changed.items()
         ]
-        result.resolved_tasks = _resolve_answered_tasks(patient=locked, changed=changed, actor=actor)
         responses = patient_details_changed.send(sender=Patient, patient=locked, changes=changed, actor=actor, now=now)
-        result.follow_ups = [answer for _, answer in responses if answer]
+        answers = [answer for _, answer in responses if answer]
+        result.follow_ups = [answer.words for answer in answers if answer.words]
+        result.resolved_tasks = [task for answer in answers for task in answer.resolved_tasks]
     for name in EDITABLE_FIELDS + ["mobile_is_mobile", "sms_consent_recorded_at"]:
         setattr(patient, name, getattr(locked, name))
     return result

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling.caseload.models import AdminTask, AuditEntry, Referral
+from scheduling.caseload.models import AuditEntry, Referral
 from scheduling.caseload.patient_details import describe_detail_change
 from scheduling.caseload.notes import NoteThread, can_read_notes, can_write_notes, note_threads
 from scheduling.caseload.selectors import quote_briefly
@@ -249,9 +249,11 @@ def referral_record(*, referral: Referral, user) -> Record:
     # Replies join the timeline: "ring after 3pm" belongs with the calls and changes around it.
     history.extend(HistoryLine(at=r.received_at, text=describe_reply(r, appointment_labels=labels)) for r in replies)
     history.sort(key=lambda line: line.at, reverse=True)
+    # Read through the patient (the worklist, above, owns the tasks): those about this referral, and
+    # those raised against the patient alone (a text from their number).
     open_tasks = list(
-        AdminTask.objects.filter(resolved_at__isnull=True)
-        .filter(Q(referral=referral) | Q(referral__isnull=True, patient_id=referral.patient_id))
+        referral.patient.admin_tasks.filter(resolved_at__isnull=True)
+        .filter(Q(referral=referral) | Q(referral__isnull=True))
         .order_by("raised_at", "id")
     )
     for task in open_tasks:

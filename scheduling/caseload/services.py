@@ -1,4 +1,4 @@
-"""Writes to patients, referrals and admin tasks. Views, commands and tasks all call these."""
+"""Writes to patients and referrals. Views, commands and tasks all call these."""
 
 import datetime
 
@@ -7,10 +7,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Patient, Referral, TimeOfDay
+from scheduling.caseload.models import Patient, Referral, TimeOfDay
 from scheduling.caseload.nhs_number import normalise_nhs_number
+from scheduling.caseload.signals import referral_discharging
 from scheduling.caseload.phones import UK_MOBILE_FOR_TEXTS_MESSAGE, parse_uk_phone
-from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare, ReferralSource
+from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, EndOfCare, ReferralSource
 
 Status = Referral.Status
 
@@ -431,9 +432,8 @@ def advance_referral_to(
 
 
 def discharge_referral(*, referral: Referral, end_code: str, actor=None, reason: str = "", ended_on=None) -> Referral:
-    """Discharge with an NHS end-of-care code. Future appointments are cancelled by the service."""
-    from scheduling.booking.services import cancel_appointment
-
+    """Discharge with an NHS end-of-care code. Future appointments are cancelled (by booking, on
+    signals.referral_discharging) in the same transaction."""
     if end_code not in EndOfCare.values:
         raise ValidationError({"end_code": f"'{end_code}' is not an end-of-care code."})
     with transaction.atomic():
@@ -449,8 +449,7 @@ def discharge_referral(*, referral: Referral, end_code: str, actor=None, reason:
             locked.status != Status.IN_TREATMENT
         ):
             raise ValidationError({"end_code": "This end code is for people who started treatment."})
-        for appointment in locked.appointments.not_cancelled().filter(start__gt=timezone.now(), outcome=AttendanceOutcome.NOT_APPLICABLE):
-            cancel_appointment(appointment=appointment, cancelled_by="service", reason="Referral discharged", actor=actor)
+        referral_discharging.send(sender=Referral, referral=locked, actor=actor)
         old = locked.status
         locked.status = Status.DISCHARGED
         locked.end_code = end_code
@@ -473,29 +472,3 @@ def assign_practitioner(*, referral: Referral, practitioner, actor=None) -> Refe
     return referral
 
 
-def raise_admin_task(
-    *, kind: str, source: str, detail: str = "", patient=None, referral=None, appointment=None, actor=None
-) -> AdminTask:
-    if appointment is not None and referral is None:
-        referral = appointment.referral
-    if referral is not None and patient is None:
-        patient = referral.patient
-    return AdminTask.objects.create(
-        kind=kind,
-        source=source,
-        detail=detail[:500],
-        patient=patient,
-        referral=referral,
-        appointment=appointment,
-        raised_by=actor,
-    )
-
-
-def resolve_admin_task(*, task: AdminTask, actor, resolution: str = "") -> AdminTask:
-    updated = AdminTask.objects.filter(pk=task.pk, resolved_at__isnull=True).update(
-        resolved_at=timezone.now(), resolved_by=actor, resolution=resolution[:200]
-    )
-    if not updated:
-        raise ValidationError("This task was already resolved.", code="already_resolved")
-    task.refresh_from_db()
-    return task

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from scheduling.booking.models import Appointment
 from scheduling.calls.selectors import number_marked_wrong, numbers_were_marked_wrong
+from scheduling.caseload.services import record_sms_opt_in, record_sms_opt_out
 from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
@@ -372,8 +373,6 @@ def _texts(count: int, noun: str = "text") -> str:
 def opt_out_patient(*, patient, reason: str, at=None) -> int:
     """STOP: record the opt-out and cancel every text not yet handed to Twilio, in one transaction.
     Returns how many were cancelled. Anything already claimed is refused by the send task's check."""
-    from scheduling.caseload.services import record_sms_opt_out
-
     at = at or timezone.now()
     with transaction.atomic():
         record_sms_opt_out(patient=patient, at=at)
@@ -383,8 +382,6 @@ def opt_out_patient(*, patient, reason: str, at=None) -> int:
 def opt_in_patient(*, patient):
     """START: texts may go again (to appointments booked from now on; reminders cancelled by the
     opt-out stay cancelled)."""
-    from scheduling.caseload.services import record_sms_opt_in
-
     return record_sms_opt_in(patient=patient)
 
 
@@ -483,39 +480,3 @@ def save_reminder_rule(*, actor, appointment_type: str, days_before: int, send_a
 
 
 # --- Delivery reports ------------------------------------------------------------------------
-
-class DeliveryReport:
-    """What became of a status callback (scheduling.reminders.webhooks)."""
-
-    UNKNOWN_MESSAGE = "unknown_message"
-    SID_MISMATCH = "sid_mismatch"
-    APPLIED = "applied"
-    RECORDED = "recorded"  # a repeat, or older than what we already know
-
-
-def receive_delivery_report(*, message_id: int, reported_status: str, error_code: str = "", provider_sid: str = "",
-                            now=None) -> str:
-    """A status callback from Twilio for one outbox row. A report naming another Twilio message than
-    the one the row was handed to is recorded as an event and not applied; the rest goes to
-    sending.apply_delivery_report (recorded always, applied only forwards). The row is locked
-    throughout, so the check and the update see the same SID."""
-    from scheduling.reminders import sending  # sending imports this module
-
-    now = now or timezone.now()
-    with transaction.atomic():
-        row = OutboundMessage.objects.select_for_update().filter(pk=message_id).values("status", "provider_sid").first()
-        if row is None:
-            return DeliveryReport.UNKNOWN_MESSAGE
-        if provider_sid and row["provider_sid"] and provider_sid != row["provider_sid"]:
-            MessageEvent.objects.create(
-                message_id=message_id, source=MessageEvent.Source.TWILIO, old_status=row["status"],
-                new_status=row["status"], reported_status=(reported_status or "").strip().lower()[:20], applied=False,
-                error_code=(error_code or "").strip()[:10], at=now,
-                detail=f"report for another Twilio message ({provider_sid[:34]}); recorded only",
-            )
-            return DeliveryReport.SID_MISMATCH
-        applied = sending.apply_delivery_report(
-            message_id=message_id, reported_status=reported_status, error_code=error_code, provider_sid=provider_sid,
-            now=now,
-        )
-    return DeliveryReport.APPLIED if applied else DeliveryReport.RECORDED
