@@ -1,5 +1,6 @@
 """Django finds the app's models here; each capability keeps its own in its own package."""
 
+from scheduling.audit import AuditEntry  # noqa: F401
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
 from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours, WorklistClaim  # noqa: F401
 from scheduling.calls.models import (  # noqa: F401
@@ -7,11 +8,9 @@ from scheduling.calls.models import (  # noqa: F401
 )
 from scheduling.caseload.models import (  # noqa: F401
     AdminTask,
-    AuditEntry,
     CaseloadCover,
     ClinicalNote,
     Patient,
-    PatientDetailChange,
     PractitionerProfile,
     Referral,
     ServiceSettings,

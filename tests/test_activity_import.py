@@ -7,9 +7,10 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AuditEntry, Patient, Referral
+from scheduling.caseload.models import Patient, Referral
 from scheduling.reports.models import ImportedEvent
 from scheduling.reports.selectors import ReportParams, build_report
 from tests.factories import london

@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from scheduling.booking.selectors import admin_worklist
 from scheduling.calls.selectors import booked_calls
-from scheduling.caseload.models import AdminTask, AuditEntry, Patient
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import AdminTask, Patient
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders import replies, sending
 from scheduling.reminders.fake_twilio import FakeTwilioServer

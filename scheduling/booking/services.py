@@ -9,12 +9,19 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
+from scheduling.audit import AuditEntry, delete_and_log, log_action, record_change, save_and_log
 from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
 from scheduling.booking.availability import LONDON
-from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement, WorklistClaim
+from scheduling.booking.models import (
+    Appointment,
+    AvailabilityException,
+    BookingSettings,
+    Rearrangement,
+    WorkingHours,
+    WorklistClaim,
+)
 from scheduling.booking import selectors
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
-from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
 from scheduling.caseload.services import advance_referral_to
 from scheduling.codes import (
@@ -716,11 +723,7 @@ def book_course(
     return booked
 
 
-def add_availability_exception(
-    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
-) -> AvailabilityException:
-    """Leave, training or sickness. Existing appointments in the period are not moved automatically;
-    the slot finder and course planner stop offering the time."""
+def _availability_exception_errors(*, kind: str, starts_at, ends_at) -> dict:
     errors = {}
     if kind not in AvailabilityException.Kind.values:
         errors["kind"] = f"'{kind}' is not a kind of absence."
@@ -728,19 +731,64 @@ def add_availability_exception(
         errors["starts_at"] = "Start and end must include their time zone."
     elif ends_at <= starts_at:
         errors["ends_at"] = "The end must be after the start."
+    return errors
+
+
+def add_availability_exception(
+    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
+) -> AvailabilityException:
+    """Leave, training or sickness, audited with who added it. Existing appointments in the period are not
+    moved automatically; the slot finder and course planner stop offering the time."""
+    errors = _availability_exception_errors(kind=kind, starts_at=starts_at, ends_at=ends_at)
     if errors:
         raise ValidationError(errors)
-    return AvailabilityException.objects.create(
+    exception = AvailabilityException(
         practitioner=practitioner, kind=kind, starts_at=starts_at, ends_at=ends_at, created_by=actor, note=(note or "")[:200]
     )
+    save_and_log(instance=exception, actor=actor)
+    return exception
 
 
 def withdraw_availability_exception(*, exception: AvailabilityException, actor=None) -> AvailabilityException:
-    updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=timezone.now())
-    if not updated:
-        raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
-    exception.refresh_from_db()
+    """The absence no longer applies (it is kept, withdrawn); audited with who withdrew it."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=now)
+        if not updated:
+            raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
+        exception.refresh_from_db()
+        log_action(subject=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN, at=now)
     return exception
+
+
+def save_availability_exception(*, exception: AvailabilityException, actor) -> AvailabilityException:
+    """A manager's add or change in Django admin, audited: setting "withdrawn at" there is a withdrawal."""
+    errors = _availability_exception_errors(kind=exception.kind, starts_at=exception.starts_at, ends_at=exception.ends_at)
+    if errors:
+        raise ValidationError(errors)
+    if exception.pk is None:
+        exception.created_by = actor
+    stored = AvailabilityException.objects.filter(pk=exception.pk).values_list("withdrawn_at", flat=True).first()
+    withdrawn = exception.pk is not None and stored is None and exception.withdrawn_at is not None
+    save_and_log(instance=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN if withdrawn else None)
+    return exception
+
+
+def save_booking_settings(*, booking_settings: BookingSettings, actor) -> BookingSettings:
+    """A manager's change to slot lengths and the course shape (Django admin), audited with each value."""
+    save_and_log(instance=booking_settings, actor=actor)
+    return booking_settings
+
+
+def save_working_hours(*, working_hours: WorkingHours, actor) -> WorkingHours:
+    """A block of a practitioner's working week added or changed (Django admin), audited."""
+    save_and_log(instance=working_hours, actor=actor)
+    return working_hours
+
+
+def remove_working_hours(*, working_hours: WorkingHours, actor) -> None:
+    """A block of a practitioner's working week removed (Django admin); the audit entry keeps what it was."""
+    delete_and_log(instance=working_hours, actor=actor)
 
 
 # --- Sharing the worklist: taking and releasing items ---------------------------------------------

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.db.models import Q, TextChoices
 from django.utils import timezone
 
+from scheduling.audit import record_change, save_and_log
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import (
     EARLIEST_OUTCOME_BEFORE_START,
@@ -22,7 +23,6 @@ from scheduling.calls.models import (
     WrongNumberMark,
 )
 from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
-from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import AdminTask, Patient, PractitionerProfile, Referral
 from scheduling.caseload.notes import can_write_notes, text_problem, write_note
 from scheduling.caseload.services import (
@@ -459,3 +459,9 @@ def mark_opt_in_invitation_sent(*, invitation: OptInInvitation, sent_at=None) ->
     OptInInvitation.objects.filter(pk=invitation.pk, sent_at__isnull=True).update(sent_at=sent_at or timezone.now())
     invitation.refresh_from_db(fields=["sent_at"])
     return invitation
+
+
+def save_contact_policy(*, policy: ContactPolicy, actor) -> ContactPolicy:
+    """A manager's change to the contact policy (Django admin), audited with each value from and to."""
+    save_and_log(instance=policy, actor=actor)
+    return policy

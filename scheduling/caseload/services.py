@@ -6,8 +6,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Patient, Referral, TimeOfDay
+from scheduling.audit import log_action, record_change, save_and_log
+from scheduling.caseload.models import AdminTask, Patient, Referral, ServiceSettings, TimeOfDay
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.phones import UK_MOBILE_FOR_TEXTS_MESSAGE, parse_uk_phone
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, EndOfCare, ReferralSource
@@ -328,18 +328,25 @@ def register_patient_with_referral(
         )
 
 
-def record_sms_opt_out(*, patient: Patient, at=None) -> Patient:
-    """STOP: no further SMS of any kind until the patient opts back in."""
-    # Only the first STOP sets the time; repeats keep the original opt-out time.
-    Patient.objects.filter(pk=patient.pk, sms_opted_out=False).update(
-        sms_opted_out=True, sms_opted_out_at=at or timezone.now()
-    )
+def record_sms_opt_out(*, patient: Patient, actor=None, reason: str = "", at=None) -> Patient:
+    """STOP: no further SMS of any kind until the patient opts back in. Audited on the patient (the actor is
+    None when the patient texted it or Twilio reported it)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        # Only the first STOP sets the time and is audited; repeats keep the original opt-out time.
+        stopped = Patient.objects.filter(pk=patient.pk, sms_opted_out=False).update(sms_opted_out=True, sms_opted_out_at=at)
+        if stopped:
+            log_action(subject=patient, actor=actor, field="sms_opted_out", old="no", new="yes", reason=reason, at=at)
     patient.refresh_from_db(fields=["sms_opted_out", "sms_opted_out_at"])
     return patient
 
 
-def record_sms_opt_in(*, patient: Patient) -> Patient:
-    Patient.objects.filter(pk=patient.pk).update(sms_opted_out=False)
+def record_sms_opt_in(*, patient: Patient, actor=None, reason: str = "", at=None) -> Patient:
+    """START: texts may go again. Audited on the patient when it lifts an opt-out."""
+    with transaction.atomic():
+        started = Patient.objects.filter(pk=patient.pk, sms_opted_out=True).update(sms_opted_out=False)
+        if started:
+            log_action(subject=patient, actor=actor, field="sms_opted_out", old="yes", new="no", reason=reason, at=at)
     patient.refresh_from_db(fields=["sms_opted_out", "sms_opted_out_at"])
     return patient
 
@@ -499,3 +506,10 @@ def resolve_admin_task(*, task: AdminTask, actor, resolution: str = "") -> Admin
         raise ValidationError("This task was already resolved.", code="already_resolved")
     task.refresh_from_db()
     return task
+
+
+def save_service_settings(*, service_settings: ServiceSettings, actor) -> ServiceSettings:
+    """A manager's change to the service settings (Django admin), audited with each value from and to."""
+    save_and_log(instance=service_settings, actor=actor)
+    return service_settings
+

@@ -26,7 +26,7 @@ from django.utils import timezone
 from scheduling.booking.db import is_overlap_violation
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.audit import record_change
+from scheduling.audit import record_change
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.codes import (
