@@ -95,12 +95,34 @@ def log_contact_attempt(
             import_key=import_key,
             is_demo=is_demo,
         )
-        if outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
-            advance_referral_to(
-                referral=referral, from_statuses={Referral.Status.AWAITING_CONTACT}, to_status=Referral.Status.CONTACTED,
-                actor=actor, reason="First successful contact",
-                at=attempted_at,
-            )
+        _follow_attempt_on_referral(attempt=attempt, actor=actor)
+    return attempt
+
+
+def _follow_attempt_on_referral(*, attempt: ContactAttempt, actor):
+    if attempt.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
+        advance_referral_to(
+            referral=attempt.referral, from_statuses={Referral.Status.AWAITING_CONTACT},
+            to_status=Referral.Status.CONTACTED, actor=actor, reason="First successful contact", at=attempt.attempted_at,
+        )
+
+
+def import_contact_attempt(
+    *, referral: Referral, practitioner, outcome: str, attempted_at, import_key: str, appointment=None, actor=None
+) -> ContactAttempt:
+    """A call from another system's history. The referral follows as it does live (a first successful contact
+    makes it contacted); the call list's follow-ups (an opt-in invitation, worklist items, a wrong-number mark)
+    are not raised for history, and a referral discharged since may still receive its earlier calls."""
+    if outcome not in Outcome.values:
+        raise ValidationError({"outcome": f"'{outcome}' is not a call outcome."})
+    if appointment is not None and appointment.referral_id != referral.pk:
+        raise ValidationError({"appointment": "That appointment belongs to another referral."})
+    with transaction.atomic():
+        attempt = ContactAttempt.objects.create(
+            referral=referral, appointment=appointment, practitioner=practitioner, attempted_at=attempted_at,
+            outcome=outcome, recorded_by=actor, import_key=import_key,
+        )
+        _follow_attempt_on_referral(attempt=attempt, actor=actor)
     return attempt
 
 
