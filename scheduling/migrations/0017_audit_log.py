@@ -86,8 +86,8 @@ class Migration(migrations.Migration):
             model_name="auditentry",
             name="patient",
             field=models.ForeignKey(
-                blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name="audit_entries",
-                to="scheduling.patient",
+                blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT,
+                related_name="audit_entries", to="scheduling.patient",
             ),
         ),
         migrations.AddField(
@@ -126,7 +126,8 @@ class Migration(migrations.Migration):
             model_name="auditentry",
             index=models.Index(fields=["subject_type", "subject_id", "at"], name="audit_subject_at_idx"),
         ),
-        # After the schema changes: PostgreSQL refuses to alter a table with rows written in the same transaction.
+        # After every schema change to the table (none is left deferred to the end): PostgreSQL refuses to
+        # alter or index a table with rows written earlier in the same transaction.
         migrations.RunPython(subjects_and_patient_changes, back_to_patient_detail_changes),
         migrations.DeleteModel(
             name="PatientDetailChange",
