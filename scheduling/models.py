@@ -1,16 +1,15 @@
 """Django finds the app's models here; each capability keeps its own in its own package."""
 
+from scheduling.audit import AuditEntry  # noqa: F401
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
 from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours  # noqa: F401
 from scheduling.calls.models import (  # noqa: F401
     CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation, WrongNumberMark,
 )
 from scheduling.caseload.models import (  # noqa: F401
-    AuditEntry,
     CaseloadCover,
     ClinicalNote,
     Patient,
-    PatientDetailChange,
     PractitionerProfile,
     Referral,
     ServiceSettings,

@@ -12,7 +12,8 @@ from django.urls import reverse
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import ON_THE_PHONE, record_appointment_outcome
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AuditEntry, CaseloadCover, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import CaseloadCover, Referral
 from tests.booking_helpers import book, give_pattern
 from tests.factories import london, make_referral
 

@@ -18,7 +18,8 @@ from scheduling.calls.models import (
 from scheduling.calls.selectors import booked_calls, people_to_reach, referrals_suggested_for_discharge
 from scheduling.calls.services import CallButton, record_call_outcome, undo_call_outcome
 from scheduling.calls.signals import opt_in_invitation_due
-from scheduling.caseload.models import AuditEntry, PractitionerProfile, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import PractitionerProfile, Referral
 from scheduling.worklist.models import AdminTask
 from scheduling.worklist.services import raise_admin_task
 from scheduling.codes import AttendanceOutcome as O

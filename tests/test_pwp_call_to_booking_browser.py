@@ -10,7 +10,8 @@ from django.urls import reverse
 from scheduling import roles
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AuditEntry, ClinicalNote
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import ClinicalNote
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -13,7 +13,8 @@ from django.urls import reverse
 from devtools.fake_twilio import FakeTwilioServer
 from scheduling.worklist.selectors import admin_worklist
 from scheduling.calls.selectors import booked_calls
-from scheduling.caseload.models import AuditEntry, Patient
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Patient
 from scheduling.worklist.models import AdminTask
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders import replies, sending

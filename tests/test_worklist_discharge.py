@@ -4,7 +4,8 @@ import time_machine
 from django.urls import reverse
 
 from scheduling.worklist.selectors import admin_worklist
-from scheduling.caseload.models import AuditEntry, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Referral
 from tests.factories import london, make_referral
 from tests.test_call_list_outcomes import _policy_sequence
 

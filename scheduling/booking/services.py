@@ -9,16 +9,23 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
+from scheduling.audit import AuditEntry, delete_and_log, log_action, record_change, save_and_log
 from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
-from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement
+from scheduling.booking.models import (
+    Appointment,
+    AvailabilityException,
+    BookingSettings,
+    Rearrangement,
+    WorkingHours,
+)
 from scheduling.booking import rules, selectors
 from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
-from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.caseload.services import advance_referral_to, assign_practitioner
 from scheduling.codes import (
     ATTENDED_OUTCOMES,
+    CANCELLED_OUTCOMES,
     AppointmentType,
     AttendanceOutcome,
     ConsultationMechanism,
@@ -295,15 +302,14 @@ def book_appointment(
             _audit_override(appointment=appointment, why=overridden, reason=override_reason, actor=actor)
         if waived:
             _audit_lead_time_waived(appointment=appointment, actor=actor)
-        if appointment_type == AppointmentType.ASSESSMENT:
-            if referral.assigned_practitioner_id is None and practitioner is not None:
-                # An unassigned referral joins the caseload of the practitioner who assesses it.
-                assign_practitioner(referral=referral, practitioner=practitioner, actor=actor)
-            advance_referral_to(
-                referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
-                to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked",
-                at=appointment.booked_at,
-            )
+        if (
+            appointment_type == AppointmentType.ASSESSMENT
+            and referral.assigned_practitioner_id is None
+            and practitioner is not None
+        ):
+            # An unassigned referral joins the caseload of the practitioner who assesses it.
+            assign_practitioner(referral=referral, practitioner=practitioner, actor=actor)
+        _follow_booking_on_referral(appointment=appointment, actor=actor)
         appointment.follow_ups = _follow_ups(appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor))
     return appointment
 
@@ -311,6 +317,14 @@ def book_appointment(
 def _follow_ups(responses) -> list[str]:
     """What the capabilities above did about a booking, in words (e.g. the confirmation text planned)."""
     return [answer for _receiver, answer in responses if answer]
+
+
+def _follow_booking_on_referral(*, appointment: Appointment, actor):
+    if appointment.appointment_type == AppointmentType.ASSESSMENT:
+        advance_referral_to(
+            referral=appointment.referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
+            to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked", at=appointment.booked_at,
+        )
 
 
 def _audit_override(*, appointment: Appointment, why: str, reason: str, actor):
@@ -708,11 +722,7 @@ def book_course(
     return booked
 
 
-def add_availability_exception(
-    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
-) -> AvailabilityException:
-    """Leave, training or sickness. Existing appointments in the period are not moved automatically;
-    the slot finder and course planner stop offering the time."""
+def _availability_exception_errors(*, kind: str, starts_at, ends_at) -> dict:
     errors = {}
     if kind not in AvailabilityException.Kind.values:
         errors["kind"] = f"'{kind}' is not a kind of absence."
@@ -720,18 +730,154 @@ def add_availability_exception(
         errors["starts_at"] = "Start and end must include their time zone."
     elif ends_at <= starts_at:
         errors["ends_at"] = "The end must be after the start."
+    return errors
+
+
+def add_availability_exception(
+    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
+) -> AvailabilityException:
+    """Leave, training or sickness, audited with who added it. Existing appointments in the period are not
+    moved automatically; the slot finder and course planner stop offering the time."""
+    errors = _availability_exception_errors(kind=kind, starts_at=starts_at, ends_at=ends_at)
     if errors:
         raise ValidationError(errors)
-    return AvailabilityException.objects.create(
+    exception = AvailabilityException(
         practitioner=practitioner, kind=kind, starts_at=starts_at, ends_at=ends_at, created_by=actor, note=(note or "")[:200]
     )
-
-
-def withdraw_availability_exception(*, exception: AvailabilityException, actor=None) -> AvailabilityException:
-    updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=timezone.now())
-    if not updated:
-        raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
-    exception.refresh_from_db()
+    save_and_log(instance=exception, actor=actor)
     return exception
 
 
+def withdraw_availability_exception(*, exception: AvailabilityException, actor=None) -> AvailabilityException:
+    """The absence no longer applies (it is kept, withdrawn); audited with who withdrew it."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=now)
+        if not updated:
+            raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
+        exception.refresh_from_db()
+        log_action(subject=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN, at=now)
+    return exception
+
+
+def save_availability_exception(*, exception: AvailabilityException, actor) -> AvailabilityException:
+    """A manager's add or change in Django admin, audited: setting "withdrawn at" there is a withdrawal."""
+    errors = _availability_exception_errors(kind=exception.kind, starts_at=exception.starts_at, ends_at=exception.ends_at)
+    if errors:
+        raise ValidationError(errors)
+    if exception.pk is None:
+        exception.created_by = actor
+    stored = AvailabilityException.objects.filter(pk=exception.pk).values_list("withdrawn_at", flat=True).first()
+    withdrawn = exception.pk is not None and stored is None and exception.withdrawn_at is not None
+    save_and_log(instance=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN if withdrawn else None)
+    return exception
+
+
+def save_booking_settings(*, booking_settings: BookingSettings, actor) -> BookingSettings:
+    """A manager's change to slot lengths and the course shape (Django admin), audited with each value."""
+    save_and_log(instance=booking_settings, actor=actor)
+    return booking_settings
+
+
+def save_working_hours(*, working_hours: WorkingHours, actor) -> WorkingHours:
+    """A block of a practitioner's working week added or changed (Django admin), audited."""
+    save_and_log(instance=working_hours, actor=actor)
+    return working_hours
+
+
+def remove_working_hours(*, working_hours: WorkingHours, actor) -> None:
+    """A block of a practitioner's working week removed (Django admin); the audit entry keeps what it was."""
+    delete_and_log(instance=working_hours, actor=actor)
+
+
+# --- The activity import's history -----------------------------------------------------------------
+
+
+def import_appointment(
+    *,
+    referral: Referral,
+    practitioner,
+    appointment_type: str,
+    start: datetime.datetime,
+    duration_minutes: int,
+    booked_at: datetime.datetime,
+    outcome: str = AttendanceOutcome.NOT_APPLICABLE,
+    outcome_at: datetime.datetime | None = None,
+    cancelled_by: str = "",
+    cancellation_reason: str = "",
+    actor=None,
+    reason: str = "Activity import",
+) -> Appointment:
+    """Record an appointment from another system's history as it ended: booked at `booked_at`, then attended,
+    missed or cancelled at `outcome_at` (for a cancellation, when it was asked for), or still to happen.
+
+    The referral follows as it does live (an assessment booked, attended, missed or cancelled), and the booking
+    and the outcome are audited at the times they happened. Rules for booking now are not applied to history:
+    lead time, how far ahead, the diary, a referral discharged since; no texts are planned (no booking hook).
+    The database still refuses an overlap or a second open assessment (IntegrityError, left to the caller)."""
+    errors = {}
+    if appointment_type not in AppointmentType.values:
+        errors["appointment_type"] = f"'{appointment_type}' is not an appointment type."
+    if outcome not in AttendanceOutcome.values:
+        errors["outcome"] = f"'{outcome}' is not an attendance outcome."
+    elif (outcome in CANCELLED_OUTCOMES) != bool(cancelled_by):
+        errors["cancelled_by"] = "A cancellation says who cancelled, and only a cancellation does."
+    elif outcome != AttendanceOutcome.NOT_APPLICABLE and outcome_at is None:
+        errors["outcome_at"] = "Say when the outcome happened."
+    if errors:
+        raise ValidationError(errors)
+    cancelled = outcome in CANCELLED_OUTCOMES
+    with transaction.atomic():
+        referral = Referral.objects.select_for_update().get(pk=referral.pk)
+        appointment = Appointment.objects.create(
+            referral=referral,
+            practitioner=practitioner,
+            appointment_type=appointment_type,
+            start=start,
+            duration_minutes=duration_minutes,
+            session_number=1 if appointment_type == AppointmentType.ASSESSMENT else None,
+            booked_at=booked_at,
+            booked_by=actor,
+            outcome=outcome,
+            outcome_recorded_at=outcome_at if outcome != AttendanceOutcome.NOT_APPLICABLE else None,
+            cancelled_at=outcome_at if cancelled else None,
+            cancelled_by=cancelled_by,
+            cancellation_reason=cancellation_reason[:200] if cancelled else "",
+            cancellation_recorded_by=actor if cancelled else None,
+        )
+        record_change(
+            referral=referral, appointment=appointment, field="booking", old="", new="booked", actor=actor, at=booked_at,
+            reason=reason,
+        )
+        _follow_booking_on_referral(appointment=appointment, actor=actor)
+        if outcome != AttendanceOutcome.NOT_APPLICABLE:
+            record_change(
+                referral=referral, appointment=appointment, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE,
+                new=outcome, actor=actor, at=outcome_at, reason=reason,
+            )
+            _follow_outcome_on_referral(appointment=appointment, actor=actor, at=outcome_at)
+    return appointment
+
+
+def link_imported_rearrangement(*, original: Appointment, asked_by: str, actor=None, reason: str = "Activity import"):
+    """Link an imported appointment that was cancelled to move it to the next appointment of the same type for
+    the same referral not already a replacement (the history names no replacement). The replacement takes the
+    original's session number if it has none. Returns the Rearrangement, or None if there is nothing to link."""
+    with transaction.atomic():
+        if Rearrangement.objects.filter(original=original).exists():
+            return None
+        replacement = (
+            Appointment.objects.filter(referral_id=original.referral_id, appointment_type=original.appointment_type, start__gt=original.start)
+            .exclude(rearranged_from__isnull=False)
+            .order_by("start", "pk")
+            .first()
+        )
+        if replacement is None:
+            return None
+        if replacement.session_number is None and original.session_number is not None:
+            Appointment.objects.filter(pk=replacement.pk).update(session_number=original.session_number)
+            replacement.session_number = original.session_number
+        return Rearrangement.objects.create(
+            original=original, replacement=replacement, asked_by=asked_by, asked_at=original.cancelled_at, reason=reason,
+            recorded_by=actor,
+        )

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from scheduling.audit import record_change, save_and_log
 from scheduling.booking.models import Appointment
 from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.booking.services import correct_appointment_outcome, record_appointment_outcome
@@ -26,7 +27,6 @@ from scheduling.calls.signals import (
     number_marked_wrong,
     opt_in_invitation_due,
 )
-from scheduling.caseload.audit import record_change
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral
 from scheduling.caseload.notes import can_write_notes, text_problem, write_note
 from scheduling.caseload.services import (
@@ -97,12 +97,34 @@ def log_contact_attempt(
             import_key=import_key,
             is_demo=is_demo,
         )
-        if outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
-            advance_referral_to(
-                referral=referral, from_statuses={Referral.Status.AWAITING_CONTACT}, to_status=Referral.Status.CONTACTED,
-                actor=actor, reason="First successful contact",
-                at=attempted_at,
-            )
+        _follow_attempt_on_referral(attempt=attempt, actor=actor)
+    return attempt
+
+
+def _follow_attempt_on_referral(*, attempt: ContactAttempt, actor):
+    if attempt.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
+        advance_referral_to(
+            referral=attempt.referral, from_statuses={Referral.Status.AWAITING_CONTACT},
+            to_status=Referral.Status.CONTACTED, actor=actor, reason="First successful contact", at=attempt.attempted_at,
+        )
+
+
+def import_contact_attempt(
+    *, referral: Referral, practitioner, outcome: str, attempted_at, import_key: str, appointment=None, actor=None
+) -> ContactAttempt:
+    """A call from another system's history. The referral follows as it does live (a first successful contact
+    makes it contacted); the call list's follow-ups (an opt-in invitation, worklist items, a wrong-number mark)
+    are not raised for history, and a referral discharged since may still receive its earlier calls."""
+    if outcome not in Outcome.values:
+        raise ValidationError({"outcome": f"'{outcome}' is not a call outcome."})
+    if appointment is not None and appointment.referral_id != referral.pk:
+        raise ValidationError({"appointment": "That appointment belongs to another referral."})
+    with transaction.atomic():
+        attempt = ContactAttempt.objects.create(
+            referral=referral, appointment=appointment, practitioner=practitioner, attempted_at=attempted_at,
+            outcome=outcome, recorded_by=actor, import_key=import_key,
+        )
+        _follow_attempt_on_referral(attempt=attempt, actor=actor)
     return attempt
 
 
@@ -423,3 +445,9 @@ def mark_opt_in_invitation_sent(*, invitation: OptInInvitation, sent_at=None) ->
     OptInInvitation.objects.filter(pk=invitation.pk, sent_at__isnull=True).update(sent_at=sent_at or timezone.now())
     invitation.refresh_from_db(fields=["sent_at"])
     return invitation
+
+
+def save_contact_policy(*, policy: ContactPolicy, actor) -> ContactPolicy:
+    """A manager's change to the contact policy (Django admin), audited with each value from and to."""
+    save_and_log(instance=policy, actor=actor)
+    return policy

@@ -189,7 +189,7 @@ def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
             if meaning == Meaning.OPT_OUT:
                 opt_out_patient(patient=patient, reason="patient replied STOP", at=at)
             else:
-                opt_in_patient(patient=patient)
+                opt_in_patient(patient=patient, at=at)
         task = _reply_task(patient=single, detail=_also_says(message, body, shared_by=len(patients))) if more else None
         return Handling.APPLIED, None, task
 
