@@ -16,7 +16,7 @@ from django.utils import timezone
 from scheduling import roles
 from scheduling.worklist.models import WorklistClaim
 from scheduling.worklist.selectors import admin_worklist, worklist_page
-from scheduling.booking import services
+from scheduling.worklist import services
 from scheduling.booking.services import cancel_appointment
 from scheduling.worklist.services import ItemTaken, release_worklist_item, take_worklist_item
 from scheduling.calls.services import CallButton, record_call_outcome
