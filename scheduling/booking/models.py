@@ -17,6 +17,7 @@ from scheduling.codes import (
     AttendanceOutcome,
     ConsultationMechanism,
 )
+from scheduling.singletons import SingletonSettings
 
 
 class AppointmentQuerySet(models.QuerySet):
@@ -142,7 +143,7 @@ class Rearrangement(models.Model):
 # --- Availability and booking configuration (issue 4) ------------------------------------------
 
 
-class BookingSettings(models.Model):
+class BookingSettings(SingletonSettings):
     """Slot lengths and course shape a manager changes in the database. A single row (pk=1)."""
 
     assessment_minutes = models.PositiveSmallIntegerField(default=60, help_text="Length of an initial assessment.")
@@ -178,15 +179,6 @@ class BookingSettings(models.Model):
 
     def __str__(self):
         return "Booking settings"
-
-    def save(self, *args, **kwargs):
-        self.pk = 1
-        super().save(*args, **kwargs)
-
-    @classmethod
-    def current(cls) -> "BookingSettings":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
 
     def minutes_for(self, appointment_type: str) -> int:
         return {
