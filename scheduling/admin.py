@@ -3,6 +3,7 @@ outcomes) are read-only here: changes go through the service functions so they a
 
 from django.contrib import admin
 
+from scheduling.adminparts import NoDeleteAdmin, ReadOnlyAdmin, SingletonSettingsAdmin
 from scheduling.booking.models import Appointment, Rearrangement, WorklistClaim
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import (
@@ -17,24 +18,6 @@ from scheduling.caseload.models import (
     ServiceSettings,
     Team,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable and searchable; never added, changed or deleted here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class NoDeleteAdmin(admin.ModelAdmin):
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Team)
@@ -139,13 +122,7 @@ class AdminTaskAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "source", "resolved_at"]
 
 
-@admin.register(ServiceSettings)
-class ServiceSettingsAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return not ServiceSettings.objects.exists()
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+admin.site.register(ServiceSettings, SingletonSettingsAdmin)
 import scheduling.booking.admin  # noqa: E402,F401  (booking configuration)
 
 from scheduling.calls import admin as calls_admin  # noqa: E402,F401  (contact policy, opt-in invitations)

@@ -2,16 +2,11 @@
 
 from django.contrib import admin
 
+from scheduling.adminparts import SingletonSettingsAdmin
 from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours
 
 
-@admin.register(BookingSettings)
-class BookingSettingsAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return not BookingSettings.objects.exists()
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+admin.site.register(BookingSettings, SingletonSettingsAdmin)
 
 
 @admin.register(WorkingHours)
