@@ -53,6 +53,7 @@ from scheduling.caseload.services import (
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
 from scheduling.codes import AppointmentType
+from scheduling.errors import add_service_errors, service_error_message
 from scheduling.reminders.services import sms_refusal_reason
 
 
@@ -120,7 +121,7 @@ def _hours(hours: float) -> str:
 
 def _already_done(request, exc: AlreadyDone):
     """A double submit: nothing changed; show where the first one left things."""
-    messages.info(request, " ".join(_errors(exc)))
+    messages.info(request, service_error_message(exc))
     return redirect("caseload:referral_detail", pk=exc.appointment.referral_id)
 
 
@@ -300,8 +301,7 @@ def book(request, pk: int):
     else:
         form = forms.SlotChoiceForm(request.POST)
     if not form.is_valid():
-        errors = [e for field_errors in form.errors.values() for e in field_errors]
-        return find_slots(request, pk, error=" ".join(errors), status=400, manual_form=form if "day" in request.POST else None)
+        return find_slots(request, pk, error=_form_errors(form), status=400, manual_form=form if "day" in request.POST else None)
     data = form.cleaned_data
     if request.POST.get("course") == "1":
         query = {"practitioner": data["practitioner"].pk, "start": data["start"].isoformat(), **dict(_carried(request))}
@@ -315,10 +315,10 @@ def book(request, pk: int):
     except AlreadyDone as exc:
         return _already_done(request, exc)
     except SlotTaken as exc:
-        return find_slots(request, pk, error=" ".join(_errors(exc)), status=409)
+        return find_slots(request, pk, error=service_error_message(exc), status=409)
     except ValidationError as exc:
         return find_slots(
-            request, pk, error=" ".join(_errors(exc)), status=400, manual_form=form if "day" in request.POST else None
+            request, pk, error=service_error_message(exc), status=400, manual_form=form if "day" in request.POST else None
         )
     if referral.assigned_practitioner_id is None and data["appointment_type"] == AppointmentType.ASSESSMENT:
         # An unassigned referral joins the caseload of the practitioner who assesses it.
@@ -348,15 +348,15 @@ def course(request, pk: int):
                 include_reviews=include_reviews, expected_starts=expected, patient_on_phone=_on_phone(request),
             )
         except CourseConflict as exc:
-            error, status, plan = " ".join(_errors(exc)), 409, exc.plan
+            error, status, plan = service_error_message(exc), 409, exc.plan
         except SlotTaken as exc:
-            error, status = " ".join(_errors(exc)), 409
+            error, status = service_error_message(exc), 409
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         except ValidationError as exc:
             if exc.code == "nothing_to_book":  # the same course submitted twice: the first one booked it
                 messages.info(request, "Already booked: this referral's course is fully booked.")
                 return redirect("caseload:referral_detail", pk=pk)
-            error, status = " ".join(_errors(exc)), 400
+            error, status = service_error_message(exc), 400
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         else:
             messages.success(
@@ -438,7 +438,7 @@ def rearrange(request, pk: int):
             except AlreadyDone as exc:
                 return _already_done(request, exc)
             except ValidationError as exc:
-                error, status = " ".join(_errors(exc)), 409 if isinstance(exc, SlotTaken) else 400
+                error, status = service_error_message(exc), 409 if isinstance(exc, SlotTaken) else 400
             else:
                 late = " It counts as a late cancellation." if is_late_rearrangement(moved) else ""
                 messages.success(
@@ -474,7 +474,7 @@ def cancel(request, pk: int):
         except AlreadyDone as exc:
             return _already_done(request, exc)
         except ValidationError as exc:
-            form.add_error(None, exc)
+            add_service_errors(form, exc)
         else:
             notice = cancellation_notice(appointment=cancelled, asked_at=cancelled.cancelled_at)
             patient = cancelled.referral.patient
@@ -547,8 +547,7 @@ def new_referral(request):
             duplicate = exc.existing
             form.add_error("nhs_number", "A patient with this NHS number already exists.")
         except ValidationError as exc:
-            for field, errs in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errs)
+            add_service_errors(form, exc)
         else:
             messages.success(request, f"Referral created for {referral.patient.full_name}.")
             return redirect("booking:find_slots", pk=referral.pk)
