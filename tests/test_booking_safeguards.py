@@ -30,18 +30,6 @@ NOW = london(2026, 3, 2, 9, 0)  # a Monday
 
 
 @pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def admin_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
-@pytest.fixture
 def assessed(pwp, referral, admin_user):
     """A referral assessed on Mon 2 Feb 2026; the clock is then Mon 2 Mar 2026 09:00 (Mon-Fri working week)."""
     give_pattern(pwp, weekdays=(0, 1, 2, 3, 4))

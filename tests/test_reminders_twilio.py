@@ -20,18 +20,11 @@ from scheduling.reminders.services import receive_delivery_report
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
 PUBLIC_BASE = "https://sms.painplatform.test"
 DUE = london(2026, 6, 8, 10, 0)  # when the two-day reminder of the appointment below is due
 MINUTE = dt.timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def reminders_only(db):
-    """These tests follow reminders alone: no booking confirmation in the outbox beside them
-    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
-    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
@@ -54,12 +47,6 @@ def fake(settings):
         settings.SMS_HTTP_TIMEOUT_SECONDS = 5
         settings.SMS_STUCK_AFTER_SECONDS = 120
         yield server
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(london(2026, 6, 1, 9), tick=False):
-        return book(make_referral(pwp), pwp, london(2026, 6, 10, 14), actor=admin_user)
 
 
 @pytest.fixture

@@ -13,22 +13,10 @@ from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
-from tests.twilio_webhook_helpers import PUBLIC_BASE, TOKEN, new_sid, post_webhook, signature, status_params
+from tests.twilio_webhook_helpers import PUBLIC_BASE, new_sid, post_webhook, signature, status_params
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("twilio_settings")]
 S = OutboundMessage.Status
-
-
-@pytest.fixture(autouse=True)
-def twilio_settings(settings):
-    settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(london(2026, 6, 1, 9), tick=False):
-        return book(make_referral(pwp), pwp, london(2026, 6, 10, 14), actor=admin_user)
 
 
 @pytest.fixture
