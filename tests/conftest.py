@@ -7,7 +7,8 @@ import time_machine
 
 from scheduling import roles
 from scheduling.reminders.models import SmsSettings
-from tests.booking_helpers import book
+from scheduling.booking.services import record_appointment_outcome
+from tests.booking_helpers import book, give_pattern
 from tests.factories import london, make_referral, make_user
 from tests.twilio_webhook_helpers import PUBLIC_BASE, TOKEN
 
@@ -41,6 +42,18 @@ def manager(db):
 @pytest.fixture
 def referral(pwp, admin_user):
     return make_referral(pwp, actor=admin_user)
+
+
+@pytest.fixture
+def assessed(pwp, referral, admin_user, freeze):
+    """`referral`, its assessment held on Mon 2 Feb 2026 with `pwp` (who works Mon-Fri); the clock then
+    stopped at Mon 2 Mar 2026 09:00, ready to plan the course."""
+    give_pattern(pwp, weekdays=(0, 1, 2, 3, 4))
+    with time_machine.travel(london(2026, 2, 2, 11), tick=False):
+        assessment = book(referral, pwp, london(2026, 2, 2, 10), actor=admin_user)
+        record_appointment_outcome(appointment=assessment, outcome="5", actor=pwp)
+    freeze(london(2026, 3, 2, 9))
+    return referral
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettin
 from scheduling.reminders.services import receive_delivery_report
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
+from tests.twilio_webhook_helpers import use_fake_twilio
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
@@ -37,13 +38,7 @@ def fake(settings):
     lines = []
     with FakeTwilioServer(callbacks="manual", log=lines.append) as server:
         server.log_lines = lines  # one "METHOD /path status" line per request, every endpoint
-        settings.SMS_BACKEND = "twilio"
-        settings.TWILIO_ACCOUNT_SID = server.account_sid
-        settings.TWILIO_AUTH_TOKEN = server.auth_token
-        settings.TWILIO_API_BASE_URL = server.base_url
-        settings.TWILIO_FROM_NUMBER = server.default_from
-        settings.TWILIO_MESSAGING_SERVICE_SID = ""
-        settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
+        use_fake_twilio(settings, server, public_base=PUBLIC_BASE)
         settings.SMS_HTTP_TIMEOUT_SECONDS = 5
         settings.SMS_STUCK_AFTER_SECONDS = 120
         yield server
