@@ -14,29 +14,12 @@ from scheduling.caseload.models import AdminTask, PatientDetailChange
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
+from tests.browser_helpers import no_horizontal_overflow, wait_for, wider_than_the_screen
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 MORNING = london(2030, 3, 12, 9, 30)
 S = OutboundMessage.Status
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
-
-
-def no_horizontal_overflow(driver) -> bool:
-    return driver.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
-
-
-def wider_than_the_screen(driver) -> list:
-    return driver.execute_script(
-        "return [...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > "
-        "document.documentElement.clientWidth).map(e => e.tagName + '.' + e.className).slice(0, 10);"
-    )
 
 
 @pytest.mark.parametrize("width", [1366, 390])

@@ -11,31 +11,14 @@ from scheduling import roles
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import ContactAttempt
 from scheduling.caseload.models import AuditEntry, ClinicalNote
+from tests.browser_helpers import no_horizontal_overflow, wait_for, wider_than_the_screen
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 # A working Tuesday morning (the default working week is Mon-Fri 09:00-17:00), so today has free slots
 # whatever the hour the suite runs; the clock ticks on from there.
 MORNING = london(2030, 3, 12, 9, 30)
 NOTE = "Agreed an assessment this morning; prefers calls before noon."
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
-
-
-def no_horizontal_overflow(driver) -> bool:
-    return driver.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
-
-
-def wider_than_the_screen(driver) -> list:
-    return driver.execute_script(
-        "return [...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > "
-        "document.documentElement.clientWidth).map(e => e.tagName + '.' + e.className).slice(0, 10);"
-    )
 
 
 @pytest.mark.parametrize("width", [1280, 390])
