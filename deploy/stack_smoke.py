@@ -127,7 +127,7 @@ class Stack:
         self.twilio_token = secrets.token_hex(16)
         self.env = {
             **{k: v for k, v in os.environ.items()
-               if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "TWILIO_", "SMS_"))},
+               if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "TWILIO_", "SMS_", "PAINPLATFORM_DEVTOOLS"))},
             "DJANGO_DEBUG": "false",
             "DJANGO_SECRET_KEY": self.secret,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -162,9 +162,10 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start(self, name: str, args: list[str], *, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "w")
-        process = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**self.env, **(extra_env or {})}
+        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append((name, process))
         return process
 
@@ -196,8 +197,11 @@ class Stack:
         log(f"gunicorn ({workers} workers) on 127.0.0.1:{self.web_port}, qcluster on Redis")
 
     def start_fake_twilio(self) -> "FakeTwilio":
+        # run_fake_twilio belongs to the development-only devtools app, which production settings leave out;
+        # only this process gets it, the web and worker processes stay as in production.
         self.start("fake-twilio", [PYTHON, "manage.py", "run_fake_twilio", "--port", str(self.twilio_port),
-                                   "--account-sid", self.twilio_sid, "--auth-token", self.twilio_token])
+                                   "--account-sid", self.twilio_sid, "--auth-token", self.twilio_token],
+                   extra_env={"PAINPLATFORM_DEVTOOLS": "1"})
         self.wait_for_http(self.twilio_port, "/_fake/messages")
         log(f"fake Twilio on 127.0.0.1:{self.twilio_port}")
         return FakeTwilio(self.twilio_port)

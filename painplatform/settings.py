@@ -5,6 +5,7 @@ the embedded demo (SQLite, ORM queue broker, one machine) and a production servi
 Redis, many processes). README.md lists every variable.
 """
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -50,6 +51,16 @@ INSTALLED_APPS = [
     "axes",
     "scheduling",
 ]
+# Development tools (the fake Twilio server, the benchmark commands): never in production. The package is
+# left out of the wheel and the image, so it is added only where this project's copy can be imported (an
+# unrelated "devtools" distribution from PyPI is not an app).
+devtools_spec = importlib.util.find_spec("devtools")
+if (
+    (DEBUG or env_bool("PAINPLATFORM_DEVTOOLS", False))
+    and devtools_spec is not None
+    and Path(devtools_spec.origin).resolve() == BASE_DIR / "devtools" / "__init__.py"
+):
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -4,20 +4,20 @@ outcomes) are read-only here: changes go through the service functions so they a
 from django.contrib import admin
 
 from scheduling.adminparts import NoDeleteAdmin, ReadOnlyAdmin, SingletonSettingsAdmin
-from scheduling.booking.models import Appointment, Rearrangement, WorklistClaim
+from scheduling.audit import AuditEntry
+from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import (
-    AdminTask,
-    AuditEntry,
     CaseloadCover,
     ClinicalNote,
     Patient,
-    PatientDetailChange,
     PractitionerProfile,
     Referral,
     ServiceSettings,
     Team,
 )
+from scheduling.caseload.services import save_service_settings
+from scheduling.worklist.models import AdminTask, WorklistClaim
 
 
 @admin.register(Team)
@@ -91,18 +91,31 @@ class ContactAttemptUndoAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyAdmin):
-    list_display = ["at", "referral", "appointment", "field", "old_value", "new_value", "actor"]
-    list_filter = ["field", "at"]
-    search_fields = ["referral__patient__nhs_number"]
-    date_hierarchy = "at"
+    """Every audited change, settings, templates and rules included. A patient's details (names, phone
+    numbers) are never shown here, in the list or on an entry: they stay on the patient's own pages."""
 
-
-@admin.register(PatientDetailChange)
-class PatientDetailChangeAdmin(ReadOnlyAdmin):
-    list_display = ["at", "patient", "field", "actor"]  # values (phone numbers) stay on the patient's pages
-    list_filter = ["field", "at"]
-    search_fields = ["patient__nhs_number"]
+    list_display = ["at", "subject_type", "subject_id", "action", "field", "change", "actor", "referral", "appointment"]
+    list_filter = ["subject_type", "action", "field", "at"]
+    search_fields = ["referral__patient__nhs_number", "patient__nhs_number"]
     date_hierarchy = "at"
+    list_select_related = ["actor", "referral__patient", "appointment"]
+
+    @admin.display(description="from → to")
+    def change(self, entry):
+        if entry.subject_type == AuditEntry.Subject.PATIENT:
+            return "(on the patient's details page)"
+        if entry.field:
+            return f"{entry.old_value or '-'} → {entry.new_value or '-'}"
+        changes = entry.data.get("changes") or entry.data.get("values") or {}
+        return "; ".join(
+            f"{name}: {' → '.join(value) if isinstance(value, list) else value}" for name, value in changes.items()
+        )
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None and obj.subject_type == AuditEntry.Subject.PATIENT:
+            return [f for f in fields if f not in ("old_value", "new_value", "data")]
+        return fields
 
 
 @admin.register(WorklistClaim)
@@ -122,7 +135,10 @@ class AdminTaskAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "source", "resolved_at"]
 
 
-admin.site.register(ServiceSettings, SingletonSettingsAdmin)
+@admin.register(ServiceSettings)
+class ServiceSettingsAdmin(SingletonSettingsAdmin):
+    def save_model(self, request, obj, form, change):
+        save_service_settings(service_settings=obj, actor=request.user)  # audited
 import scheduling.booking.admin  # noqa: E402,F401  (booking configuration)
 
 from scheduling.calls import admin as calls_admin  # noqa: E402,F401  (contact policy, opt-in invitations)

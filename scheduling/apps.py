@@ -7,17 +7,17 @@ class SchedulingConfig(AppConfig):
     verbose_name = "Pain Platform scheduling"
 
     def ready(self):
-        from scheduling.roles import ensure_roles
-
-        post_migrate.connect(ensure_roles, sender=self, dispatch_uid="scheduling.ensure_roles")
-
+        # Imported here, not at the top: Django loads this module before any model exists. This is the
+        # one place the capabilities' hooks are wired (README: "The stack and its hooks").
+        from scheduling.booking import receivers as booking_receivers  # noqa: F401
         from scheduling.booking.db import ensure_sqlite_overlap_guard
-
-        post_migrate.connect(ensure_sqlite_overlap_guard, sender=self, dispatch_uid="scheduling.booking.overlap_guard")
-
-        from scheduling.reminders import receivers  # noqa: F401  (connects the booking and call-list hooks)
+        from scheduling.reminders import receivers as reminders_receivers  # noqa: F401
         from scheduling.reminders.services import ensure_sms_defaults
         from scheduling.reminders.tasks import ensure_dispatch_schedule
+        from scheduling.roles import ensure_roles
+        from scheduling.worklist import receivers as worklist_receivers  # noqa: F401  (after reminders: its words come second)
 
+        post_migrate.connect(ensure_roles, sender=self, dispatch_uid="scheduling.ensure_roles")
+        post_migrate.connect(ensure_sqlite_overlap_guard, sender=self, dispatch_uid="scheduling.booking.overlap_guard")
         post_migrate.connect(ensure_sms_defaults, sender=self, dispatch_uid="scheduling.reminders.defaults")
         post_migrate.connect(ensure_dispatch_schedule, sender=self, dispatch_uid="scheduling.reminders.schedule")

@@ -80,3 +80,18 @@ DEFAULT_DURATION_MINUTES = {
     AppointmentType.TREATMENT: 45,
     AppointmentType.REVIEW: 30,
 }
+
+
+class TaskKind(models.TextChoices):
+    """What an admin task (scheduling.worklist) asks staff to do."""
+
+    REARRANGE_REQUEST = "rearrange_request", "Patient asked to rearrange"
+    SMS_FAILED = "sms_failed", "Text message could not be delivered"
+    SMS_REPLY = "sms_reply", "Text reply to read"
+    WRONG_NUMBER = "wrong_number", "Phone number wrong or not in service"
+
+
+class TaskSource(models.TextChoices):
+    CALL_LIST = "call_list", "Call list"
+    SMS = "sms", "Text message"
+    STAFF = "staff", "Staff"

@@ -30,6 +30,10 @@ from scheduling.caseload.models import CaseloadCover, Patient, PractitionerProfi
 from scheduling.caseload.nhs_number import check_digit
 from scheduling.caseload.services import create_referral, discharge_referral, register_patient
 from scheduling.codes import AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.reminders.models import MessageEvent, OutboundMessage
+from scheduling.reminders.replies import handle_inbound
+from scheduling.reminders.sending import apply_delivery_report
+from scheduling.reminders.services import plan_reminders
 
 LONDON = ZoneInfo("Europe/London")
 DEMO_PASSWORD = "painplatform-demo"
@@ -192,10 +196,6 @@ class DemoBuilder:
         """Reminders for the last fortnight's appointments, as the console backend would have left
         them (delivered), and one that a carrier could not deliver (which raises a worklist task).
         Future appointments got their reminders planned when they were booked."""
-        from scheduling.reminders.models import MessageEvent, OutboundMessage
-        from scheduling.reminders.sending import apply_delivery_report
-        from scheduling.reminders.services import plan_reminders
-
         Status = OutboundMessage.Status
         recent = Appointment.objects.filter(
             is_demo=True, start__gte=self.now - timedelta(days=14), start__lt=self.now,
@@ -233,8 +233,6 @@ class DemoBuilder:
     def build_sms_replies(self):
         """A few replies from the last day: confirmations (shown on the call list), a rearrangement
         request and a question (on the admin worklist), and a text from a number on no record."""
-        from scheduling.reminders.replies import handle_inbound
-
         upcoming = list(
             Appointment.objects.filter(
                 is_demo=True, start__gt=self.now, start__lt=self.now + timedelta(days=3), outcome=AttendanceOutcome.NOT_APPLICABLE,

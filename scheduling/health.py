@@ -25,6 +25,11 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from scheduling.reminders import gateway, heartbeat
+from scheduling.reminders.models import OutboundMessage, SmsSettings
+from scheduling.reminders.services import in_quiet_hours
+from scheduling.reminders.tasks import DISPATCH_SCHEDULE_NAME
+
 SCHEDULE_STALE_AFTER = datetime.timedelta(minutes=3)
 OVERDUE_AFTER = datetime.timedelta(minutes=10)
 STUCK_GRACE = datetime.timedelta(minutes=3)
@@ -56,9 +61,6 @@ def check_database() -> tuple[dict, list[str]]:
 
 def check_schedule(*, now) -> tuple[dict, list[str]]:
     from django_q.models import Schedule
-
-    from scheduling.reminders import heartbeat
-    from scheduling.reminders.tasks import DISPATCH_SCHEDULE_NAME
 
     beat = heartbeat.current()
     schedule_exists = Schedule.objects.filter(name=DISPATCH_SCHEDULE_NAME).exclude(repeats=0).exists()
@@ -104,9 +106,6 @@ def check_schedule(*, now) -> tuple[dict, list[str]]:
 
 
 def check_messages(*, now) -> tuple[dict, list[str]]:
-    from scheduling.reminders.models import OutboundMessage, SmsSettings
-    from scheduling.reminders.services import in_quiet_hours
-
     Status = OutboundMessage.Status
     sms_settings = SmsSettings.current()
     quiet_now = in_quiet_hours(now, sms_settings)
@@ -191,8 +190,6 @@ def check_queue(*, database_ok: bool) -> tuple[dict, list[str]]:
 
 def check_sms_setup() -> tuple[dict, list[str]]:
     """Whether texts can leave at all with this process's settings (workers share them)."""
-    from scheduling.reminders import gateway
-
     problem = gateway.configuration_problem()
     report = {"ok": not problem, "backend": settings.SMS_BACKEND}
     if problem:

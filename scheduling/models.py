@@ -1,17 +1,15 @@
 """Django finds the app's models here; each capability keeps its own in its own package."""
 
+from scheduling.audit import AuditEntry  # noqa: F401
 from scheduling.booking.models import Appointment, Rearrangement  # noqa: F401
-from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours, WorklistClaim  # noqa: F401
+from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours  # noqa: F401
 from scheduling.calls.models import (  # noqa: F401
     CallOutcomeEffect, ContactAttempt, ContactAttemptUndo, ContactPolicy, OptInInvitation, WrongNumberMark,
 )
 from scheduling.caseload.models import (  # noqa: F401
-    AdminTask,
-    AuditEntry,
     CaseloadCover,
     ClinicalNote,
     Patient,
-    PatientDetailChange,
     PractitionerProfile,
     Referral,
     ServiceSettings,
@@ -28,3 +26,4 @@ from scheduling.reminders.models import (  # noqa: F401
     ReminderRule,
     SmsSettings,
 )
+from scheduling.worklist.models import AdminTask, WorklistClaim  # noqa: F401

@@ -88,7 +88,6 @@ ROLE_PERMISSIONS = {
         "change_reminderrule",
         "view_smssettings",
         "change_smssettings",
-        "view_patientdetailchange",
         "view_worklistclaim",
     ],
 }

@@ -11,7 +11,7 @@ from scheduling.roles import is_admin_staff, is_manager, is_pwp
 # Where each role lands after login; the first that exists wins.
 LANDING_PAGES = {
     "pwp": ["calls:today", "caseload:referral_list"],
-    "admin": ["booking:worklist", "caseload:referral_list"],
+    "admin": ["worklist:index", "caseload:referral_list"],
     "manager": ["reports:capacity", "caseload:referral_list"],
 }
 

@@ -14,8 +14,9 @@ from scheduling import roles
 from scheduling.booking.models import Appointment
 from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask, CaseloadCover
-from scheduling.caseload.services import raise_admin_task
+from scheduling.caseload.models import CaseloadCover
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task
 from scheduling.reminders.models import OutboundMessage
 from tests.booking_helpers import book, give_pattern
 from tests.factories import make_patient, make_referral, make_user

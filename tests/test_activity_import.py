@@ -7,12 +7,15 @@ import pytest
 import time_machine
 from django.core.management import CommandError, call_command
 
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, Rearrangement
-from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AuditEntry, Patient, Referral
+from scheduling.calls.models import ContactAttempt, OptInInvitation, WrongNumberMark
+from scheduling.caseload.models import Patient, Referral
+from scheduling.worklist.models import AdminTask
 from scheduling.reports.models import ImportedEvent
+from scheduling.reminders.models import OutboundMessage
 from scheduling.reports.selectors import ReportParams, build_report
-from tests.factories import london
+from tests.factories import london, make_patient
 
 FROZEN = london(2026, 6, 1, 12)
 HEADER = "referral_id,nhs_number,practitioner,event,at,appointment_type,duration_minutes,outcome,cancelled_at,source\n"
@@ -124,3 +127,38 @@ def test_a_call_said_to_be_at_an_appointment_must_match_one(db, tmp_path):
 def test_a_missing_column_is_reported_on_line_one(db, tmp_path):
     with pytest.raises(CommandError):
         run_import(tmp_path, "referral_id,event,at\nR1,referral_received,2026-03-01\n")
+
+
+def test_each_imported_referral_moves_through_its_life_as_the_live_services_move_it(db, tmp_path):
+    run_import(tmp_path, GOOD)
+    r1 = Referral.objects.get(external_id="R1")
+    trail = [(e.old_value, e.new_value, e.reason) for e in AuditEntry.objects.filter(referral=r1, field="status").order_by("at", "id")]
+    assert trail == [
+        ("", "awaiting_contact", "Referral received (activity import)"),
+        ("awaiting_contact", "contacted", "First successful contact"),
+        ("contacted", "assessment_booked", "Assessment booked"),  # 10 Mar, rearranged
+        ("assessment_booked", "contacted", "Assessment needs rebooking"),
+        ("contacted", "assessment_booked", "Assessment booked"),  # 17 Mar, rearranged
+        ("assessment_booked", "contacted", "Assessment needs rebooking"),
+        ("contacted", "assessment_booked", "Assessment booked"),  # 24 Mar, attended
+        ("assessment_booked", "assessed", "Assessment attended"),
+    ]
+    assert AuditEntry.objects.filter(referral=r1, field="status").latest("at").at == london(2026, 3, 24, 10)
+
+
+def test_imported_history_raises_no_follow_ups_and_plans_no_texts(db, tmp_path, pwp):
+    patient = make_patient()  # consents to texts: a live booking would plan reminders
+    text = HEADER + (
+        f"R5,{patient.nhs_number},pwp.one,referral_received,2026-04-01,,,,,A1\n"
+        "R5,,pwp.one,call_attempt,2026-04-02T10:00,,,no_answer,,\n"
+        "R5,,pwp.one,call_attempt,2026-04-06T14:00,,,voicemail,,\n"
+        "R5,,pwp.one,call_attempt,2026-04-08T18:00,,,busy,,\n"
+        "R5,,pwp.one,call_attempt,2026-04-10T10:00,,,wrong_number,,\n"
+        "R5,,pwp.one,call_attempt,2026-04-13T10:00,,,declined,,\n"
+        "R5,,pwp.one,appointment,2026-06-10T10:00,assessment,60,,,\n"
+    )
+    run_import(tmp_path, text)
+    referral = Referral.objects.get(external_id="R5")
+    assert referral.patient == patient and referral.status == Referral.Status.ASSESSMENT_BOOKED
+    assert not OptInInvitation.objects.exists() and not WrongNumberMark.objects.exists()
+    assert not AdminTask.objects.exists() and not OutboundMessage.objects.exists()

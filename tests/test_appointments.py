@@ -17,7 +17,8 @@ from scheduling.booking.services import (
 )
 from scheduling.calls.models import ContactAttempt
 from scheduling.calls.services import log_contact_attempt
-from scheduling.caseload.models import AuditEntry, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Referral
 from scheduling.codes import AttendanceOutcome as O
 from tests.factories import london
 

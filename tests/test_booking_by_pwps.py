@@ -12,7 +12,8 @@ from django.urls import reverse
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import ON_THE_PHONE, record_appointment_outcome
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AuditEntry, CaseloadCover, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import CaseloadCover, Referral
 from tests.booking_helpers import book, give_pattern
 from tests.factories import london, make_referral
 
@@ -180,7 +181,7 @@ def test_admin_staff_and_managers_still_book_rearrange_and_cancel_on_any_caseloa
     cancelled = client.post(reverse("booking:cancel", args=[replacement.pk]), {"cancelled_by": "patient", "reason": "Moving away"})
     assert cancelled.status_code == 302
     assert not Appointment.objects.not_cancelled().filter(referral=referral).exists()
-    assert client.get(reverse("booking:worklist")).status_code == 200
+    assert client.get(reverse("worklist:index")).status_code == 200
 
 
 # --- The patient on the phone ------------------------------------------------------------------

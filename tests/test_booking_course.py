@@ -4,10 +4,10 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.selectors import plan_course
 from scheduling.booking.services import CourseConflict, add_availability_exception, book_course
-from scheduling.caseload.models import AuditEntry
 from scheduling.reminders.models import OutboundMessage
 from tests.booking_helpers import book, give_pattern
 from tests.factories import LONDON, london, make_referral

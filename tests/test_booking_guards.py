@@ -28,7 +28,7 @@ from scheduling.booking.services import (
     rearrange_appointment,
     record_appointment_outcome,
 )
-from scheduling.caseload.models import AuditEntry
+from scheduling.audit import AuditEntry
 from tests.booking_helpers import book, give_pattern
 from tests.factories import london, make_referral, make_user
 

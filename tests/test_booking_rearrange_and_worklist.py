@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from scheduling.booking.models import Appointment, Rearrangement
-from scheduling.booking.selectors import admin_worklist
+from scheduling.worklist.selectors import admin_worklist
 from scheduling.booking.services import (
     cancel_appointment,
     is_late_cancellation,
@@ -15,8 +15,10 @@ from scheduling.booking.services import (
     record_appointment_outcome,
 )
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
-from scheduling.caseload.models import AdminTask, ServiceSettings
-from scheduling.caseload.services import discharge_referral, raise_admin_task, resolve_admin_task
+from scheduling.caseload.models import ServiceSettings
+from scheduling.worklist.models import AdminTask
+from scheduling.caseload.services import discharge_referral
+from scheduling.worklist.services import raise_admin_task, resolve_admin_task
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 

@@ -22,7 +22,8 @@ from scheduling.booking.services import (
     rearrange_appointment,
     record_appointment_outcome,
 )
-from scheduling.caseload.models import AuditEntry, ServiceSettings
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import ServiceSettings
 from tests.booking_helpers import book, give_pattern
 from tests.factories import LONDON, london, make_patient, make_referral
 

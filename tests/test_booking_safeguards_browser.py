@@ -11,7 +11,7 @@ from django.urls import reverse
 from scheduling import roles
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import record_appointment_outcome
-from scheduling.caseload.models import AuditEntry
+from scheduling.audit import AuditEntry
 from tests.booking_helpers import book
 from tests.browser_helpers import wait_for
 from tests.factories import london, make_referral, make_user

@@ -3,8 +3,9 @@ import time_machine
 from django.urls import reverse
 
 from scheduling.booking.models import Appointment, Rearrangement
-from scheduling.caseload.models import AdminTask, Patient, Referral
-from scheduling.caseload.services import raise_admin_task
+from scheduling.caseload.models import Patient, Referral
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task
 from scheduling.booking.services import record_appointment_outcome
 from tests.booking_helpers import book, give_pattern
 from tests.factories import london, make_patient, make_referral, next_nhs_number
@@ -13,7 +14,7 @@ NOW = london(2026, 3, 2, 9, 0)
 
 
 @pytest.mark.parametrize("name,args", [
-    ("booking:worklist", []), ("booking:new_referral", []), ("booking:cancel", ["A"]),
+    ("worklist:index", []), ("booking:new_referral", []), ("booking:cancel", ["A"]),
 ])
 def test_a_pwp_cannot_use_the_admin_only_booking_screens_even_on_their_own_caseload(client, pwp, referral, admin_user, name, args):
     appt = book(referral, pwp, london(2030, 1, 7, 10), actor=admin_user)
@@ -25,20 +26,20 @@ def test_a_pwp_cannot_use_the_admin_only_booking_screens_even_on_their_own_casel
 
 def test_admin_staff_land_on_the_worklist(admin_client):
     response = admin_client.get("/")
-    assert response.status_code == 302 and response["Location"] == reverse("booking:worklist")
-    page = admin_client.get(reverse("booking:worklist")).content.decode()
+    assert response.status_code == 302 and response["Location"] == reverse("worklist:index")
+    page = admin_client.get(reverse("worklist:index")).content.decode()
     assert "Worklist" in page and "Nothing to act on." in page
 
 
 def test_the_worklist_page_lists_items_with_their_actions(admin_client, referral, pwp):
     task = raise_admin_task(kind=AdminTask.Kind.SMS_FAILED, source=AdminTask.Source.SMS, referral=referral, detail="Landline")
-    page = admin_client.get(reverse("booking:worklist")).content.decode()
+    page = admin_client.get(reverse("worklist:index")).content.decode()
     assert "Text message could not be delivered" in page and "New referral: no assessment booked" in page
     assert reverse("booking:find_slots", args=[referral.pk]) in page
-    assert reverse("booking:task_resolve", args=[task.pk]) in page
-    response = admin_client.post(reverse("booking:task_resolve", args=[task.pk]), {"resolution": "Asked GP for a mobile"})
+    assert reverse("worklist:task_resolve", args=[task.pk]) in page
+    response = admin_client.post(reverse("worklist:task_resolve", args=[task.pk]), {"resolution": "Asked GP for a mobile"})
     assert response.status_code == 302
-    assert reverse("booking:task_resolve", args=[task.pk]) not in admin_client.get(reverse("booking:worklist")).content.decode()
+    assert reverse("worklist:task_resolve", args=[task.pk]) not in admin_client.get(reverse("worklist:index")).content.decode()
 
 
 def test_an_admin_sees_the_next_free_slots_and_books_one(frozen, admin_client, referral, pwp):

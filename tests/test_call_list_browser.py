@@ -117,7 +117,7 @@ def test_a_pwps_call_from_call_back_to_wrong_number_to_decline_reaches_the_admin
     browser.delete_all_cookies()
     sign_in(browser, live_server, "admin.sam")
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "main, body"))
-    browser.get(live_server.url + reverse("booking:worklist"))
+    browser.get(live_server.url + reverse("worklist:index"))
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table.worklist"))
     items = [tr.text for tr in browser.find_elements(By.CSS_SELECTOR, "tr.worklist-item") if referral.patient.full_name in tr.text]
     assert len([text for text in items if "discharge: declined" in text]) == 1, items

@@ -21,7 +21,8 @@ from scheduling.calls.services import (
     record_call_outcome,
     undo_call_outcome,
 )
-from scheduling.caseload.models import AdminTask, CaseloadCover
+from scheduling.caseload.models import CaseloadCover
+from scheduling.worklist.models import AdminTask
 from scheduling.codes import AttendanceOutcome as O
 from scheduling.reminders.models import OutboundMessage
 from tests.factories import london, make_referral, make_user

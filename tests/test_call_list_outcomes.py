@@ -18,8 +18,10 @@ from scheduling.calls.models import (
 from scheduling.calls.selectors import booked_calls, people_to_reach, referrals_suggested_for_discharge
 from scheduling.calls.services import CallButton, record_call_outcome, undo_call_outcome
 from scheduling.calls.signals import opt_in_invitation_due
-from scheduling.caseload.models import AdminTask, AuditEntry, PractitionerProfile, Referral
-from scheduling.caseload.services import raise_admin_task
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import PractitionerProfile, Referral
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task
 from scheduling.codes import AttendanceOutcome as O
 from tests.factories import london, make_patient, make_referral
 
@@ -479,7 +481,7 @@ def test_a_rearrange_request_resolved_by_admin_no_longer_shows(assessment, refer
     task = raise_admin_task(kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.SMS, appointment=assessment)
     [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)
     assert row.rearrange_requested
-    from scheduling.caseload.services import resolve_admin_task
+    from scheduling.worklist.services import resolve_admin_task
 
     resolve_admin_task(task=task, actor=admin_user)
     [row] = booked_calls(practitioner=pwp, day=NOW.date(), viewer=pwp)

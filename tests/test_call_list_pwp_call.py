@@ -243,7 +243,7 @@ def test_a_decline_puts_discharge_declined_on_the_worklist_with_end_code_50(clie
     [row] = people_to_reach(practitioner=pwp, viewer=pwp, referral_ids=[referral.pk])
     assert "discharge: declined" in row.next_step and "end code 50" in row.next_step
     client.force_login(admin_user)
-    html = client.get(reverse("booking:worklist")).content.decode()
+    html = client.get(reverse("worklist:index")).content.decode()
     # The worklist says it in words, not the code.
     assert "Suggest discharge: declined (end of care: not assessed (including unable to contact))" in html
     assert "Contacted: book the assessment" not in html

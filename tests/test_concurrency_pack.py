@@ -20,8 +20,9 @@ from scheduling.booking.models import BookingSettings
 from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.calls.models import ContactPolicy
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
-from scheduling.caseload.services import raise_admin_task
+from scheduling.caseload.models import Referral, ServiceSettings
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task
 from scheduling.reminders.models import SmsSettings
 from tests.booking_helpers import book, give_pattern
 from tests.factories import make_referral, make_user, next_nhs_number
@@ -173,7 +174,7 @@ def undo_action(staff):
 def resolve_task_action(staff):
     referral = _fresh_referral(staff)
     task = raise_admin_task(kind=AdminTask.Kind.SMS_REPLY, source=AdminTask.Source.SMS, referral=referral, detail="Reply")
-    return staff["admin"], reverse("booking:task_resolve", args=[task.pk]), {"resolution": "Rang back"}
+    return staff["admin"], reverse("worklist:task_resolve", args=[task.pk]), {"resolution": "Rang back"}
 
 
 def new_referral_action(staff):

@@ -21,7 +21,8 @@ from django.utils import timezone
 from scheduling import roles
 from scheduling.booking.models import Appointment
 from scheduling.booking.selectors import next_free_slots_for_referral
-from scheduling.caseload.models import AdminTask, Referral
+from scheduling.caseload.models import Referral
+from scheduling.worklist.models import AdminTask
 from scheduling.demo import DEMO_PASSWORD, DemoBuilder
 from scheduling.reminders.models import OutboundMessage, ReminderRule
 from tests.browser_helpers import wait_for
@@ -44,8 +45,8 @@ class World:
 # One line per page: route name -> its URL in the world. Query strings included where the page needs them.
 PAGES = {
     "home": lambda w: reverse("home"),
-    "booking:worklist": lambda w: reverse("booking:worklist"),
-    "booking:task_resolve": lambda w: reverse("booking:task_resolve", args=[w.task.pk]),
+    "worklist:index": lambda w: reverse("worklist:index"),
+    "worklist:task_resolve": lambda w: reverse("worklist:task_resolve", args=[w.task.pk]),
     "booking:new_referral": lambda w: reverse("booking:new_referral"),
     "booking:find_slots": lambda w: reverse("booking:find_slots", args=[w.referral.pk]),
     "booking:course": lambda w: reverse("booking:course", args=[w.booked.referral_id]) + w.course_query,
@@ -75,8 +76,8 @@ EXCLUDED = {
     "logout": "POST only (the Sign out button)",
     "admin:*": "Django's admin site (managers' settings), Django's own pages",
     "booking:book": "POST only (a slot's button on the slot finder)",
-    "booking:worklist_take": "POST only (the worklist's Take / Take over buttons)",
-    "booking:worklist_release": "POST only (the worklist's Release button)",
+    "worklist:take": "POST only (the worklist's Take / Take over buttons)",
+    "worklist:release": "POST only (the worklist's Release button)",
     "caseload:write_note": "POST only (the note form on the record page)",
     "caseload:amend_note": "POST only (the amend form on the record page)",
     "calls:log": "POST only (the call list's outcome buttons; exercised by the htmx row update)",

@@ -22,7 +22,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from scheduling.reminders.fake_twilio import FakeTwilioServer, count_segments
+from devtools.fake_twilio import FakeTwilioServer, count_segments
 
 MOBILE = "+447700900123"
 SENDER = "+447700900999"

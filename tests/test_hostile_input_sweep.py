@@ -138,7 +138,7 @@ INT_PARAMS = {
     "caseload:patient_details": lambda w: {"own": w.own.booked.patient_id, "own waiting": w.own.waiting.patient_id,
                                            "covered": w.covered.booked.patient_id, "other": w.other.booked.patient_id,
                                            "unassigned": w.unassigned.patient_id},
-    "booking:task_resolve": lambda w: {"own": w.own.task.pk, "other": w.other.task.pk},
+    "worklist:task_resolve": lambda w: {"own": w.own.task.pk, "other": w.other.task.pk},
     "sms:message_detail": lambda w: {"own": _pk(w.own.message), "other": _pk(w.other.message)},
     "sms:edit_rule": lambda w: {"first": _pk(ReminderRule.objects.order_by("pk").first())},
 }
@@ -538,7 +538,7 @@ def test_unsigned_twilio_webhooks_are_refused_and_write_nothing(world, db, setti
     assert not sweeper.problems, "\n".join(sweeper.problems)
 
 
-LIST_PAGES = ["caseload:referral_list", "calls:today", "booking:worklist", "sms:outbox", "reports:capacity", "reports:rows"]
+LIST_PAGES = ["caseload:referral_list", "calls:today", "worklist:index", "sms:outbox", "reports:capacity", "reports:rows"]
 
 
 @pytest.mark.parametrize("name", LIST_PAGES)

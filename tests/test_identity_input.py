@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from scheduling import roles
 from scheduling.caseload import services
-from scheduling.caseload.models import AuditEntry, Patient, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Patient, Referral
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.services import (
     DuplicatePatient,

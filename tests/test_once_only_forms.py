@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from scheduling import roles
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AdminTask
+from scheduling.worklist.models import AdminTask
 from scheduling.submissions import FormSubmission
 from tests.factories import london, make_referral, make_user
 

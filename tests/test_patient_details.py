@@ -13,10 +13,13 @@ from django.urls import reverse
 
 from scheduling.booking.services import book_appointment
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask, CaseloadCover, Patient, PatientDetailChange
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import CaseloadCover, Patient
+from scheduling.worklist.models import AdminTask
 from scheduling.caseload.patient_details import change_patient_details, describe_detail_change, details_version
 from scheduling.caseload.phones import display_phone
-from scheduling.caseload.services import raise_admin_task, record_sms_opt_out
+from scheduling.caseload.services import record_sms_opt_out
+from scheduling.worklist.services import raise_admin_task
 from scheduling.reminders import sending
 from scheduling.submissions import new_token
 from scheduling.reminders.models import OutboundMessage
@@ -74,7 +77,7 @@ def test_a_new_mobile_is_saved_and_audited_with_who_when_from_and_to(referral, a
     result = change(patient, admin_user, mobile_phone=NEW_MOBILE, reason="New number given on the phone")
     patient.refresh_from_db()
     assert (patient.mobile_phone, patient.mobile_is_mobile) == (NEW_MOBILE_E164, True)
-    [entry] = PatientDetailChange.objects.filter(patient=patient)
+    [entry] = AuditEntry.objects.filter(patient=patient)
     assert [c.pk for c in result.changes] == [entry.pk]
     assert (entry.field, entry.old_value, entry.new_value, entry.actor, entry.at) == (
         "mobile_phone", old, NEW_MOBILE_E164, admin_user, NOW
@@ -91,7 +94,7 @@ def test_each_changed_field_is_its_own_entry_in_words(referral, admin_user):
         voicemail_allowed=False, preferred_days=["0", "2"], preferred_times=["evening"],
     )
     names = {admin_user.pk: "Sam Admin"}
-    words = [describe_detail_change(e, user_names=names) for e in PatientDetailChange.objects.filter(patient=patient)]
+    words = [describe_detail_change(e, user_names=names) for e in AuditEntry.objects.filter(patient=patient)]
     assert words == [
         "First name: Test → Jo, by Sam Admin",
         "Date of birth: 17 May 1970 → 17 May 1971, by Sam Admin",
@@ -109,7 +112,7 @@ def test_saving_the_same_details_again_changes_nothing(referral, admin_user):
     change(patient, admin_user, mobile_phone=NEW_MOBILE)
     again = change(patient, admin_user, mobile_phone=NEW_MOBILE)
     assert again.changes == [] and again.resolved_tasks == []
-    assert PatientDetailChange.objects.filter(patient=patient).count() == 1
+    assert AuditEntry.objects.filter(patient=patient).count() == 1
 
 
 def test_the_referral_record_shows_the_change_in_words(client, referral, admin_user):
@@ -147,7 +150,7 @@ def test_a_bad_value_is_refused_naming_the_field_and_changes_nothing(referral, a
         change(patient, admin_user, voicemail_allowed=False, **changes)
     assert words in " ".join(refused.value.message_dict[field])
     assert snapshot(patient.pk) == before and outbox(patient) == texts_before
-    assert not PatientDetailChange.objects.exists()
+    assert not AuditEntry.objects.filter(subject_type=AuditEntry.Subject.PATIENT).exists()
 
 
 def test_an_imported_patient_without_a_date_of_birth_can_have_a_number_corrected(referral, admin_user):
@@ -321,7 +324,7 @@ def test_a_field_changed_by_someone_else_since_the_form_opened_is_refused_naming
     assert message.startswith("Mobile for texts was changed by Manager.One Tester at 10:00 on 10 Mar")
     assert "it is now 07700 900456" in message and "Nothing was saved" in message
     assert snapshot(patient.pk) == before
-    assert PatientDetailChange.objects.filter(patient=patient).count() == 1
+    assert AuditEntry.objects.filter(patient=patient).count() == 1
 
 
 def test_a_stale_form_that_agrees_with_the_other_change_saves_its_own_change(referral, admin_user, manager):
@@ -411,7 +414,7 @@ def test_the_same_form_sent_twice_changes_the_details_once(client, referral, adm
     first = client.post(url(referral.patient_id), data)
     second = client.post(url(referral.patient_id), data)
     assert first.status_code == second.status_code == 302
-    assert PatientDetailChange.objects.filter(patient=referral.patient).count() == 1
+    assert AuditEntry.objects.filter(patient=referral.patient).count() == 1
 
 
 def test_a_refusal_on_the_page_names_the_field_and_keeps_what_was_typed(client, referral, admin_user):
@@ -477,13 +480,13 @@ def test_the_call_list_row_links_to_the_details_page(client, referral, pwp):
 
 @pytest.mark.parametrize("kind", [AdminTask.Kind.WRONG_NUMBER, AdminTask.Kind.SMS_FAILED])
 def test_the_worklist_item_correct_the_number_leads_to_the_details_page(client, referral, admin_user, kind):
-    from scheduling.booking.selectors import admin_worklist
+    from scheduling.worklist.selectors import admin_worklist
 
     task = raise_admin_task(kind=kind, source=AdminTask.Source.SMS, referral=referral)
     [item] = [i for i in admin_worklist() if i.task_id == task.pk]
     assert item.action_label == "Correct the number"
     client.force_login(admin_user)
-    html = client.get(reverse("booking:worklist")).content.decode()
+    html = client.get(reverse("worklist:index")).content.decode()
     assert f'href="{item.action_url}"' in html
     landing = client.get(item.action_url)
     assert landing.status_code == 200 and landing.request["PATH_INFO"] == url(referral.patient_id)
@@ -541,4 +544,4 @@ def test_two_people_saving_different_numbers_at_once_one_wins_and_the_other_is_t
     assert outcomes["first"] == "saved"
     assert outcomes["second"]["mobile_phone"][0].startswith("Mobile for texts was changed by Admin.One Tester")
     assert Patient.objects.get(pk=referral.patient_id).mobile_phone == NEW_MOBILE_E164
-    assert PatientDetailChange.objects.filter(patient_id=referral.patient_id).count() == 1
+    assert AuditEntry.objects.filter(patient_id=referral.patient_id).count() == 1

@@ -10,7 +10,8 @@ from django.urls import reverse
 from scheduling import roles
 from scheduling.booking.services import book_appointment
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask, PatientDetailChange
+from scheduling.audit import AuditEntry
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
@@ -55,7 +56,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         wait_for(browser, lambda d: reverse("login") not in d.current_url)
 
         # The worklist: the item offers "Correct the number".
-        browser.get(live_server.url + reverse("booking:worklist"))
+        browser.get(live_server.url + reverse("worklist:index"))
         wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "Correct the number"))
         fits()
         [link] = [a for a in browser.find_elements(By.LINK_TEXT, "Correct the number") if a.get_attribute("href").endswith(details_url)]
@@ -87,7 +88,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         # Stored: the item resolved in words, one audited change, the reminders planned again.
         task.refresh_from_db()
         assert task.resolved_by == admin_user and "mobile number was corrected" in task.resolution
-        assert PatientDetailChange.objects.filter(patient=patient, field="mobile_phone").count() == 1
+        assert AuditEntry.objects.filter(patient=patient, field="mobile_phone").count() == 1
         replanned = list(OutboundMessage.objects.filter(appointment=appointment, status=S.SCHEDULED).order_by("due_at"))
         assert [m.kind for m in replanned] == ["reminder_2d", "reminder_0d"]
         assert {m.status for m in OutboundMessage.objects.filter(pk__in=[m.pk for m in cancelled])} == {S.CANCELLED}
@@ -98,7 +99,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         assert early.to_number == "+447700900456"
 
         # Back on the worklist, the item is gone.
-        browser.get(live_server.url + reverse("booking:worklist"))
+        browser.get(live_server.url + reverse("worklist:index"))
         wait_for(browser, lambda d: d.find_elements(By.TAG_NAME, "h1"))
         assert not [
             a for a in browser.find_elements(By.LINK_TEXT, "Correct the number") if a.get_attribute("href").endswith(details_url)

@@ -9,8 +9,8 @@ import time_machine
 from django.urls import reverse
 
 from scheduling.booking.services import book_appointment
-from scheduling.caseload.models import AdminTask
-from scheduling.caseload.services import resolve_admin_task
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import resolve_admin_task
 from scheduling.reminders.replies import handle_inbound
 from tests.factories import london, make_referral
 

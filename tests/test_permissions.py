@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from scheduling import roles
+from scheduling.audit import AuditEntry
 from scheduling.caseload.models import CaseloadCover, ClinicalNote
 from scheduling.caseload.patient_details import change_patient_details, details_version
 from tests.factories import make_referral
@@ -111,9 +112,11 @@ def test_managers_read_patient_detail_changes_and_worklist_claims_in_django_admi
         preferred_days=patient.preferred_days, preferred_times=patient.preferred_times,
     )
     client.force_login(manager)
-    listing = client.get(reverse("admin:scheduling_patientdetailchange_changelist"))
+    listing = client.get(reverse("admin:scheduling_auditentry_changelist"), {"subject_type": "patient"})
     assert listing.status_code == 200 and "mobile_phone" in listing.content.decode()
     assert "900456" not in listing.content.decode()
-    change = patient.detail_changes.get(field="mobile_phone")
-    assert client.get(reverse("admin:scheduling_patientdetailchange_delete", args=[change.pk])).status_code == 403
+    change = AuditEntry.objects.get(patient=patient, field="mobile_phone")
+    entry_page = client.get(reverse("admin:scheduling_auditentry_change", args=[change.pk]))
+    assert entry_page.status_code == 200 and "900456" not in entry_page.content.decode()
+    assert client.get(reverse("admin:scheduling_auditentry_delete", args=[change.pk])).status_code == 403
     assert client.get(reverse("admin:scheduling_worklistclaim_changelist")).status_code == 200

@@ -8,9 +8,10 @@ import time_machine
 from django.urls import reverse
 
 from scheduling import roles
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.models import AuditEntry, ClinicalNote
+from scheduling.caseload.models import ClinicalNote
 from tests.browser_helpers import no_horizontal_overflow, wait_for, wider_than_the_screen
 from tests.factories import london, make_referral, make_user
 

@@ -5,7 +5,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from scheduling.caseload.models import AuditEntry, Patient, Referral
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Patient, Referral
 from scheduling.caseload.services import (
     DuplicatePatient,
     change_referral_status,

@@ -15,7 +15,7 @@ from scheduling import roles
 from scheduling.booking.services import book_appointment, record_appointment_outcome, rearrange_appointment
 from scheduling.calls.models import ContactAttempt
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AuditEntry
+from scheduling.audit import AuditEntry
 from scheduling.caseload.notes import amend_note, write_note
 from scheduling.caseload.record import describe_change
 from scheduling.caseload.services import assign_practitioner, change_referral_status

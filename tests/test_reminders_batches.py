@@ -15,9 +15,9 @@ import pytest
 import time_machine
 from django_q.exceptions import TimeoutException
 
+from devtools.fake_twilio import FakeTwilioServer
 from scheduling.booking.services import cancel_appointment
 from scheduling.reminders import gateway, sending
-from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from scheduling.reminders.services import opt_out_patient
 from tests.booking_helpers import book

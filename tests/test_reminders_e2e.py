@@ -25,10 +25,10 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from django_q.tasks import async_task, fetch
 
+from devtools.fake_twilio import FakeTwilioServer
 from scheduling.booking.services import cancel_appointment, rearrange_appointment
-from scheduling.caseload.models import AdminTask
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
-from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from scheduling.reminders.tasks import DISPATCH_FUNCTION, DISPATCH_SCHEDULE_NAME
 from tests.booking_helpers import book

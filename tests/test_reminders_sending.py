@@ -135,7 +135,7 @@ def test_delivery_reports_only_move_forward_and_are_all_recorded(appointment):
 
 
 def test_an_undelivered_report_with_a_carrier_error_puts_the_patient_on_the_worklist(appointment):
-    from scheduling.caseload.models import AdminTask
+    from scheduling.worklist.models import AdminTask
 
     message = early(appointment)
     OutboundMessage.objects.filter(pk=message.pk).update(status=S.SENT, provider_sid="SM123")

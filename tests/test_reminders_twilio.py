@@ -11,12 +11,12 @@ import urllib.parse
 import pytest
 import time_machine
 
+from devtools.fake_twilio import FakeTwilioServer
 from scheduling.booking.services import cancel_appointment
-from scheduling.caseload.models import AdminTask
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
-from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
-from scheduling.reminders.services import receive_delivery_report
+from scheduling.reminders.sending import receive_delivery_report
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 from tests.twilio_webhook_helpers import use_fake_twilio

@@ -252,8 +252,8 @@ def test_replies_are_listed_newest_first_with_meaning_handling_and_follow_up(cli
     assert "Unknown number" in html and "07700 900999" in html
     assert appointment.referral.patient.full_name in html
     assert "Asked to rearrange" in html and "Number not recognised" in html and "Other message" in html
-    assert reverse("booking:task_resolve", args=[reply.admin_task_id]) in html
-    assert reverse("booking:task_resolve", args=[unknown.admin_task_id]) in html
+    assert reverse("worklist:task_resolve", args=[reply.admin_task_id]) in html
+    assert reverse("worklist:task_resolve", args=[unknown.admin_task_id]) in html
     assert f'{reverse("caseload:referral_detail", args=[appointment.referral_id])}">Appointment Wed 10 Jun 14:00' in html
 
 

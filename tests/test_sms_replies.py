@@ -10,12 +10,14 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from scheduling.booking.selectors import admin_worklist
+from devtools.fake_twilio import FakeTwilioServer
+from scheduling.worklist.selectors import admin_worklist
 from scheduling.calls.selectors import booked_calls
-from scheduling.caseload.models import AdminTask, AuditEntry, Patient
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Patient
+from scheduling.worklist.models import AdminTask
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders import replies, sending
-from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import InboundMessage, OutboundMessage
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral

@@ -6,10 +6,10 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from scheduling.booking.selectors import admin_worklist
-from scheduling.caseload.models import AdminTask
+from devtools.fake_twilio import FakeTwilioServer
+from scheduling.worklist.selectors import admin_worklist
+from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
-from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from tests.booking_helpers import book
 from tests.factories import london, make_referral

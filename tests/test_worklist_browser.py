@@ -8,9 +8,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from scheduling import roles
-from scheduling.booking.models import WorklistClaim
-from scheduling.caseload.models import AdminTask
-from scheduling.caseload.services import raise_admin_task
+from scheduling.worklist.models import WorklistClaim
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task
 from tests.factories import make_patient, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -34,7 +34,7 @@ def sign_in(driver, live_server, username):
     driver.find_element(By.ID, "id_password").send_keys("test-pass-123")
     driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
     # Admin staff land on the worklist.
-    wait_for(driver, lambda d: d.current_url.endswith(reverse("booking:worklist")) and d.find_elements(By.CSS_SELECTOR, "table.worklist"))
+    wait_for(driver, lambda d: d.current_url.endswith(reverse("worklist:index")) and d.find_elements(By.CSS_SELECTOR, "table.worklist"))
 
 
 def fits_the_screen(driver, width):
@@ -141,7 +141,7 @@ def test_one_admin_takes_an_item_and_the_other_sees_it_taken_filters_searches_an
     # Sam releases Ada's item; Jo's next look shows it free to take.
     browser.find_element(By.ID, ada_row).find_element(By.CSS_SELECTOR, "button.release").click()
     wait_for(browser, lambda d: "Released" in d.find_element(By.CSS_SELECTOR, ".messages").text)
-    second_browser.get(live_server.url + reverse("booking:worklist"))
+    second_browser.get(live_server.url + reverse("worklist:index"))
     row = second_browser.find_element(By.ID, ada_row)
     assert "Taken by" not in row.text and row.find_elements(By.CSS_SELECTOR, "button.take")
     assert WorklistClaim.objects.count() == 2

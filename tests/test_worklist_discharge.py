@@ -3,8 +3,9 @@
 import time_machine
 from django.urls import reverse
 
-from scheduling.booking.selectors import admin_worklist
-from scheduling.caseload.models import AuditEntry, Referral
+from scheduling.worklist.selectors import admin_worklist
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Referral
 from tests.factories import london, make_referral
 from tests.test_call_list_outcomes import _policy_sequence
 
@@ -37,7 +38,7 @@ def test_admin_staff_discharge_from_the_worklist_and_the_item_clears(client, pwp
         response = client.post(
             reverse("caseload:discharge", args=[referral.pk]), {"end_code": "50", "reason": "Unable to contact"}
         )
-        assert response.status_code == 302 and response["Location"] == reverse("booking:worklist")
+        assert response.status_code == 302 and response["Location"] == reverse("worklist:index")
         assert not [i for i in admin_worklist() if i.referral_id == referral.pk]
     referral.refresh_from_db()
     assert (referral.status, referral.end_code) == (Referral.Status.DISCHARGED, "50")

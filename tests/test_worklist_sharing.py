@@ -14,13 +14,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from scheduling import roles
-from scheduling.booking.models import WorklistClaim
-from scheduling.booking.selectors import admin_worklist, worklist_page
+from scheduling.worklist.models import WorklistClaim
+from scheduling.worklist.selectors import admin_worklist, worklist_page
 from scheduling.booking import services
-from scheduling.booking.services import ItemTaken, cancel_appointment, release_worklist_item, take_worklist_item
+from scheduling.booking.services import cancel_appointment
+from scheduling.worklist.services import ItemTaken, release_worklist_item, take_worklist_item
 from scheduling.calls.services import CallButton, record_call_outcome
-from scheduling.caseload.models import AdminTask
-from scheduling.caseload.services import raise_admin_task, resolve_admin_task
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task, resolve_admin_task
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral, make_user
 from tests.test_worklist_discharge import AFTER_DEADLINE, unreachable_referral
@@ -244,7 +245,7 @@ def test_people_taking_the_same_item_at_once_leaves_exactly_one_holder(monkeypat
             client = Client()
             client.force_login(people[i])
             everyone_ready.wait()
-            responses[i] = client.post(reverse("booking:worklist_take"), {"item": key}, follow=True)
+            responses[i] = client.post(reverse("worklist:take"), {"item": key}, follow=True)
         finally:
             connection.close()
 
@@ -269,7 +270,7 @@ def test_people_taking_the_same_item_at_once_leaves_exactly_one_holder(monkeypat
 
 
 def _page(client, **params):
-    return client.get(reverse("booking:worklist"), params)
+    return client.get(reverse("worklist:index"), params)
 
 
 def test_the_page_shows_chips_with_counts_and_a_record_link_on_each_item(client, mixed, admin_user):
@@ -287,7 +288,7 @@ def test_the_page_shows_chips_with_counts_and_a_record_link_on_each_item(client,
 
 def test_a_chip_link_lands_on_that_kind(client, mixed, admin_user):
     client.force_login(admin_user)
-    response = client.get(reverse("booking:worklist") + "?kind=wrong_number")
+    response = client.get(reverse("worklist:index") + "?kind=wrong_number")
     assert response.status_code == 200
     assert [i.key for i in response.context["items"]] == [f"task:{mixed['wrong'].pk}"]
 
@@ -302,7 +303,7 @@ def test_the_record_link_lands_on_the_patients_referral_page(client, mixed, admi
 def test_take_and_release_post_back_to_the_same_filtered_list_at_the_item(client, mixed, admin_user, colleague):
     client.force_login(admin_user)
     key = f"task:{mixed['wrong'].pk}"
-    response = client.post(reverse("booking:worklist_take"), {"item": key, "kind": "wrong_number", "q": "bryn"})
+    response = client.post(reverse("worklist:take"), {"item": key, "kind": "wrong_number", "q": "bryn"})
     assert response.status_code == 302
     assert response["Location"] == f"/booking/?kind=wrong_number&q=bryn#item-task-{mixed['wrong'].pk}"
     page = client.get(response["Location"]).content.decode()
@@ -312,12 +313,12 @@ def test_take_and_release_post_back_to_the_same_filtered_list_at_the_item(client
     other.force_login(colleague)
     page = _page(other).content.decode()
     assert "Taken by Admin.One Tester at" in page and "Take over from Admin.One Tester" in page
-    refused = other.post(reverse("booking:worklist_take"), {"item": key}, follow=True).content.decode()
+    refused = other.post(reverse("worklist:take"), {"item": key}, follow=True).content.decode()
     assert "Admin.One Tester took this item at" in refused
     claim = WorklistClaim.objects.get()
-    taken = other.post(reverse("booking:worklist_take"), {"item": key, "take_over": claim.pk}, follow=True).content.decode()
+    taken = other.post(reverse("worklist:take"), {"item": key, "take_over": claim.pk}, follow=True).content.decode()
     assert "Taken by you at" in taken
-    response = other.post(reverse("booking:worklist_release"), {"item": key})
+    response = other.post(reverse("worklist:release"), {"item": key})
     assert response.status_code == 302 and response["Location"] == f"/booking/#item-task-{mixed['wrong'].pk}"
     assert not WorklistClaim.objects.filter(released_at__isnull=True).exists()
     assert WorklistClaim.objects.count() == 2
@@ -364,7 +365,7 @@ def test_hostile_list_parameters_are_a_400_naming_them(client, admin_user, param
 )
 def test_hostile_take_and_release_posts_are_a_400_and_change_nothing(client, admin_user, data):
     client.force_login(admin_user)
-    names = ["booking:worklist_take"] + ([] if "take_over" in data else ["booking:worklist_release"])
+    names = ["worklist:take"] + ([] if "take_over" in data else ["worklist:release"])
     for name in names:
         response = client.post(reverse(name), data)
         assert response.status_code == 400, (name, data)
@@ -373,7 +374,7 @@ def test_hostile_take_and_release_posts_are_a_400_and_change_nothing(client, adm
 
 def test_an_unknown_item_is_refused_with_a_message_not_an_error(client, admin_user):
     client.force_login(admin_user)
-    page = client.post(reverse("booking:worklist_take"), {"item": "task:424242"}, follow=True).content.decode()
+    page = client.post(reverse("worklist:take"), {"item": "task:424242"}, follow=True).content.decode()
     assert "no longer on the worklist" in page
     assert not WorklistClaim.objects.exists()
 
@@ -382,23 +383,23 @@ def test_only_admin_staff_and_managers_see_and_take_worklist_items(client, mixed
     key = f"task:{mixed['reply'].pk}"
     client.force_login(pwp)
     assert _page(client).status_code == 403
-    assert client.post(reverse("booking:worklist_take"), {"item": key}).status_code == 403
-    assert client.post(reverse("booking:worklist_release"), {"item": key}).status_code == 403
+    assert client.post(reverse("worklist:take"), {"item": key}).status_code == 403
+    assert client.post(reverse("worklist:release"), {"item": key}).status_code == 403
     assert not WorklistClaim.objects.exists()
     client.force_login(manager)
     assert _page(client).status_code == 200
-    assert client.post(reverse("booking:worklist_take"), {"item": key}).status_code == 302
+    assert client.post(reverse("worklist:take"), {"item": key}).status_code == 302
     assert WorklistClaim.objects.get().taken_by == manager
     client.logout()
-    response = client.get(reverse("booking:worklist"))
+    response = client.get(reverse("worklist:index"))
     assert response.status_code == 302 and reverse("login") in response["Location"]
-    assert client.post(reverse("booking:worklist_take"), {"item": key}).status_code == 302
+    assert client.post(reverse("worklist:take"), {"item": key}).status_code == 302
     assert WorklistClaim.objects.count() == 1
 
 
 def test_take_is_a_post_only_action(client, admin_user):
     client.force_login(admin_user)
-    assert client.get(reverse("booking:worklist_take"), {"item": "task:1"}).status_code == 405
+    assert client.get(reverse("worklist:take"), {"item": "task:1"}).status_code == 405
 
 
 def test_a_declined_call_is_listed_at_the_time_of_that_call_in_words(pwp, admin_user, referral):

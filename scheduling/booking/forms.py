@@ -124,10 +124,6 @@ class CancelForm(_AskedAtMixin, forms.Form):
     )
 
 
-class ResolveTaskForm(forms.Form):
-    resolution = forms.CharField(label="What was done", max_length=200)
-
-
 class NhsLookupForm(forms.Form):
     nhs_number = forms.CharField(label="NHS number", max_length=12)
 

@@ -9,16 +9,23 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
+from scheduling.audit import AuditEntry, delete_and_log, log_action, record_change, save_and_log
 from scheduling.booking.db import is_lost_race, is_open_assessment_violation, is_overlap_violation
 from scheduling.booking.availability import LONDON
-from scheduling.booking.models import Appointment, AvailabilityException, BookingSettings, Rearrangement, WorklistClaim
+from scheduling.booking.models import (
+    Appointment,
+    AvailabilityException,
+    BookingSettings,
+    Rearrangement,
+    WorkingHours,
+)
 from scheduling.booking import selectors
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
-from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Referral, ServiceSettings
-from scheduling.caseload.services import advance_referral_to
+from scheduling.caseload.models import Referral, ServiceSettings
+from scheduling.caseload.services import advance_referral_to, assign_practitioner
 from scheduling.codes import (
     ATTENDED_OUTCOMES,
+    CANCELLED_OUTCOMES,
     DEFAULT_DURATION_MINUTES,
     AppointmentType,
     AttendanceOutcome,
@@ -237,6 +244,9 @@ def book_appointment(
     the demo, which record the past, do not. `patient_on_phone` (the patient agreed this time on the
     phone just now) lets the lead time give way; that is audited as ON_THE_PHONE.
 
+    Booking an assessment for a referral nobody is assigned to assigns it to the practitioner, in the
+    same transaction.
+
     Booking the same referral, practitioner, type and start again (a double submit) changes nothing
     and raises AlreadyBooked carrying the first appointment."""
     if not duration_minutes and appointment_type in AppointmentType.values:
@@ -292,14 +302,29 @@ def book_appointment(
             _audit_override(appointment=appointment, why=overridden, reason=override_reason, actor=actor)
         if waived:
             _audit_lead_time_waived(appointment=appointment, actor=actor)
-        if appointment_type == AppointmentType.ASSESSMENT:
-            advance_referral_to(
-                referral=referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
-                to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked",
-                at=appointment.booked_at,
-            )
-        appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor)
+        if (
+            appointment_type == AppointmentType.ASSESSMENT
+            and referral.assigned_practitioner_id is None
+            and practitioner is not None
+        ):
+            # An unassigned referral joins the caseload of the practitioner who assesses it.
+            assign_practitioner(referral=referral, practitioner=practitioner, actor=actor)
+        _follow_booking_on_referral(appointment=appointment, actor=actor)
+        appointment.follow_ups = _follow_ups(appointment_booked.send(sender=Appointment, appointment=appointment, actor=actor))
     return appointment
+
+
+def _follow_ups(responses) -> list[str]:
+    """What the capabilities above did about a booking, in words (e.g. the confirmation text planned)."""
+    return [answer for _receiver, answer in responses if answer]
+
+
+def _follow_booking_on_referral(*, appointment: Appointment, actor):
+    if appointment.appointment_type == AppointmentType.ASSESSMENT:
+        advance_referral_to(
+            referral=appointment.referral, from_statuses={Status.AWAITING_CONTACT, Status.CONTACTED},
+            to_status=Status.ASSESSMENT_BOOKED, actor=actor, reason="Assessment booked", at=appointment.booked_at,
+        )
 
 
 def _audit_override(*, appointment: Appointment, why: str, reason: str, actor):
@@ -515,8 +540,9 @@ def rearrange_appointment(
             original=original, replacement=replacement, asked_by=asked_by, reason=(reason or "")[:200], asked_at=asked_at,
             recorded_by=actor,
         )
-        appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor, rearranged_from=original)
-        _resolve_rearrange_requests(original=original, actor=actor, replacement=replacement)
+        replacement.follow_ups = _follow_ups(
+            appointment_booked.send(sender=Appointment, appointment=replacement, actor=actor, rearranged_from=original)
+        )
     appointment.refresh_from_db()
     return rearrangement
 
@@ -545,19 +571,6 @@ def _refuse_if_already_moved(*, appointment: Appointment, new_start, practitione
     raise ValidationError(
         f"This appointment was already moved to {replacement}; rearrange that one instead.", code="invalid_transition"
     )
-
-
-def _resolve_rearrange_requests(*, original: Appointment, actor, replacement: Appointment):
-    from django.db.models import Q
-
-    from scheduling.caseload.services import resolve_admin_task
-
-    tasks = AdminTask.objects.filter(kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True).filter(
-        Q(appointment=original) | Q(referral=original.referral, appointment__isnull=True)
-    )
-    when = timezone.localtime(replacement.start)
-    for task in tasks:
-        resolve_admin_task(task=task, actor=actor, resolution=f"Rearranged to {when:%a %d %b %Y %H:%M}")
 
 
 def correct_appointment_outcome(*, appointment: Appointment, outcome: str, actor, reason: str) -> Appointment:
@@ -716,11 +729,7 @@ def book_course(
     return booked
 
 
-def add_availability_exception(
-    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
-) -> AvailabilityException:
-    """Leave, training or sickness. Existing appointments in the period are not moved automatically;
-    the slot finder and course planner stop offering the time."""
+def _availability_exception_errors(*, kind: str, starts_at, ends_at) -> dict:
     errors = {}
     if kind not in AvailabilityException.Kind.values:
         errors["kind"] = f"'{kind}' is not a kind of absence."
@@ -728,94 +737,154 @@ def add_availability_exception(
         errors["starts_at"] = "Start and end must include their time zone."
     elif ends_at <= starts_at:
         errors["ends_at"] = "The end must be after the start."
+    return errors
+
+
+def add_availability_exception(
+    *, practitioner, kind: str, starts_at: datetime.datetime, ends_at: datetime.datetime, actor=None, note: str = ""
+) -> AvailabilityException:
+    """Leave, training or sickness, audited with who added it. Existing appointments in the period are not
+    moved automatically; the slot finder and course planner stop offering the time."""
+    errors = _availability_exception_errors(kind=kind, starts_at=starts_at, ends_at=ends_at)
     if errors:
         raise ValidationError(errors)
-    return AvailabilityException.objects.create(
+    exception = AvailabilityException(
         practitioner=practitioner, kind=kind, starts_at=starts_at, ends_at=ends_at, created_by=actor, note=(note or "")[:200]
     )
-
-
-def withdraw_availability_exception(*, exception: AvailabilityException, actor=None) -> AvailabilityException:
-    updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=timezone.now())
-    if not updated:
-        raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
-    exception.refresh_from_db()
+    save_and_log(instance=exception, actor=actor)
     return exception
 
 
-# --- Sharing the worklist: taking and releasing items ---------------------------------------------
+def withdraw_availability_exception(*, exception: AvailabilityException, actor=None) -> AvailabilityException:
+    """The absence no longer applies (it is kept, withdrawn); audited with who withdrew it."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = AvailabilityException.objects.filter(pk=exception.pk, withdrawn_at__isnull=True).update(withdrawn_at=now)
+        if not updated:
+            raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
+        exception.refresh_from_db()
+        log_action(subject=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN, at=now)
+    return exception
 
 
-class ItemTaken(ValidationError):
-    """Someone else holds the item; `claim` is theirs (the message names them, never the patient)."""
+def save_availability_exception(*, exception: AvailabilityException, actor) -> AvailabilityException:
+    """A manager's add or change in Django admin, audited: setting "withdrawn at" there is a withdrawal."""
+    errors = _availability_exception_errors(kind=exception.kind, starts_at=exception.starts_at, ends_at=exception.ends_at)
+    if errors:
+        raise ValidationError(errors)
+    if exception.pk is None:
+        exception.created_by = actor
+    stored = AvailabilityException.objects.filter(pk=exception.pk).values_list("withdrawn_at", flat=True).first()
+    withdrawn = exception.pk is not None and stored is None and exception.withdrawn_at is not None
+    save_and_log(instance=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN if withdrawn else None)
+    return exception
 
-    def __init__(self, claim: WorklistClaim, *, action: str):
-        self.claim = claim
-        super().__init__(
-            f"{claim.holder_name} took this item at {_when(claim.taken_at)}, so {action}. If you have agreed "
-            f"it with them, use “Take over from {claim.holder_name}”.",
-            code="item_taken",
+
+def save_booking_settings(*, booking_settings: BookingSettings, actor) -> BookingSettings:
+    """A manager's change to slot lengths and the course shape (Django admin), audited with each value."""
+    save_and_log(instance=booking_settings, actor=actor)
+    return booking_settings
+
+
+def save_working_hours(*, working_hours: WorkingHours, actor) -> WorkingHours:
+    """A block of a practitioner's working week added or changed (Django admin), audited."""
+    save_and_log(instance=working_hours, actor=actor)
+    return working_hours
+
+
+def remove_working_hours(*, working_hours: WorkingHours, actor) -> None:
+    """A block of a practitioner's working week removed (Django admin); the audit entry keeps what it was."""
+    delete_and_log(instance=working_hours, actor=actor)
+
+
+# --- The activity import's history -----------------------------------------------------------------
+
+
+def import_appointment(
+    *,
+    referral: Referral,
+    practitioner,
+    appointment_type: str,
+    start: datetime.datetime,
+    duration_minutes: int,
+    booked_at: datetime.datetime,
+    outcome: str = AttendanceOutcome.NOT_APPLICABLE,
+    outcome_at: datetime.datetime | None = None,
+    cancelled_by: str = "",
+    cancellation_reason: str = "",
+    actor=None,
+    reason: str = "Activity import",
+) -> Appointment:
+    """Record an appointment from another system's history as it ended: booked at `booked_at`, then attended,
+    missed or cancelled at `outcome_at` (for a cancellation, when it was asked for), or still to happen.
+
+    The referral follows as it does live (an assessment booked, attended, missed or cancelled), and the booking
+    and the outcome are audited at the times they happened. Rules for booking now are not applied to history:
+    lead time, how far ahead, the diary, a referral discharged since; no texts are planned (no booking hook).
+    The database still refuses an overlap or a second open assessment (IntegrityError, left to the caller)."""
+    errors = {}
+    if appointment_type not in AppointmentType.values:
+        errors["appointment_type"] = f"'{appointment_type}' is not an appointment type."
+    if outcome not in AttendanceOutcome.values:
+        errors["outcome"] = f"'{outcome}' is not an attendance outcome."
+    elif (outcome in CANCELLED_OUTCOMES) != bool(cancelled_by):
+        errors["cancelled_by"] = "A cancellation says who cancelled, and only a cancellation does."
+    elif outcome != AttendanceOutcome.NOT_APPLICABLE and outcome_at is None:
+        errors["outcome_at"] = "Say when the outcome happened."
+    if errors:
+        raise ValidationError(errors)
+    cancelled = outcome in CANCELLED_OUTCOMES
+    with transaction.atomic():
+        referral = Referral.objects.select_for_update().get(pk=referral.pk)
+        appointment = Appointment.objects.create(
+            referral=referral,
+            practitioner=practitioner,
+            appointment_type=appointment_type,
+            start=start,
+            duration_minutes=duration_minutes,
+            session_number=1 if appointment_type == AppointmentType.ASSESSMENT else None,
+            booked_at=booked_at,
+            booked_by=actor,
+            outcome=outcome,
+            outcome_recorded_at=outcome_at if outcome != AttendanceOutcome.NOT_APPLICABLE else None,
+            cancelled_at=outcome_at if cancelled else None,
+            cancelled_by=cancelled_by,
+            cancellation_reason=cancellation_reason[:200] if cancelled else "",
+            cancellation_recorded_by=actor if cancelled else None,
         )
+        record_change(
+            referral=referral, appointment=appointment, field="booking", old="", new="booked", actor=actor, at=booked_at,
+            reason=reason,
+        )
+        _follow_booking_on_referral(appointment=appointment, actor=actor)
+        if outcome != AttendanceOutcome.NOT_APPLICABLE:
+            record_change(
+                referral=referral, appointment=appointment, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE,
+                new=outcome, actor=actor, at=outcome_at, reason=reason,
+            )
+            _follow_outcome_on_referral(appointment=appointment, actor=actor, at=outcome_at)
+    return appointment
 
 
-def _open_claim(key: str) -> WorklistClaim | None:
-    return (
-        WorklistClaim.objects.select_for_update(of=("self",))
-        .select_related("taken_by")
-        .filter(item_key=key, released_at__isnull=True)
-        .first()
-    )
-
-
-def _end_claim(claim: WorklistClaim, *, actor, release: str, at) -> None:
-    WorklistClaim.objects.filter(pk=claim.pk, released_at__isnull=True).update(
-        released_at=at, released_by=actor, release=release
-    )
-
-
-def take_worklist_item(*, key: str, actor, take_over: int | None = None, now=None) -> WorklistClaim:
-    """Take an item so colleagues see it is being worked on. Taking one that someone else holds is
-    refused naming them, unless `take_over` is their claim's id (the person knowingly takes it over:
-    a newer holder since then is refused again). Taking one's own item again changes nothing."""
-    now = now or timezone.now()
-    item = selectors.worklist_item(key=key, now=now)
-    if item is None:
-        raise ValidationError("This item is no longer on the worklist: it was done or has changed.", code="gone")
+def link_imported_rearrangement(*, original: Appointment, asked_by: str, actor=None, reason: str = "Activity import"):
+    """Link an imported appointment that was cancelled to move it to the next appointment of the same type for
+    the same referral not already a replacement (the history names no replacement). The replacement takes the
+    original's session number if it has none. Returns the Rearrangement, or None if there is nothing to link."""
     with transaction.atomic():
-        current = _open_claim(key)
-        if current is not None and current.taken_at < item.since:
-            # Taken before the item last changed; nobody is shown holding it, so it lapses quietly.
-            _end_claim(current, actor=actor, release=WorklistClaim.Release.LAPSED, at=now)
-            current = None
-        if current is not None and current.taken_by_id == actor.pk:
-            return current
-        if current is not None:
-            if take_over != current.pk:
-                raise ItemTaken(current, action="nobody else phones the patient meanwhile")
-            _end_claim(current, actor=actor, release=WorklistClaim.Release.TAKEN_OVER, at=now)
-        try:
-            with transaction.atomic():
-                return WorklistClaim.objects.create(item_key=key, taken_by=actor, taken_at=now)
-        except IntegrityError:
-            # Someone took it between our look and our insert; the unique constraint kept one holder.
-            winner = WorklistClaim.objects.select_related("taken_by").filter(item_key=key, released_at__isnull=True).first()
-            if winner is None:
-                raise
-            if winner.taken_by_id == actor.pk:
-                return winner
-            raise ItemTaken(winner, action="nobody else phones the patient meanwhile") from None
-
-
-def release_worklist_item(*, key: str, actor, now=None) -> WorklistClaim | None:
-    """Give an item back. Only its holder releases it (others take it over); releasing an item nobody
-    holds changes nothing and returns None."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        current = _open_claim(key)
-        if current is None:
+        if Rearrangement.objects.filter(original=original).exists():
             return None
-        if current.taken_by_id != actor.pk:
-            raise ItemTaken(current, action="only they can release it")
-        _end_claim(current, actor=actor, release=WorklistClaim.Release.RELEASED, at=now)
-        current.refresh_from_db()
-        return current
+        replacement = (
+            Appointment.objects.filter(referral_id=original.referral_id, appointment_type=original.appointment_type, start__gt=original.start)
+            .exclude(rearranged_from__isnull=False)
+            .order_by("start", "pk")
+            .first()
+        )
+        if replacement is None:
+            return None
+        if replacement.session_number is None and original.session_number is not None:
+            Appointment.objects.filter(pk=replacement.pk).update(session_number=original.session_number)
+            replacement.session_number = original.session_number
+        return Rearrangement.objects.create(
+            original=original, replacement=replacement, asked_by=asked_by, asked_at=original.cancelled_at, reason=reason,
+            recorded_by=actor,
+        )

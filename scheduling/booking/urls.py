@@ -4,10 +4,6 @@ from scheduling.booking import views
 
 app_name = "booking"
 urlpatterns = [
-    path("", views.worklist, name="worklist"),
-    path("take/", views.worklist_take, name="worklist_take"),
-    path("release/", views.worklist_release, name="worklist_release"),
-    path("tasks/<int:pk>/done/", views.task_resolve, name="task_resolve"),
     path("referrals/new/", views.new_referral, name="new_referral"),
     path("referrals/<int:pk>/slots/", views.find_slots, name="find_slots"),
     path("referrals/<int:pk>/book/", views.book, name="book"),

@@ -1,7 +1,6 @@
 """Booking screens (admin staff and managers on any caseload; PWPs on the caseloads they work). Thin:
 parse the form, call a selector or service, show the result."""
 
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -10,21 +9,16 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
 
 from scheduling import params
 from scheduling.booking import forms
 from scheduling.booking.availability import LONDON
-from scheduling.booking.models import WORKLIST_KEY_MAX_LENGTH, Appointment, BookingSettings, Rearrangement
+from scheduling.booking.models import Appointment, BookingSettings, Rearrangement
 from scheduling.booking.selectors import (
-    WORKLIST_KEY_PATTERN,
-    WORKLIST_KIND_LABELS,
-    WORKLIST_SEARCH_MAX_LENGTH,
     next_free_slots_for_referral,
     plan_course,
     remaining_treatment_session_numbers,
     reviews_already_booked,
-    worklist_page,
 )
 from scheduling.booking.services import (
     AlreadyDone,
@@ -37,33 +31,24 @@ from scheduling.booking.services import (
     is_late_cancellation,
     is_late_rearrangement,
     rearrange_appointment,
-    release_worklist_item,
-    take_worklist_item,
 )
-from scheduling.caseload.models import AdminTask, Patient, Referral
+from scheduling.caseload.models import Patient, Referral
 from scheduling.caseload.services import (
     DuplicatePatient,
-    assign_practitioner,
     create_referral,
     patient_with_referral_errors,
     referral_errors,
     register_patient_with_referral,
-    resolve_admin_task,
 )
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
 from scheduling.codes import AppointmentType
 from scheduling.errors import add_service_errors, service_error_message
-from scheduling.reminders.services import sms_refusal_reason
 
 
 def _require(request, *perms):
     if not all(request.user.has_perm(f"scheduling.{p}") for p in perms):
         raise PermissionDenied
-
-
-def _errors(exc: ValidationError) -> list[str]:
-    return exc.messages
 
 
 def _form_errors(*forms_) -> str:
@@ -83,20 +68,9 @@ def _what(appointment: Appointment) -> str:
 
 
 def _text_note(appointment: Appointment) -> str:
-    """What the outbox planned for this booking, read back from its own row (through the reverse relation,
-    so booking needs nothing from reminders): the words follow what will really happen."""
-    confirmation = (
-        appointment.outbound_messages.filter(appointment_start=appointment.start, kind__startswith="confirmation")
-        .order_by("-id").first()
-    )
-    if confirmation is None:
-        why = sms_refusal_reason(appointment.referral.patient)
-        return f"no text: {why}" if why else "no confirmation text (confirmations are off in SMS settings)"
-    if confirmation.status == "skipped":
-        return f"no confirmation text: {confirmation.status_reason}"
-    if confirmation.due_at > timezone.now() + timedelta(minutes=1):
-        return f"a confirmation text will be sent at {_when(confirmation.due_at)} (after quiet hours)"
-    return "a confirmation text will be sent"
+    """What the booking means for the patient's texts, as the reminders capability said when it
+    answered the booking (booking.signals)."""
+    return "; ".join(appointment.follow_ups)
 
 
 def _notice_note(notice_hours: float, *, late: bool, short: bool, threshold_hours: int) -> str:
@@ -123,86 +97,6 @@ def _already_done(request, exc: AlreadyDone):
     """A double submit: nothing changed; show where the first one left things."""
     messages.info(request, service_error_message(exc))
     return redirect("caseload:referral_detail", pk=exc.appointment.referral_id)
-
-
-def _worklist_filters(data) -> dict:
-    """The kind filter and the name or NHS number search, from the page's address or carried on a form."""
-    return {
-        "kind": params.choice_param(data, "kind", choices=WORKLIST_KIND_LABELS, label="kind"),
-        "q": params.text_param(data, "q", max_length=WORKLIST_SEARCH_MAX_LENGTH, label="search"),
-    }
-
-
-def _item_key(data) -> str:
-    raw = data.get("item", "")
-    match = WORKLIST_KEY_PATTERN.match(raw) if len(raw) <= WORKLIST_KEY_MAX_LENGTH else None
-    if match is None or int(match.group(2)) > params.LARGEST_ID:
-        raise params.InvalidParameter(f"item: “{raw[:40]}” is not a worklist item.")
-    return raw
-
-
-def _back_to_worklist(filters: dict, key: str):
-    query = urlencode({name: value for name, value in filters.items() if value})
-    anchor = "item-" + key.replace(":", "-")
-    return redirect(reverse("booking:worklist") + (f"?{query}" if query else "") + f"#{anchor}")
-
-
-def worklist(request):
-    _require(request, "book_appointments", "view_admintask")
-    filters = _worklist_filters(request.GET)
-    page = worklist_page(kind=filters["kind"], query=filters["q"])
-    search = {"q": filters["q"]} if filters["q"] else {}
-    chips = [
-        {"kind": kind, "label": label, "count": count, "query": urlencode({"kind": kind, **search}),
-         "current": filters["kind"] == kind}
-        for kind, label, count in page.counts
-    ]
-    return render(request, "booking/worklist.html", {
-        "page": page, "items": page.items, "filters": filters, "chips": chips, "all_query": urlencode(search),
-        "today": timezone.now(),
-    })
-
-
-@require_POST
-def worklist_take(request):
-    _require(request, "book_appointments", "view_admintask")
-    key, filters = _item_key(request.POST), _worklist_filters(request.POST)
-    take_over = params.id_param(request.POST, "take_over", label="take over")
-    try:
-        claim = take_worklist_item(key=key, actor=request.user, take_over=take_over)
-    except ValidationError as exc:
-        messages.error(request, " ".join(_errors(exc)))
-    else:
-        messages.success(request, f"Taken: colleagues now see this item as taken by you at {timezone.localtime(claim.taken_at):%H:%M}.")
-    return _back_to_worklist(filters, key)
-
-
-@require_POST
-def worklist_release(request):
-    _require(request, "book_appointments", "view_admintask")
-    key, filters = _item_key(request.POST), _worklist_filters(request.POST)
-    try:
-        claim = release_worklist_item(key=key, actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(_errors(exc)))
-    else:
-        messages.success(request, "Released: anyone may take this item now." if claim else "Nobody had taken this item.")
-    return _back_to_worklist(filters, key)
-
-
-def task_resolve(request, pk: int):
-    _require(request, "change_admintask")
-    task = get_object_or_404(AdminTask.objects.select_related("patient", "referral", "appointment"), pk=pk)
-    form = forms.ResolveTaskForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            resolve_admin_task(task=task, actor=request.user, resolution=form.cleaned_data["resolution"])
-        except ValidationError as exc:
-            messages.error(request, " ".join(_errors(exc)))
-        else:
-            messages.success(request, "Done: removed from the worklist.")
-        return redirect("booking:worklist")
-    return render(request, "booking/task_resolve.html", {"task": task, "form": form})
 
 
 def _referral_for_booking(request, pk: int) -> Referral:
@@ -320,9 +214,6 @@ def book(request, pk: int):
         return find_slots(
             request, pk, error=service_error_message(exc), status=400, manual_form=form if "day" in request.POST else None
         )
-    if referral.assigned_practitioner_id is None and data["appointment_type"] == AppointmentType.ASSESSMENT:
-        # An unassigned referral joins the caseload of the practitioner who assesses it.
-        assign_practitioner(referral=referral, practitioner=data["practitioner"], actor=request.user)
     messages.success(
         request, f"Booked for {referral.patient.full_name}: {_what(appointment)}; {_text_note(appointment)}."
     )
@@ -495,7 +386,7 @@ def cancel(request, pk: int):
     )
 
 
-def _add_service_errors(form, *, existing):
+def _add_registration_errors(form, *, existing):
     """The service's checks on the fields the form could read, so one submit shows every problem (not the
     form's errors, then the service's on the next submit). A field the form already refused keeps its own error."""
     data = {name: value for name, value in form.cleaned_data.items() if value is not None}
@@ -524,7 +415,7 @@ def new_referral(request):
     duplicate = None
     # An empty POST leaves the form unbound: shown again as on GET, as before.
     if form.is_bound and not form.is_valid():
-        _add_service_errors(form, existing=existing if request.POST.get("use_existing") == "1" else None)
+        _add_registration_errors(form, existing=existing if request.POST.get("use_existing") == "1" else None)
     elif form.is_bound:
         data = form.cleaned_data
         try:

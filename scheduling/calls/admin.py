@@ -4,6 +4,7 @@ from django.contrib import admin
 
 from scheduling.adminparts import ReadOnlyAdmin, SingletonSettingsAdmin
 from scheduling.calls.models import CallOutcomeEffect, ContactPolicy, OptInInvitation
+from scheduling.calls.services import save_contact_policy
 
 
 @admin.register(ContactPolicy)
@@ -24,6 +25,9 @@ class ContactPolicyAdmin(SingletonSettingsAdmin):
     def changelist_view(self, request, extra_context=None):
         ContactPolicy.current()  # the single row exists before anyone looks for it
         return super().changelist_view(request, extra_context)
+
+    def save_model(self, request, obj, form, change):
+        save_contact_policy(policy=obj, actor=request.user)  # audited
 
 
 @admin.register(OptInInvitation)

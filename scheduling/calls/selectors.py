@@ -20,7 +20,7 @@ from scheduling.calls.services import (
     CallButton,
     action_label,
 )
-from scheduling.caseload.models import AdminTask, CaseloadCover, ClinicalNote, PractitionerProfile, Referral
+from scheduling.caseload.models import CaseloadCover, ClinicalNote, PractitionerProfile, Referral
 from scheduling.caseload.phones import display_phone
 from scheduling.caseload.selectors import (
     WaitingReply,
@@ -28,7 +28,7 @@ from scheduling.caseload.selectors import (
     can_view_clinical_notes,
     latest_replies_waiting_for_staff,
 )
-from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare
+from scheduling.codes import MISSED_OUTCOMES, AppointmentType, AttendanceOutcome, EndOfCare, TaskKind
 
 Status = Referral.Status
 Outcome = ContactAttempt.Outcome
@@ -391,10 +391,11 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     last_by_appointment = _attempts_by_pk(
         {a.last_attempt_pk for a in appointments if a.last_attempt_pk is not None}, key="appointment_id"
     )
+    # Open rearrange requests, read through the appointment (the worklist, above, owns the tasks).
     rearrange = set(
-        AdminTask.objects.filter(
-            kind=AdminTask.Kind.REARRANGE_REQUEST, resolved_at__isnull=True, appointment_id__in=ids
-        ).values_list("appointment_id", flat=True)
+        Appointment.objects.filter(
+            pk__in=ids, admin_tasks__kind=TaskKind.REARRANGE_REQUEST, admin_tasks__resolved_at__isnull=True
+        ).values_list("pk", flat=True)
     )
     # A course is the assessment and BookingSettings' treatment sessions, unless more are booked.
     course_sessions = 1 + BookingSettings.current().course_treatment_sessions

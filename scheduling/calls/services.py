@@ -7,6 +7,7 @@ from django.db import transaction
 from django.db.models import Q, TextChoices
 from django.utils import timezone
 
+from scheduling.audit import record_change, save_and_log
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import (
     EARLIEST_OUTCOME_BEFORE_START,
@@ -21,14 +22,16 @@ from scheduling.calls.models import (
     OptInInvitation,
     WrongNumberMark,
 )
-from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
-from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Patient, PractitionerProfile, Referral
+from scheduling.calls.signals import (
+    call_outcome_recorded,
+    call_outcome_undone,
+    number_marked_wrong,
+    opt_in_invitation_due,
+)
+from scheduling.caseload.models import Patient, PractitionerProfile, Referral
 from scheduling.caseload.notes import can_write_notes, text_problem, write_note
 from scheduling.caseload.services import (
     advance_referral_to,
-    raise_admin_task,
-    resolve_admin_task,
     revert_referral_status,
 )
 from scheduling.codes import AttendanceOutcome
@@ -95,12 +98,34 @@ def log_contact_attempt(
             import_key=import_key,
             is_demo=is_demo,
         )
-        if outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
-            advance_referral_to(
-                referral=referral, from_statuses={Referral.Status.AWAITING_CONTACT}, to_status=Referral.Status.CONTACTED,
-                actor=actor, reason="First successful contact",
-                at=attempted_at,
-            )
+        _follow_attempt_on_referral(attempt=attempt, actor=actor)
+    return attempt
+
+
+def _follow_attempt_on_referral(*, attempt: ContactAttempt, actor):
+    if attempt.outcome in ContactAttempt.SUCCESSFUL_OUTCOMES:
+        advance_referral_to(
+            referral=attempt.referral, from_statuses={Referral.Status.AWAITING_CONTACT},
+            to_status=Referral.Status.CONTACTED, actor=actor, reason="First successful contact", at=attempt.attempted_at,
+        )
+
+
+def import_contact_attempt(
+    *, referral: Referral, practitioner, outcome: str, attempted_at, import_key: str, appointment=None, actor=None
+) -> ContactAttempt:
+    """A call from another system's history. The referral follows as it does live (a first successful contact
+    makes it contacted); the call list's follow-ups (an opt-in invitation, worklist items, a wrong-number mark)
+    are not raised for history, and a referral discharged since may still receive its earlier calls."""
+    if outcome not in Outcome.values:
+        raise ValidationError({"outcome": f"'{outcome}' is not a call outcome."})
+    if appointment is not None and appointment.referral_id != referral.pk:
+        raise ValidationError({"appointment": "That appointment belongs to another referral."})
+    with transaction.atomic():
+        attempt = ContactAttempt.objects.create(
+            referral=referral, appointment=appointment, practitioner=practitioner, attempted_at=attempted_at,
+            outcome=outcome, recorded_by=actor, import_key=import_key,
+        )
+        _follow_attempt_on_referral(attempt=attempt, actor=actor)
     return attempt
 
 
@@ -300,9 +325,9 @@ def record_call_outcome(
     - no answer / voicemail / engaged at a booked session: after the practitioner's `tries_before_dna`
       such tries within the slot, the appointment is did not attend (3);
     - a failed first-contact attempt that uses up the contact policy makes an opt-in invitation due;
-    - wrong number raises a WRONG_NUMBER admin task and marks the patient's numbers wrong (their pending
-      texts are cancelled and none is sent until the numbers change); wants to rearrange raises a
-      REARRANGE_REQUEST task;
+    - wrong number marks the patient's numbers wrong (their pending texts are cancelled and none is sent
+      until the numbers change); the worklist raises a task for it, and for wants to rearrange
+      (signals.call_outcome_recorded);
     - a clinical note, if given, is written on the referral linked to the attempt, in the same transaction.
 
     The same click sent again within SAME_SUBMISSION_WINDOW (also several at once) is recorded once: every
@@ -340,7 +365,6 @@ def record_call_outcome(
         )
         if clinical_note:
             write_note(referral=referral, author=actor, text=clinical_note, contact_attempt=attempt)
-        task = None
         if appointment is not None and button == CallButton.SPOKE:
             record_appointment_outcome(appointment=appointment, outcome=AttendanceOutcome.ATTENDED, actor=actor, at=now)
         elif (
@@ -365,29 +389,24 @@ def record_call_outcome(
                 marked_at=now,
             )
             number_marked_wrong.send(sender=Referral, patient=patient, actor=actor)
-            task = raise_admin_task(
-                kind=AdminTask.Kind.WRONG_NUMBER, source=AdminTask.Source.CALL_LIST, referral=referral,
-                appointment=appointment, actor=actor, detail="Number wrong or not in service: please check it with the patient or referrer.",
-            )
-        elif button == CallButton.REARRANGE:
-            task = raise_admin_task(
-                kind=AdminTask.Kind.REARRANGE_REQUEST, source=AdminTask.Source.CALL_LIST, appointment=appointment,
-                actor=actor, detail=note or "Patient asked on the phone to rearrange this appointment.",
-            )
         if appointment is None and attempt.outcome in POLICY_FAILED_OUTCOMES:
             _maybe_invite_to_opt_in(referral=referral, attempt=attempt, actor=actor, policy=policy, now=now)
         if appointment is not None:
             appointment.refresh_from_db(fields=["outcome", "outcome_recorded_at"])
         status_after = Referral.objects.values_list("status", flat=True).get(pk=referral.pk)
         referral.status = status_after
-        CallOutcomeEffect.objects.create(
+        effect = CallOutcomeEffect.objects.create(
             attempt=attempt,
             button=button,
             appointment_outcome_before=outcome_before,
             appointment_outcome_after=appointment.outcome if appointment is not None else "",
             referral_status_before=status_before,
             referral_status_after=status_after,
-            admin_task=task,
+        )
+        # The worklist raises the task a wrong number or a rearrange request asks for, linked on the effect.
+        call_outcome_recorded.send(
+            sender=ContactAttempt, attempt=attempt, effect=effect, button=button, referral=referral,
+            appointment=appointment, actor=actor, note=note,
         )
     return attempt
 
@@ -427,7 +446,7 @@ def undo_call_outcome(*, attempt: ContactAttempt, actor, reason: str = "Logged b
             raise ValidationError("A later call has been logged for this person; undo that first.", code="not_latest")
         undo = ContactAttemptUndo.objects.create(attempt=attempt, undone_by=actor, undone_at=now, reason=reason[:200])
         referral = attempt.referral
-        effect = CallOutcomeEffect.objects.filter(attempt=attempt).select_related("admin_task").first()
+        effect = CallOutcomeEffect.objects.filter(attempt=attempt).first()
         label = effect.button if effect else attempt.outcome
         if effect is not None:
             appointment = attempt.appointment
@@ -443,8 +462,7 @@ def undo_call_outcome(*, attempt: ContactAttempt, actor, reason: str = "Logged b
                     referral=referral, from_status=effect.referral_status_after, to_status=effect.referral_status_before,
                     actor=actor, reason=f"call outcome '{label}' undone",
                 )
-            if effect.admin_task is not None and effect.admin_task.resolved_at is None:
-                resolve_admin_task(task=effect.admin_task, actor=actor, resolution="Withdrawn: the call outcome was undone")
+            call_outcome_undone.send(sender=ContactAttempt, attempt=attempt, effect=effect, actor=actor)
         withdrawn = OptInInvitation.objects.active().filter(attempt=attempt).update(withdrawn_at=now, withdrawn_by=actor)
         if withdrawn:
             record_change(
@@ -459,3 +477,9 @@ def mark_opt_in_invitation_sent(*, invitation: OptInInvitation, sent_at=None) ->
     OptInInvitation.objects.filter(pk=invitation.pk, sent_at__isnull=True).update(sent_at=sent_at or timezone.now())
     invitation.refresh_from_db(fields=["sent_at"])
     return invitation
+
+
+def save_contact_policy(*, policy: ContactPolicy, actor) -> ContactPolicy:
+    """A manager's change to the contact policy (Django admin), audited with each value from and to."""
+    save_and_log(instance=policy, actor=actor)
+    return policy

@@ -1,4 +1,5 @@
-"""Who is on the caseload and who works it: staff, patients, referrals, audit and admin tasks."""
+"""Who is on the caseload and who works it: staff, patients, referrals and admin tasks (the audit log is
+scheduling.audit)."""
 
 from django.conf import settings
 from django.db import models
@@ -270,88 +271,6 @@ class ClinicalNote(models.Model):
         return f"Clinical note {self.pk} on referral {self.referral_id}"
 
 
-class AuditEntry(models.Model):
-    """One state change of a referral or appointment: who, when, from, to. Never edited or deleted."""
-
-    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="audit_entries")
-    appointment = models.ForeignKey(
-        "scheduling.Appointment", on_delete=models.PROTECT, related_name="audit_entries", null=True, blank=True
-    )
-    field = models.CharField(max_length=30)
-    old_value = models.CharField(max_length=40, blank=True)
-    new_value = models.CharField(max_length=40)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
-    at = models.DateTimeField(default=timezone.now)
-    reason = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        ordering = ["at", "id"]
-        verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["referral", "at"])]
-
-    def __str__(self):
-        target = f"appointment {self.appointment_id}" if self.appointment_id else f"referral {self.referral_id}"
-        return f"{target}: {self.field} {self.old_value or '-'} -> {self.new_value}"
-
-
-class PatientDetailChange(models.Model):
-    """One change of one of a patient's details (name, date of birth, phones, SMS consent, voicemail,
-    preferred days and times): who, when, from, to. Patient-level, so not an AuditEntry (those belong to
-    a referral). Never edited or deleted. The values are kept so staff can read the history in words;
-    __str__ carries no value, as it ends up in admin pages and logs."""
-
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="detail_changes")
-    field = models.CharField(max_length=30)
-    old_value = models.CharField(max_length=100, blank=True)
-    new_value = models.CharField(max_length=100, blank=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
-    at = models.DateTimeField(default=timezone.now)
-    reason = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        ordering = ["at", "id"]
-        indexes = [models.Index(fields=["patient", "at"], name="patientchange_patient_at_idx")]
-
-    def __str__(self):
-        return f"Patient {self.patient_id}: {self.field} changed"
-
-
-class AdminTask(models.Model):
-    """Something admin staff must act on that an event raised (not derivable from other rows)."""
-
-    class Kind(models.TextChoices):
-        REARRANGE_REQUEST = "rearrange_request", "Patient asked to rearrange"
-        SMS_FAILED = "sms_failed", "Text message could not be delivered"
-        SMS_REPLY = "sms_reply", "Text reply to read"
-        WRONG_NUMBER = "wrong_number", "Phone number wrong or not in service"
-
-    class Source(models.TextChoices):
-        CALL_LIST = "call_list", "Call list"
-        SMS = "sms", "Text message"
-        STAFF = "staff", "Staff"
-
-    kind = models.CharField(max_length=30, choices=Kind.choices)
-    source = models.CharField(max_length=20, choices=Source.choices)
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True)
-    referral = models.ForeignKey(Referral, on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True)
-    appointment = models.ForeignKey(
-        "scheduling.Appointment", on_delete=models.PROTECT, related_name="admin_tasks", null=True, blank=True
-    )
-    detail = models.CharField(max_length=500, blank=True)
-    raised_at = models.DateTimeField(default=timezone.now)
-    raised_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-    resolved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
-    )
-    resolution = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        ordering = ["raised_at", "id"]
-        indexes = [models.Index(fields=["resolved_at", "raised_at"])]
-
-    def __str__(self):
-        return f"{self.get_kind_display()} ({'resolved' if self.resolved_at else 'open'})"
 
 
 class ServiceSettings(SingletonSettings):

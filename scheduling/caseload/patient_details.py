@@ -1,11 +1,11 @@
 """Correcting a patient's details after registration: names, date of birth, phones, SMS consent,
 voicemail and preferred contact windows. The NHS number is not changed here (see README).
 
-Every change is a PatientDetailChange row (who, when, from, to). The same checks as registration
-apply (services._clean_patient). The page carries the id of the latest change it showed as its
-version: a field someone else changed since then, to something other than what this form says, is
-refused naming the field, never silently overwritten. What follows from a change in the other
-capabilities (reminders planned again or cancelled) hangs on signals.patient_details_changed, sent
+Every change is an audit entry about the patient (scheduling.audit: who, when, from, to). The same
+checks as registration apply (services._clean_patient). The page carries the id of the latest change it
+showed as its version: a field someone else changed since then, to something other than what this form
+says, is refused naming the field, never silently overwritten. What follows from a change in the other
+capabilities (reminders planned again or cancelled, worklist items resolved) hangs on signals.patient_details_changed, sent
 inside the same transaction.
 """
 
@@ -17,10 +17,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from scheduling.caseload.models import WEEKDAY_NAMES, AdminTask, Patient, PatientDetailChange, TimeOfDay
+from scheduling.audit import AuditEntry, log_action
+from scheduling.caseload.models import WEEKDAY_NAMES, Patient, TimeOfDay
 from scheduling.caseload.phones import display_phone
 from scheduling.caseload.selectors import can_view_all_caseloads, referrals_visible_to
-from scheduling.caseload.services import _clean_patient, _date_of_birth_error, resolve_admin_task
+from scheduling.caseload.services import _clean_patient, _date_of_birth_error
 from scheduling.caseload.signals import patient_details_changed
 from scheduling.roles import is_pwp
 
@@ -46,6 +47,8 @@ FIELD_WORDS = {
     "voicemail_allowed": "Voicemail",
     "preferred_days": "Preferred days",
     "preferred_times": "Preferred times",
+    # Not on this page: the patient's own STOP and START texts (caseload.services.record_sms_opt_out/_in).
+    "sms_opted_out": "Opted out of texts (STOP)",
 }
 PHONE_FIELDS = {"mobile_phone", "other_phone"}
 CHANGED_MEANWHILE = "changed_meanwhile"
@@ -74,7 +77,7 @@ def may_change_details_on_a_viewed_referral(user) -> bool:
 
 
 def stored_value(name: str, value) -> str:
-    """A field's value as a PatientDetailChange keeps it."""
+    """A field's value as its audit entry keeps it."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -120,7 +123,7 @@ def value_words(name: str, value: str) -> str:
     return _VALUE_WORDS.get(name, lambda v: v or "none")(value)
 
 
-def describe_detail_change(entry: PatientDetailChange, *, user_names: dict[int, str]) -> str:
+def describe_detail_change(entry: AuditEntry, *, user_names: dict[int, str]) -> str:
     """"Mobile for texts: 07700 900123 → 07700 900456 – new number given on the phone, by Sam Patel"."""
     label = FIELD_WORDS.get(entry.field, entry.field.replace("_", " ").capitalize())
     text = f"{label}: {value_words(entry.field, entry.old_value)} → {value_words(entry.field, entry.new_value)}"
@@ -133,7 +136,12 @@ def describe_detail_change(entry: PatientDetailChange, *, user_names: dict[int, 
 
 def details_version(patient: Patient) -> int:
     """The id of the latest change to this patient's details (0 if none): the page's version marker."""
-    return patient.detail_changes.aggregate(latest=Max("id"))["latest"] or 0
+    return detail_changes(patient).aggregate(latest=Max("id"))["latest"] or 0
+
+
+def detail_changes(patient: Patient):
+    """The audit entries about the patient themselves (details and consent), oldest first."""
+    return AuditEntry.objects.filter(patient=patient)
 
 
 # --- The change ---------------------------------------------------------------------------------
@@ -141,8 +149,8 @@ def details_version(patient: Patient) -> int:
 
 @dataclass
 class DetailsChange:
-    changes: list[PatientDetailChange] = field(default_factory=list)
-    resolved_tasks: list[AdminTask] = field(default_factory=list)
+    changes: list[AuditEntry] = field(default_factory=list)
+    resolved_tasks: list = field(default_factory=list)  # worklist tasks the change answered
     follow_ups: list[str] = field(default_factory=list)  # what other capabilities did, in words
 
 
@@ -153,7 +161,7 @@ def _actor_name(user) -> str:
 def _conflicts(*, patient: Patient, version: int, wanted: dict) -> dict:
     """Fields changed by someone else since `version` that this form would set to something else."""
     latest = {}
-    for change in patient.detail_changes.filter(id__gt=version).select_related("actor").order_by("id"):
+    for change in detail_changes(patient).filter(id__gt=version).select_related("actor").order_by("id"):
         latest[change.field] = change
     errors = {}
     for name, change in latest.items():
@@ -185,42 +193,6 @@ def _dob_errors(*, patient: Patient, date_of_birth) -> str | None:
             return f"The date of birth is after the date the referral was received ({received:%d %b %Y})."
         return _date_of_birth_error(date_of_birth, on=received)
     return None
-
-
-# Which open worklist items a corrected number answers.
-_ANSWERED_BY = {
-    "mobile_phone": {AdminTask.Kind.WRONG_NUMBER: None, AdminTask.Kind.SMS_FAILED: None},
-    # The call list may have rung the other number; a text never goes there.
-    "other_phone": {AdminTask.Kind.WRONG_NUMBER: AdminTask.Source.CALL_LIST},
-}
-
-
-def _resolve_answered_tasks(*, patient: Patient, changed: dict, actor) -> list[AdminTask]:
-    resolved = []
-    for name in ("mobile_phone", "other_phone"):
-        if name not in changed:
-            continue
-        new = changed[name][1]
-        words = FIELD_WORDS[name].lower() if name == "other_phone" else "mobile number"
-        resolution = (
-            f"The {words} was corrected on the patient's details page."
-            if new
-            else f"The {words} was removed on the patient's details page."
-        )
-        if name == "mobile_phone" and new:
-            resolution = "The mobile number was corrected on the patient's details page; texts now go to the new number."
-        for kind, source in _ANSWERED_BY[name].items():
-            tasks = AdminTask.objects.filter(patient=patient, kind=kind, resolved_at__isnull=True)
-            if source is not None:
-                tasks = tasks.filter(source=source)
-            for task in tasks.order_by("raised_at", "id"):
-                if task in resolved:
-                    continue
-                try:
-                    resolved.append(resolve_admin_task(task=task, actor=actor, resolution=resolution))
-                except ValidationError:
-                    pass  # resolved by someone else meanwhile: their resolution stands
-    return resolved
 
 
 def change_patient_details(
@@ -287,14 +259,13 @@ def change_patient_details(
             update_fields.append("sms_consent_recorded_at")
         locked.save(update_fields=update_fields)
         result.changes = [
-            PatientDetailChange.objects.create(
-                patient=locked, field=name, old_value=old, new_value=new, actor=actor, at=now, reason=reason
-            )
+            log_action(subject=locked, actor=actor, field=name, old=old, new=new, reason=reason, at=now)
             for name, (old, new) in changed.items()
         ]
-        result.resolved_tasks = _resolve_answered_tasks(patient=locked, changed=changed, actor=actor)
         responses = patient_details_changed.send(sender=Patient, patient=locked, changes=changed, actor=actor, now=now)
-        result.follow_ups = [answer for _, answer in responses if answer]
+        answers = [answer for _, answer in responses if answer]
+        result.follow_ups = [answer.words for answer in answers if answer.words]
+        result.resolved_tasks = [task for answer in answers for task in answer.resolved_tasks]
     for name in EDITABLE_FIELDS + ["mobile_is_mobile", "sms_consent_recorded_at"]:
         setattr(patient, name, getattr(locked, name))
     return result

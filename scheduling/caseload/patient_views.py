@@ -15,6 +15,7 @@ from scheduling.caseload.patient_details import (
     can_change_patient_details,
     change_patient_details,
     describe_detail_change,
+    detail_changes,
     details_version,
 )
 from scheduling.caseload.patient_forms import PatientDetailsForm
@@ -83,7 +84,7 @@ def patient_details(request, pk: int):
         status = 400
     else:
         form = PatientDetailsForm(initial=_initial(patient))
-    changes = list(patient.detail_changes.select_related("actor").order_by("-at", "-id"))
+    changes = list(detail_changes(patient).select_related("actor").order_by("-at", "-id"))
     names = {c.actor_id: user_name(c.actor) for c in changes if c.actor_id}
     return render(
         request,

@@ -12,8 +12,9 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling.caseload.models import AdminTask, AuditEntry, Referral
-from scheduling.caseload.patient_details import describe_detail_change
+from scheduling.audit import AuditEntry
+from scheduling.caseload.models import Referral
+from scheduling.caseload.patient_details import describe_detail_change, detail_changes
 from scheduling.caseload.notes import NoteThread, can_read_notes, can_write_notes, note_threads
 from scheduling.caseload.selectors import quote_briefly
 from scheduling.codes import AttendanceOutcome, EndOfCare
@@ -231,12 +232,12 @@ def referral_record(*, referral: Referral, user) -> Record:
     if practitioner_ids - set(user_names):
         for u in get_user_model().objects.filter(pk__in=practitioner_ids - set(user_names)):
             user_names[u.pk] = user_name(u)
-    # Changes to the patient's own details (names, phones, consent) belong to every referral of theirs.
-    detail_changes = list(referral.patient.detail_changes.select_related("actor"))
-    user_names.update({c.actor_id: user_name(c.actor) for c in detail_changes if c.actor_id})
+    # Changes to the patient's own details (names, phones, consent, a STOP) belong to every referral of theirs.
+    patient_changes = list(detail_changes(referral.patient).select_related("actor"))
+    user_names.update({c.actor_id: user_name(c.actor) for c in patient_changes if c.actor_id})
     history = sorted(
         [HistoryLine(at=e.at, text=describe_change(e, user_names=user_names, appointment_labels=labels)) for e in audit]
-        + [HistoryLine(at=c.at, text=describe_detail_change(c, user_names=user_names)) for c in detail_changes],
+        + [HistoryLine(at=c.at, text=describe_detail_change(c, user_names=user_names)) for c in patient_changes],
         key=lambda line: line.at,
         reverse=True,
     )
@@ -249,9 +250,11 @@ def referral_record(*, referral: Referral, user) -> Record:
     # Replies join the timeline: "ring after 3pm" belongs with the calls and changes around it.
     history.extend(HistoryLine(at=r.received_at, text=describe_reply(r, appointment_labels=labels)) for r in replies)
     history.sort(key=lambda line: line.at, reverse=True)
+    # Read through the patient (the worklist, above, owns the tasks): those about this referral, and
+    # those raised against the patient alone (a text from their number).
     open_tasks = list(
-        AdminTask.objects.filter(resolved_at__isnull=True)
-        .filter(Q(referral=referral) | Q(referral__isnull=True, patient_id=referral.patient_id))
+        referral.patient.admin_tasks.filter(resolved_at__isnull=True)
+        .filter(Q(referral=referral) | Q(referral__isnull=True))
         .order_by("raised_at", "id")
     )
     for task in open_tasks:

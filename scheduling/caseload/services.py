@@ -1,14 +1,16 @@
-"""Writes to patients, referrals and admin tasks. Views, commands and tasks all call these."""
+"""Writes to patients and referrals. Views, commands and tasks all call these."""
 
 import datetime
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import AdminTask, Patient, Referral, TimeOfDay
+from scheduling.audit import log_action, record_change, save_and_log
+from scheduling.caseload.models import Patient, PractitionerProfile, Referral, ServiceSettings, TimeOfDay
 from scheduling.caseload.nhs_number import normalise_nhs_number
+from scheduling.caseload.signals import referral_discharging
 from scheduling.caseload.phones import UK_MOBILE_FOR_TEXTS_MESSAGE, parse_uk_phone
 from scheduling.codes import ATTENDED_OUTCOMES, AppointmentType, EndOfCare, ReferralSource
 
@@ -45,7 +47,7 @@ def _clean_contact_windows(preferred_days, preferred_times) -> tuple[list[int], 
 MIN_AGE_YEARS = 16
 MAX_AGE_YEARS = 120
 # The new-referral form records referrals as they arrive; older history comes in through the
-# activity import, which does not use these services.
+# activity import (import_referral, which does not apply this limit).
 MAX_RECEIVED_AGE_YEARS = 2
 
 
@@ -195,7 +197,10 @@ def _insert_patient(values: dict) -> Patient:
         raise DuplicatePatient(existing) from None
 
 
-def _insert_referral(*, patient, source, received_on, reason, step, assigned_practitioner, actor, external_id, is_demo):
+def _insert_referral(
+    *, patient, source, received_on, reason, step, assigned_practitioner, actor, external_id, is_demo,
+    received_reason="Referral received", at=None,
+):
     referral = Referral.objects.create(
         patient=patient,
         source=source,
@@ -207,7 +212,7 @@ def _insert_referral(*, patient, source, received_on, reason, step, assigned_pra
         external_id=external_id,
         is_demo=is_demo,
     )
-    record_change(referral=referral, field="status", old="", new=referral.status, actor=actor, reason="Referral received")
+    record_change(referral=referral, field="status", old="", new=referral.status, actor=actor, reason=received_reason, at=at)
     return referral
 
 
@@ -328,18 +333,25 @@ def register_patient_with_referral(
         )
 
 
-def record_sms_opt_out(*, patient: Patient, at=None) -> Patient:
-    """STOP: no further SMS of any kind until the patient opts back in."""
-    # Only the first STOP sets the time; repeats keep the original opt-out time.
-    Patient.objects.filter(pk=patient.pk, sms_opted_out=False).update(
-        sms_opted_out=True, sms_opted_out_at=at or timezone.now()
-    )
+def record_sms_opt_out(*, patient: Patient, actor=None, reason: str = "", at=None) -> Patient:
+    """STOP: no further SMS of any kind until the patient opts back in. Audited on the patient (the actor is
+    None when the patient texted it or Twilio reported it)."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        # Only the first STOP sets the time and is audited; repeats keep the original opt-out time.
+        stopped = Patient.objects.filter(pk=patient.pk, sms_opted_out=False).update(sms_opted_out=True, sms_opted_out_at=at)
+        if stopped:
+            log_action(subject=patient, actor=actor, field="sms_opted_out", old="no", new="yes", reason=reason, at=at)
     patient.refresh_from_db(fields=["sms_opted_out", "sms_opted_out_at"])
     return patient
 
 
-def record_sms_opt_in(*, patient: Patient) -> Patient:
-    Patient.objects.filter(pk=patient.pk).update(sms_opted_out=False)
+def record_sms_opt_in(*, patient: Patient, actor=None, reason: str = "", at=None) -> Patient:
+    """START: texts may go again. Audited on the patient when it lifts an opt-out."""
+    with transaction.atomic():
+        started = Patient.objects.filter(pk=patient.pk, sms_opted_out=True).update(sms_opted_out=False)
+        if started:
+            log_action(subject=patient, actor=actor, field="sms_opted_out", old="yes", new="no", reason=reason, at=at)
     patient.refresh_from_db(fields=["sms_opted_out", "sms_opted_out_at"])
     return patient
 
@@ -431,9 +443,8 @@ def advance_referral_to(
 
 
 def discharge_referral(*, referral: Referral, end_code: str, actor=None, reason: str = "", ended_on=None) -> Referral:
-    """Discharge with an NHS end-of-care code. Future appointments are cancelled by the service."""
-    from scheduling.booking.services import cancel_appointment
-
+    """Discharge with an NHS end-of-care code. Future appointments are cancelled (by booking, on
+    signals.referral_discharging) in the same transaction."""
     if end_code not in EndOfCare.values:
         raise ValidationError({"end_code": f"'{end_code}' is not an end-of-care code."})
     with transaction.atomic():
@@ -449,8 +460,7 @@ def discharge_referral(*, referral: Referral, end_code: str, actor=None, reason:
             locked.status != Status.IN_TREATMENT
         ):
             raise ValidationError({"end_code": "This end code is for people who started treatment."})
-        for appointment in locked.appointments.not_cancelled().filter(start__gt=timezone.now(), outcome="0"):
-            cancel_appointment(appointment=appointment, cancelled_by="service", reason="Referral discharged", actor=actor)
+        referral_discharging.send(sender=Referral, referral=locked, actor=actor)
         old = locked.status
         locked.status = Status.DISCHARGED
         locked.end_code = end_code
@@ -473,29 +483,68 @@ def assign_practitioner(*, referral: Referral, practitioner, actor=None) -> Refe
     return referral
 
 
-def raise_admin_task(
-    *, kind: str, source: str, detail: str = "", patient=None, referral=None, appointment=None, actor=None
-) -> AdminTask:
-    if appointment is not None and referral is None:
-        referral = appointment.referral
-    if referral is not None and patient is None:
-        patient = referral.patient
-    return AdminTask.objects.create(
-        kind=kind,
-        source=source,
-        detail=detail[:500],
-        patient=patient,
-        referral=referral,
-        appointment=appointment,
-        raised_by=actor,
-    )
+def save_service_settings(*, service_settings: ServiceSettings, actor) -> ServiceSettings:
+    """A manager's change to the service settings (Django admin), audited with each value from and to."""
+    save_and_log(instance=service_settings, actor=actor)
+    return service_settings
 
 
-def resolve_admin_task(*, task: AdminTask, actor, resolution: str = "") -> AdminTask:
-    updated = AdminTask.objects.filter(pk=task.pk, resolved_at__isnull=True).update(
-        resolved_at=timezone.now(), resolved_by=actor, resolution=resolution[:200]
+# --- The activity import's history ----------------------------------------------------------------
+
+# The activity import knows a patient by NHS number only; the name says so rather than inventing one.
+IMPORTED_GIVEN_NAME = "Not recorded"
+IMPORTED_FAMILY_NAME = "(imported)"
+
+
+def find_or_add_imported_patient(*, nhs_number: str) -> tuple[Patient, bool]:
+    """The patient with this (normalised) NHS number, or a new one named "Not recorded (imported)" with no
+    date of birth and no phones: the import's file has nothing else. Returns (patient, created)."""
+    patient = _existing_patient(nhs_number)
+    if patient is not None:
+        return patient, False
+    values, errors = _clean_patient(
+        nhs_number=nhs_number, given_name=IMPORTED_GIVEN_NAME, family_name=IMPORTED_FAMILY_NAME, date_of_birth=None,
+        mobile_phone="", other_phone="", sms_consent=False, voicemail_allowed=False, preferred_days=(),
+        preferred_times=(), is_demo=False, age_on=timezone.localdate(),
     )
-    if not updated:
-        raise ValidationError("This task was already resolved.", code="already_resolved")
-    task.refresh_from_db()
-    return task
+    errors.pop("date_of_birth", None)  # the file has none; the column is nullable for this
+    if errors:
+        raise ValidationError(errors)
+    return _insert_patient(values), True
+
+
+def import_referral(
+    *, patient: Patient, source: str, received_on: datetime.date, external_id: str, assigned_practitioner=None,
+    actor=None, at=None,
+) -> Referral:
+    """A referral from another system's history, received on `received_on` (any date up to today: the
+    new-referral form's two-year limit is for referrals arriving now). Audited at `at`, when it was received."""
+    errors = {}
+    if source not in ReferralSource.values:
+        errors["source"] = f"'{source}' is not a source-of-referral code this service accepts."
+    if received_on is None or received_on > timezone.localdate():
+        errors["received_on"] = "The date the referral was received cannot be in the future."
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        return _insert_referral(
+            patient=patient, source=source, received_on=received_on, reason="Imported referral", step=2,
+            assigned_practitioner=assigned_practitioner, actor=actor, external_id=external_id, is_demo=False,
+            received_reason="Referral received (activity import)", at=at,
+        )
+
+
+def add_imported_practitioner(*, username: str, full_name: str):
+    """A practitioner the import's file names who has no account: an account with no usable password (no
+    login) and a practitioner profile."""
+    words = full_name.strip().split()
+    with transaction.atomic():
+        user = get_user_model()(
+            username=username,
+            first_name=" ".join(words[:-1])[:150] if len(words) > 1 else "",
+            last_name=words[-1][:150] if words else "",
+        )
+        user.set_unusable_password()
+        user.save()
+        PractitionerProfile.objects.create(user=user)
+    return user

@@ -94,7 +94,7 @@ def discharge(request, pk: int):
                 add_service_errors(form, exc)
             else:
                 messages.success(request, f"{referral.patient.full_name} was discharged ({referral.get_end_code_display()}).")
-                return redirect("booking:worklist" if is_admin_staff(request.user) else referral_url(referral))
+                return redirect("worklist:index" if is_admin_staff(request.user) else referral_url(referral))
     else:
         form = DischargeForm(initial={"end_code": request.GET.get("end_code", ""), "reason": request.GET.get("reason", "")})
     return render(request, "caseload/discharge.html", {"referral": referral, "form": form})

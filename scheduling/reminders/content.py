@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from scheduling.caseload.models import ServiceSettings
+
 DEFAULT_TEMPLATES = {
     "reminder": (
         "Hi {first_name}, a reminder that we will phone you on {day} {date} at {time}. "
@@ -166,8 +168,6 @@ def to_gsm7(text: str) -> str:
 
 
 def render(body: str, values: dict[str, str]) -> str:
-    from scheduling.caseload.models import ServiceSettings
-
     filled = {name: "" for name in PLACEHOLDERS}
     filled["service_phone"] = ServiceSettings.current().service_phone
     filled.update(values)

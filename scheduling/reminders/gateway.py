@@ -4,7 +4,7 @@ Backends, chosen by settings.SMS_BACKEND:
   console  the default for the demo and development: nothing leaves the machine; the message is
            recorded in the outbox (visible in the SMS pages and the Django admin) as delivered.
   twilio   the official `twilio` client, with credentials from the environment. TWILIO_API_BASE_URL
-           points it at the fake Twilio server (scheduling/reminders/fake_twilio.py) in tests.
+           points it at the fake Twilio server (devtools/fake_twilio.py) in tests.
 
 Errors are split the way the sender must treat them:
   PermanentSmsError   Twilio refused this message for good (bad or landline number, opted out...):
@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 from twilio.http.http_client import TwilioHttpClient
+
+from scheduling.caseload.phones import is_fictional_number
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +155,6 @@ class TwilioBackend:
         return {"from_": settings.TWILIO_FROM_NUMBER}
 
     def send(self, *, to: str, body: str, status_callback: str | None) -> RemoteMessage:
-        from scheduling.caseload.phones import is_fictional_number
-
         if not settings.TWILIO_API_BASE_URL and is_fictional_number(to):
             # Demo or test data must never reach the real Twilio (and a patient's record with such
             # a number is wrong): refused here, before any request, whatever PHONE_ACCEPT_FICTIONAL_NUMBERS says.

@@ -6,19 +6,20 @@ from django.utils import timezone
 
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
-from scheduling.caseload.signals import patient_details_changed
-from scheduling.reminders import services
+from scheduling.caseload.signals import FollowUp, patient_details_changed
+from scheduling.reminders import selectors, services
 
 
 @receiver(appointment_booked, dispatch_uid="reminders.plan")
 def plan_reminders_for_booking(sender, appointment, actor=None, rearranged_from=None, **kwargs):
     now = timezone.now()
-    if appointment.start <= now:
-        return  # recording the past (imports, demo history): nothing to remind anyone of
-    services.plan_reminders(appointment=appointment, actor=actor, now=now)
-    # After the reminders: a reminder going at once makes the confirmation redundant.
-    if services.confirmation_wanted(appointment=appointment, now=now):
-        services.plan_confirmation(appointment=appointment, moved=rearranged_from is not None, actor=actor, now=now)
+    if appointment.start > now:  # recording the past (imports, demo history): nothing to remind anyone of
+        services.plan_reminders(appointment=appointment, actor=actor, now=now)
+        # After the reminders: a reminder going at once makes the confirmation redundant.
+        if services.confirmation_wanted(appointment=appointment, now=now):
+            services.plan_confirmation(appointment=appointment, moved=rearranged_from is not None, actor=actor, now=now)
+    # The booking pages say what this means for the patient's texts.
+    return selectors.booking_text_note(appointment=appointment, now=now)
 
 
 @receiver(appointment_cancelled, dispatch_uid="reminders.cancel")
@@ -42,4 +43,5 @@ def cancel_texts_to_a_wrong_number(sender, patient, actor=None, **kwargs):
 @receiver(patient_details_changed, dispatch_uid="reminders.patient_details")
 def follow_patient_details_change(sender, patient, changes, actor=None, now=None, **kwargs):
     # In the details change's transaction: the new number and the re-planned reminders commit together.
-    return services.follow_patient_details_change(patient=patient, changes=changes, actor=actor, now=now)
+    words = services.follow_patient_details_change(patient=patient, changes=changes, actor=actor, now=now)
+    return FollowUp(words=words) if words else None

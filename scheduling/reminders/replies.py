@@ -33,9 +33,10 @@ from django.utils import timezone
 
 from scheduling.booking.models import Appointment
 from scheduling.booking.services import confirm_appointment
-from scheduling.caseload.models import AdminTask, Patient
+from scheduling.caseload.models import Patient
+from scheduling.worklist.models import AdminTask
 from scheduling.caseload.phones import display_phone, parse_uk_phone
-from scheduling.caseload.services import raise_admin_task
+from scheduling.worklist.services import raise_admin_task
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders.models import InboundMessage
 from scheduling.reminders.services import opt_in_patient, opt_out_patient
@@ -188,7 +189,7 @@ def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
             if meaning == Meaning.OPT_OUT:
                 opt_out_patient(patient=patient, reason="patient replied STOP", at=at)
             else:
-                opt_in_patient(patient=patient)
+                opt_in_patient(patient=patient, at=at)
         task = _reply_task(patient=single, detail=_also_says(message, body, shared_by=len(patients))) if more else None
         return Handling.APPLIED, None, task
 

@@ -9,11 +9,13 @@ from types import SimpleNamespace
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.utils import timezone
 
+from scheduling.caseload.models import ServiceSettings
 from scheduling.codes import AppointmentType
 from scheduling.reminders import content
 from scheduling.reminders.models import InboundMessage, MessageTemplate, OutboundMessage, ReminderRule
-from scheduling.reminders.services import local_datetime, template_body
+from scheduling.reminders.services import local_datetime, sms_refusal_reason, template_body
 
 Status = OutboundMessage.Status
 
@@ -156,8 +158,6 @@ SAMPLE_DEADLINE = datetime.date(2026, 10, 14)
 def sample_values() -> dict[str, str]:
     """Every placeholder filled as a real message would be, for an example appointment on
     Wednesday 30 September at 2:45pm (the same formatting code the planner uses)."""
-    from scheduling.caseload.models import ServiceSettings
-
     start = local_datetime(SAMPLE_APPOINTMENT_START.date(), SAMPLE_APPOINTMENT_START.time())
     values = content.appointment_placeholders(
         appointment=SimpleNamespace(start=start, practitioner=SimpleNamespace(first_name=SAMPLE_PRACTITIONER_FIRST_NAME)),
@@ -234,3 +234,21 @@ def sms_length_script_data() -> dict:
         "part_ucs2": 67,
         "clinical_words": content.CLINICAL_WORDS,
     }
+
+
+def booking_text_note(*, appointment, now=None) -> str:
+    """What a booking means for the patient's texts, read back from the outbox's own row, so the
+    words follow what will really happen: for the booking pages' "Booked ..." message."""
+    now = now or timezone.now()
+    confirmation = (
+        appointment.outbound_messages.filter(appointment_start=appointment.start, kind__in=OutboundMessage.CONFIRMATION_KINDS)
+        .order_by("-id").first()
+    )
+    if confirmation is None:
+        why = sms_refusal_reason(appointment.referral.patient)
+        return f"no text: {why}" if why else "no confirmation text (confirmations are off in SMS settings)"
+    if confirmation.status == OutboundMessage.Status.SKIPPED:
+        return f"no confirmation text: {confirmation.status_reason}"
+    if confirmation.due_at > now + datetime.timedelta(minutes=1):
+        return f"a confirmation text will be sent at {timezone.localtime(confirmation.due_at):%a %d %b %Y %H:%M} (after quiet hours)"
+    return "a confirmation text will be sent"

@@ -23,18 +23,21 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import OptInInvitation
 from scheduling.calls.selectors import patients_with_wrong_numbers
 from scheduling.calls.services import mark_opt_in_invitation_sent
-from scheduling.caseload.models import AdminTask, Patient
+from scheduling.caseload.models import Patient
 from scheduling.codes import AttendanceOutcome
-from scheduling.reminders import gateway
+from scheduling.reminders import gateway, heartbeat
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
 from scheduling.reminders.services import (
     end_of_quiet_hours, in_quiet_hours, opt_out_patient, sms_refusal_reason, still_useful,
 )
+from scheduling.worklist.models import AdminTask
+from scheduling.worklist.services import raise_admin_task
 
 logger = logging.getLogger(__name__)
 Status = OutboundMessage.Status
@@ -93,10 +96,6 @@ def dispatch_due_messages(*, now=None, enqueue=None, enqueue_batch=None) -> int:
     """Settle rows a dead worker left in "sending" (time-boxed, so a hanging Twilio cannot hold up
     the rest), then enqueue send tasks for the due rows (none in quiet hours), a batch of rows each.
     `enqueue_batch(ids)` replaces the queue; `enqueue(id)` (tests) is called for each row instead."""
-    from django_q.tasks import async_task
-
-    from scheduling.reminders import heartbeat
-
     now = now or timezone.now()
     if enqueue is not None:
         enqueue_batch = lambda message_ids: [enqueue(message_id) for message_id in message_ids]  # noqa: E731
@@ -571,8 +570,6 @@ def _retry_later(message_id: int, exc, *, now, sms_settings) -> str:
 
 
 def _fail_permanently(message: OutboundMessage, exc: gateway.PermanentSmsError, *, now) -> str:
-    from scheduling.caseload.services import raise_admin_task
-
     code = exc.code or 0
     ours = code in gateway.SERVICE_SETUP_ERROR_CODES
     with transaction.atomic():
@@ -696,8 +693,6 @@ def apply_delivery_report(*, message_id: int, reported_status: str, error_code: 
                           source: str = Source.TWILIO, now=None) -> bool:
     """Record a delivery report and move the message forward if it is news. Idempotent: a repeated
     or late report is recorded as not applied. Returns whether the status moved."""
-    from scheduling.caseload.services import raise_admin_task
-
     now = now or timezone.now()
     reported_status = (reported_status or "").strip().lower()
     error_code = (error_code or "").strip()
@@ -748,3 +743,38 @@ def apply_delivery_report(*, message_id: int, reported_status: str, error_code: 
                 detail=f"{message.kind_display} was not delivered: {describe_error(error_code, 'no reason given')}",
             )
     return True
+
+
+class DeliveryReport:
+    """What became of a status callback (scheduling.reminders.webhooks)."""
+
+    UNKNOWN_MESSAGE = "unknown_message"
+    SID_MISMATCH = "sid_mismatch"
+    APPLIED = "applied"
+    RECORDED = "recorded"  # a repeat, or older than what we already know
+
+
+def receive_delivery_report(*, message_id: int, reported_status: str, error_code: str = "", provider_sid: str = "",
+                            now=None) -> str:
+    """A status callback from Twilio for one outbox row. A report naming another Twilio message than
+    the one the row was handed to is recorded as an event and not applied; the rest goes to
+    apply_delivery_report (recorded always, applied only forwards). The row is locked
+    throughout, so the check and the update see the same SID."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        row = OutboundMessage.objects.select_for_update().filter(pk=message_id).values("status", "provider_sid").first()
+        if row is None:
+            return DeliveryReport.UNKNOWN_MESSAGE
+        if provider_sid and row["provider_sid"] and provider_sid != row["provider_sid"]:
+            MessageEvent.objects.create(
+                message_id=message_id, source=MessageEvent.Source.TWILIO, old_status=row["status"],
+                new_status=row["status"], reported_status=(reported_status or "").strip().lower()[:20], applied=False,
+                error_code=(error_code or "").strip()[:10], at=now,
+                detail=f"report for another Twilio message ({provider_sid[:34]}); recorded only",
+            )
+            return DeliveryReport.SID_MISMATCH
+        applied = apply_delivery_report(
+            message_id=message_id, reported_status=reported_status, error_code=error_code, provider_sid=provider_sid,
+            now=now,
+        )
+    return DeliveryReport.APPLIED if applied else DeliveryReport.RECORDED

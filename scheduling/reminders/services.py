@@ -13,8 +13,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from scheduling.audit import save_and_log
 from scheduling.booking.models import Appointment
 from scheduling.calls.selectors import number_marked_wrong, numbers_were_marked_wrong
+from scheduling.caseload.services import record_sms_opt_in, record_sms_opt_out
 from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
@@ -386,22 +388,19 @@ def _texts(count: int, noun: str = "text") -> str:
 
 
 def opt_out_patient(*, patient, reason: str, at=None) -> int:
-    """STOP: record the opt-out and cancel every text not yet handed to Twilio, in one transaction.
-    Returns how many were cancelled. Anything already claimed is refused by the send task's check."""
-    from scheduling.caseload.services import record_sms_opt_out
-
+    """STOP: record the opt-out (audited on the patient, with `reason`) and cancel every text not yet handed
+    to Twilio, in one transaction. Returns how many were cancelled. Anything already claimed is refused by
+    the send task's check."""
     at = at or timezone.now()
     with transaction.atomic():
-        record_sms_opt_out(patient=patient, at=at)
+        record_sms_opt_out(patient=patient, reason=reason, at=at)
         return cancel_pending_messages(patient=patient, reason=reason, now=at)
 
 
-def opt_in_patient(*, patient):
+def opt_in_patient(*, patient, reason: str = "patient replied START", at=None):
     """START: texts may go again (to appointments booked from now on; reminders cancelled by the
-    opt-out stay cancelled)."""
-    from scheduling.caseload.services import record_sms_opt_in
-
-    return record_sms_opt_in(patient=patient)
+    opt-out stay cancelled). Audited on the patient."""
+    return record_sms_opt_in(patient=patient, reason=reason, at=at)
 
 
 def queue_opt_in_invitation(*, invitation, actor=None, now=None) -> OutboundMessage | None:
@@ -439,11 +438,11 @@ def update_template(*, key: str, body: str, actor) -> MessageTemplate:
         raise ValidationError({"key": f"Unknown message template {key!r}."})
     body = content.to_gsm7(body.replace("\r\n", "\n")).strip()
     content.validate_template_body(body)
-    template, _ = MessageTemplate.objects.get_or_create(key=key, defaults={"body": body})
+    template = MessageTemplate.objects.filter(key=key).first() or MessageTemplate(key=key)
     template.body = body
     template.updated_by = actor
     template.updated_at = timezone.now()
-    template.save()
+    save_and_log(instance=template, actor=actor, at=template.updated_at)
     return template
 
 
@@ -470,7 +469,7 @@ def update_sms_settings(*, actor, quiet_hours_start, quiet_hours_end, minimum_no
     sms_settings.max_send_attempts = max_send_attempts
     sms_settings.send_confirmations = send_confirmations
     sms_settings.updated_by = actor
-    sms_settings.save()
+    save_and_log(instance=sms_settings, actor=actor)
     return sms_settings
 
 
@@ -494,44 +493,8 @@ def save_reminder_rule(*, actor, appointment_type: str, days_before: int, send_a
     rule.active = active
     rule.template = MessageTemplate.Key.REMINDER_SAME_DAY if days_before == 0 else MessageTemplate.Key.REMINDER
     rule.updated_by = actor
-    rule.save()
+    save_and_log(instance=rule, actor=actor)
     return rule
 
 
 # --- Delivery reports ------------------------------------------------------------------------
-
-class DeliveryReport:
-    """What became of a status callback (scheduling.reminders.webhooks)."""
-
-    UNKNOWN_MESSAGE = "unknown_message"
-    SID_MISMATCH = "sid_mismatch"
-    APPLIED = "applied"
-    RECORDED = "recorded"  # a repeat, or older than what we already know
-
-
-def receive_delivery_report(*, message_id: int, reported_status: str, error_code: str = "", provider_sid: str = "",
-                            now=None) -> str:
-    """A status callback from Twilio for one outbox row. A report naming another Twilio message than
-    the one the row was handed to is recorded as an event and not applied; the rest goes to
-    sending.apply_delivery_report (recorded always, applied only forwards). The row is locked
-    throughout, so the check and the update see the same SID."""
-    from scheduling.reminders import sending  # sending imports this module
-
-    now = now or timezone.now()
-    with transaction.atomic():
-        row = OutboundMessage.objects.select_for_update().filter(pk=message_id).values("status", "provider_sid").first()
-        if row is None:
-            return DeliveryReport.UNKNOWN_MESSAGE
-        if provider_sid and row["provider_sid"] and provider_sid != row["provider_sid"]:
-            MessageEvent.objects.create(
-                message_id=message_id, source=MessageEvent.Source.TWILIO, old_status=row["status"],
-                new_status=row["status"], reported_status=(reported_status or "").strip().lower()[:20], applied=False,
-                error_code=(error_code or "").strip()[:10], at=now,
-                detail=f"report for another Twilio message ({provider_sid[:34]}); recorded only",
-            )
-            return DeliveryReport.SID_MISMATCH
-        applied = sending.apply_delivery_report(
-            message_id=message_id, reported_status=reported_status, error_code=error_code, provider_sid=provider_sid,
-            now=now,
-        )
-    return DeliveryReport.APPLIED if applied else DeliveryReport.RECORDED

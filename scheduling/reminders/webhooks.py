@@ -23,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 
-from scheduling.reminders import replies, services
+from scheduling.reminders import replies, sending
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,14 @@ def status_callback(request, message_id):
     if problem:
         return _refuse("status", problem)
     reported = request.POST.get("MessageStatus") or request.POST.get("SmsStatus") or ""
-    result = services.receive_delivery_report(
+    result = sending.receive_delivery_report(
         message_id=message_id,
         reported_status=reported,
         error_code=request.POST.get("ErrorCode", ""),
         provider_sid=request.POST.get("MessageSid") or request.POST.get("SmsSid") or "",
     )
     logger.info("sms.status_callback message_id=%s reported=%s result=%s", message_id, reported[:20], result)
-    if result == services.DeliveryReport.UNKNOWN_MESSAGE:
+    if result == sending.DeliveryReport.UNKNOWN_MESSAGE:
         return HttpResponseNotFound()
     return HttpResponse(status=204)
 

@@ -663,3 +663,42 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
             for r in longest_held_without_assessment(params)
         ]
     return report
+
+
+@dataclass
+class FigureRows:
+    """The rows behind one figure of the capacity page, and their total as the figure counts it."""
+
+    kind: str  # which table the rows page shows: appointments, attempts, pre_assessment or waits
+    rows: object  # a queryset, ordered for paging
+    total_label: str = ""
+    total: int | None = None
+    narrowed_by: str = ""  # words added to the title for a bucket or a "within" filter
+
+
+def figure_rows(params: ReportParams, *, figure: str, bucket: str = "", within: int | None = None) -> FigureRows:
+    """The rows behind `figure`, with the same conditions the report computed it from."""
+    if figure in appointment_conditions(params):
+        rows = appointments_in_period(params).filter(appointment_conditions(params)[figure])
+        rows = rows.select_related("referral__patient", "practitioner", "rearranged_to").order_by("start", "pk")
+        return FigureRows("appointments", rows, "Minutes", rows.aggregate(m=Sum("duration_minutes"))["m"] or 0)
+    if figure == "failed_calls":
+        rows = failed_calls_in_period(params).select_related("referral__patient", "practitioner").order_by("attempted_at", "pk")
+        minutes = params.service_settings.failed_call_minutes
+        return FigureRows("attempts", rows, f"Minutes ({minutes} per call)", rows.count() * minutes)
+    if figure == "pre_assessment":
+        rows, narrowed_by = pre_assessment_rows(params), ""
+        if bucket:
+            rows, narrowed_by = rows.filter(contacts_bucket_q(bucket)), f", {bucket} contact attempts before it"
+        rows = rows.select_related("referral__patient", "practitioner").order_by("start", "pk")
+        total = rows.aggregate(m=Sum("lost_before"))["m"] or 0
+        return FigureRows("pre_assessment", rows, "Lost minutes before assessment", total, narrowed_by)
+    if figure == "wait_first_contact":
+        rows = first_contacts_in_period(params).order_by("attempted_at", "pk")
+    else:
+        appointment_type = AppointmentType.ASSESSMENT if figure == "wait_assessment" else AppointmentType.TREATMENT
+        rows = first_attended_in_period(params, appointment_type).order_by("start", "pk")
+    narrowed_by = ""
+    if within is not None:
+        rows, narrowed_by = rows.filter(wait_days__lte=within), f", within {within} days of referral"
+    return FigureRows("waits", rows.select_related("referral__patient", "practitioner"), narrowed_by=narrowed_by)

@@ -5,7 +5,8 @@ The whole file is validated first; if any row is bad nothing is imported and eve
 the column at fault. Appointments that would overlap a live appointment of the same practitioner (in the
 file or already in the database) are refused, as the database's no-overlap guard would refuse them.
 Each row's identity is a hash of its values (ImportedEvent.key), so importing the same file again changes
-nothing. Rows are written with the same audit entries the booking and caseload services write."""
+nothing. Rows are written by the caseload, booking and calls services' import functions, so each referral
+moves through its life and is audited as it would be live."""
 
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling.booking.db import is_overlap_violation
-from scheduling.booking.models import Appointment, Rearrangement
+from scheduling.booking.models import Appointment
+from scheduling.booking.services import import_appointment, link_imported_rearrangement
 from scheduling.calls.models import ContactAttempt
-from scheduling.caseload.audit import record_change
-from scheduling.caseload.models import Patient, PractitionerProfile, Referral
+from scheduling.calls.services import import_contact_attempt
+from scheduling.caseload.models import PractitionerProfile, Referral
 from scheduling.caseload.nhs_number import normalise_nhs_number
-from scheduling.codes import (
-    ATTENDED_OUTCOMES, CANCELLED_OUTCOMES, DEFAULT_DURATION_MINUTES, AppointmentType, AttendanceOutcome, ReferralSource,
-)
+from scheduling.caseload.services import add_imported_practitioner, find_or_add_imported_patient, import_referral
+from scheduling.codes import CANCELLED_OUTCOMES, DEFAULT_DURATION_MINUTES, AppointmentType, AttendanceOutcome, ReferralSource
 from scheduling.params import InvalidParameter, check_date_bounds
 from scheduling.reports.models import ImportedEvent
 
@@ -60,9 +61,6 @@ APPOINTMENT_OUTCOMES = {
     "rearranged_by_patient": (AttendanceOutcome.CANCELLED_BY_PATIENT, "patient", True),
     "rearranged_by_service": (AttendanceOutcome.CANCELLED_BY_PROVIDER, "service", True),
 }
-# Patients in the file have an NHS number only; the name says so rather than inventing one.
-IMPORTED_GIVEN_NAME = "Not recorded"
-IMPORTED_FAMILY_NAME = "(imported)"
 PROGRESS_EVERY = 1000
 # Longer than any real value in any column (names, ids); a longer one is refused rather than truncated.
 MAX_FIELD_LENGTH = 200
@@ -165,88 +163,134 @@ def _check_text(raw: dict) -> list[str]:
     return errors
 
 
+def _parse_time_column(raw: dict, column: str) -> tuple[datetime.datetime | None, list[str]]:
+    value = raw.get(column, "")
+    try:
+        return parse_time(value), []
+    except ValueError as exc:
+        detail = str(exc) if "UK time" in str(exc) or "outside the dates" in str(exc) else "not an ISO 8601 date and time"
+        return None, [f"unparseable time in '{column}' ('{value}'): {detail}"]
+
+
+def _parse_referral_id(raw: dict) -> tuple[str, list[str]]:
+    referral_id = raw.get("referral_id", "")
+    if not referral_id:
+        return referral_id, ["'referral_id' is empty"]
+    if len(referral_id) > 64:
+        return referral_id, ["'referral_id' is longer than 64 characters"]
+    return referral_id, []
+
+
+def _parse_nhs_number(raw: dict, *, event: str) -> tuple[str, list[str]]:
+    """Needed on a referral_received row; elsewhere optional (checked against the referral's)."""
+    nhs_number = raw.get("nhs_number", "")
+    if not nhs_number and event != EVENTS.REFERRAL_RECEIVED:
+        return nhs_number, []
+    try:
+        if not nhs_number.isascii():
+            raise ValidationError("An NHS number contains only the digits 0-9.")
+        return normalise_nhs_number(nhs_number), []
+    except ValidationError as exc:
+        return nhs_number, [f"invalid NHS number in 'nhs_number': {exc.messages[0]}"]
+
+
+def _parse_practitioner(raw: dict, *, event: str) -> tuple[str, list[str]]:
+    practitioner = raw.get("practitioner", "")
+    errors = []
+    if event != EVENTS.REFERRAL_RECEIVED and not practitioner:
+        errors.append("'practitioner' is empty")
+    if practitioner and not practitioner_username(practitioner):
+        errors.append(f"practitioner '{practitioner}' in 'practitioner' has no letters or digits")
+    return practitioner, errors
+
+
+def _parse_referral_received(row: Row, raw: dict, now) -> list[str]:
+    errors = []
+    row.source = raw.get("source", "")
+    if row.source not in ReferralSource.values:
+        errors.append(f"source '{row.source}' is not a source-of-referral code ({', '.join(ReferralSource.values)})")
+    outcome = raw.get("outcome", "")
+    if outcome:
+        errors.append(f"outcome '{outcome}' is not valid for a referral_received event")
+    if row.at and row.at > now:
+        errors.append("'at': a referral cannot be received in the future")
+    return errors
+
+
+def _parse_call_attempt(row: Row, raw: dict, now) -> list[str]:
+    errors = []
+    row.outcome = raw.get("outcome", "")
+    if row.outcome not in CALL_OUTCOMES:
+        errors.append(f"outcome '{row.outcome}' is not valid for a call_attempt (expected {', '.join(CALL_OUTCOMES)})")
+    row.appointment_type = raw.get("appointment_type", "")
+    if row.appointment_type and row.appointment_type not in AppointmentType.values:
+        errors.append(f"appointment_type '{row.appointment_type}' is not one of {', '.join(AppointmentType.values)}")
+    if row.at and row.at > now + timedelta(minutes=5):
+        errors.append("'at': a call attempt cannot be in the future")
+    return errors
+
+
+def _parse_duration(row: Row, raw: dict) -> list[str]:
+    duration = raw.get("duration_minutes", "")
+    if not duration:
+        row.duration_minutes = DEFAULT_DURATION_MINUTES.get(row.appointment_type, 45)
+        return []
+    if not (duration.isascii() and duration.isdigit() and len(duration) <= 3) or not 1 <= int(duration) <= 240:
+        return [f"'duration_minutes' '{duration}' is not a whole number from 1 to 240"]
+    row.duration_minutes = int(duration)
+    return []
+
+
+def _parse_cancellation(row: Row, raw: dict, now) -> list[str]:
+    """cancelled_at: needed by the outcomes that are cancellations or rearrangements, refused on the rest."""
+    needs_cancelled_at = row.outcome in APPOINTMENT_OUTCOMES and APPOINTMENT_OUTCOMES[row.outcome][1] != ""
+    if not raw.get("cancelled_at", ""):
+        return [f"outcome '{row.outcome}' needs cancelled_at (when the cancellation was asked for)"] if needs_cancelled_at else []
+    row.cancelled_at, errors = _parse_time_column(raw, "cancelled_at")
+    if not needs_cancelled_at:
+        errors.append("'cancelled_at' is only for cancellations and rearrangements")
+    elif row.cancelled_at and row.cancelled_at > now:
+        errors.append("'cancelled_at' is in the future")
+    return errors
+
+
+def _parse_appointment(row: Row, raw: dict, now) -> list[str]:
+    errors = []
+    row.appointment_type = raw.get("appointment_type", "")
+    if row.appointment_type not in AppointmentType.values:
+        errors.append(f"appointment_type '{row.appointment_type}' is not one of {', '.join(AppointmentType.values)}")
+    errors += _parse_duration(row, raw)
+    row.outcome = raw.get("outcome", "")
+    if row.outcome and row.outcome not in APPOINTMENT_OUTCOMES:
+        errors.append(f"outcome '{row.outcome}' is not valid for an appointment (expected {', '.join(APPOINTMENT_OUTCOMES)})")
+    errors += _parse_cancellation(row, raw, now)
+    is_cancellation = row.outcome in APPOINTMENT_OUTCOMES and APPOINTMENT_OUTCOMES[row.outcome][1] != ""
+    if row.at and row.at > now and row.outcome and not is_cancellation:
+        errors.append(f"outcome '{row.outcome}' cannot be recorded for an appointment in the future")
+    return errors
+
+
+_EVENT_PARSERS = {
+    EVENTS.REFERRAL_RECEIVED: _parse_referral_received,
+    EVENTS.CALL_ATTEMPT: _parse_call_attempt,
+    EVENTS.APPOINTMENT: _parse_appointment,
+}
+
+
 def _parse_row(line: int, raw: dict, now) -> tuple[Row | None, list[str]]:
+    """One row read and checked on its own: the columns every event has, then the event's own."""
     errors = _check_text(raw)
     if errors:
         return None, errors
     event = raw.get("event", "")
     if event not in EVENTS.values:
         return None, [f"unknown event '{event}' in 'event' (expected {', '.join(EVENTS.values)})"]
-    referral_id = raw.get("referral_id", "")
-    if not referral_id:
-        errors.append("'referral_id' is empty")
-    elif len(referral_id) > 64:
-        errors.append("'referral_id' is longer than 64 characters")
-    nhs_number = raw.get("nhs_number", "")
-    if nhs_number or event == EVENTS.REFERRAL_RECEIVED:
-        try:
-            if not nhs_number.isascii():
-                raise ValidationError("An NHS number contains only the digits 0-9.")
-            nhs_number = normalise_nhs_number(nhs_number)
-        except ValidationError as exc:
-            errors.append(f"invalid NHS number in 'nhs_number': {exc.messages[0]}")
-    practitioner = raw.get("practitioner", "")
-    if event != EVENTS.REFERRAL_RECEIVED and not practitioner:
-        errors.append("'practitioner' is empty")
-    if practitioner and not practitioner_username(practitioner):
-        errors.append(f"practitioner '{practitioner}' in 'practitioner' has no letters or digits")
-    at = None
-    try:
-        at = parse_time(raw.get("at", ""))
-    except ValueError as exc:
-        detail = str(exc) if "UK time" in str(exc) or "outside the dates" in str(exc) else "not an ISO 8601 date and time"
-        errors.append(f"unparseable time in 'at' ('{raw.get('at', '')}'): {detail}")
+    referral_id, referral_errors = _parse_referral_id(raw)
+    nhs_number, nhs_errors = _parse_nhs_number(raw, event=event)
+    practitioner, practitioner_errors = _parse_practitioner(raw, event=event)
+    at, at_errors = _parse_time_column(raw, "at")
     row = Row(line=line, event=event, referral_id=referral_id, nhs_number=nhs_number, practitioner=practitioner, at=at)
-    outcome = raw.get("outcome", "")
-    appointment_type = raw.get("appointment_type", "")
-    if event == EVENTS.REFERRAL_RECEIVED:
-        row.source = raw.get("source", "")
-        if row.source not in ReferralSource.values:
-            errors.append(f"source '{row.source}' is not a source-of-referral code ({', '.join(ReferralSource.values)})")
-        if outcome:
-            errors.append(f"outcome '{outcome}' is not valid for a referral_received event")
-        if at and at > now:
-            errors.append("'at': a referral cannot be received in the future")
-    elif event == EVENTS.CALL_ATTEMPT:
-        if outcome not in CALL_OUTCOMES:
-            errors.append(f"outcome '{outcome}' is not valid for a call_attempt (expected {', '.join(CALL_OUTCOMES)})")
-        row.outcome = outcome
-        if appointment_type and appointment_type not in AppointmentType.values:
-            errors.append(f"appointment_type '{appointment_type}' is not one of {', '.join(AppointmentType.values)}")
-        row.appointment_type = appointment_type
-        if at and at > now + timedelta(minutes=5):
-            errors.append("'at': a call attempt cannot be in the future")
-    else:
-        if appointment_type not in AppointmentType.values:
-            errors.append(f"appointment_type '{appointment_type}' is not one of {', '.join(AppointmentType.values)}")
-        row.appointment_type = appointment_type
-        duration = raw.get("duration_minutes", "")
-        if duration:
-            if not (duration.isascii() and duration.isdigit() and len(duration) <= 3) or not 1 <= int(duration) <= 240:
-                errors.append(f"'duration_minutes' '{duration}' is not a whole number from 1 to 240")
-            else:
-                row.duration_minutes = int(duration)
-        else:
-            row.duration_minutes = DEFAULT_DURATION_MINUTES.get(appointment_type, 45)
-        if outcome and outcome not in APPOINTMENT_OUTCOMES:
-            errors.append(f"outcome '{outcome}' is not valid for an appointment (expected {', '.join(APPOINTMENT_OUTCOMES)})")
-        row.outcome = outcome
-        cancelled = raw.get("cancelled_at", "")
-        needs_cancelled_at = outcome in APPOINTMENT_OUTCOMES and APPOINTMENT_OUTCOMES[outcome][1] != ""
-        if cancelled:
-            try:
-                row.cancelled_at = parse_time(cancelled)
-            except ValueError as exc:
-                detail = str(exc) if "UK time" in str(exc) or "outside the dates" in str(exc) else "not an ISO 8601 date and time"
-                errors.append(f"unparseable time in 'cancelled_at' ('{cancelled}'): {detail}")
-            if not needs_cancelled_at:
-                errors.append("'cancelled_at' is only for cancellations and rearrangements")
-            elif row.cancelled_at and row.cancelled_at > now:
-                errors.append("'cancelled_at' is in the future")
-        elif needs_cancelled_at:
-            errors.append(f"outcome '{outcome}' needs cancelled_at (when the cancellation was asked for)")
-        if at and at > now and outcome and not needs_cancelled_at:
-            errors.append(f"outcome '{outcome}' cannot be recorded for an appointment in the future")
+    errors = referral_errors + nhs_errors + practitioner_errors + at_errors + _EVENT_PARSERS[event](row, raw, now)
     if not errors:
         row.key = _row_key(row)
     return row, errors
@@ -393,8 +437,39 @@ def _database_refusal(exc: Exception) -> str:
     return "the database refused this row (it conflicts with data written since the file was checked, or a value is out of range)"
 
 
+# The services' names for what they refuse, as the file's columns.
+_COLUMN_OF = {
+    "nhs_number": "nhs_number", "source": "source", "received_on": "at", "start": "at", "attempted_at": "at",
+    "outcome_at": "cancelled_at", "cancelled_by": "outcome", "outcome": "outcome", "appointment_type": "appointment_type",
+    "appointment": "appointment_type", "practitioner": "practitioner",
+}
+
+
+def _service_refusal(exc: ValidationError) -> list[str]:
+    """A service's refusal (checks the file passed but the service did not), naming the column."""
+    if not hasattr(exc, "error_dict"):
+        return [f"not recorded: {' '.join(exc.messages)}"]
+    return [
+        f"'{_COLUMN_OF.get(name, name)}': {' '.join(ValidationError(errors).messages)}"
+        for name, errors in exc.error_dict.items()
+    ]
+
+
+# Referrals first (every other row needs its referral), then the history in the order it happened; an
+# appointment before a call at its start (the call names it).
+_EVENT_ORDER = {EVENTS.APPOINTMENT: 0, EVENTS.CALL_ATTEMPT: 1}
+
+
+def _import_order(row: Row):
+    if row.event == EVENTS.REFERRAL_RECEIVED:
+        return (0, row.at, 0, row.line)
+    return (1, row.at, _EVENT_ORDER[row.event], row.line)
+
+
 def import_activity(*, raw_rows: list[tuple[int, dict]], file_name: str = "", actor=None, progress=None) -> ImportResult:
-    """Validate every row, then import all of them in one transaction (or raise ImportRejected and import none)."""
+    """Validate every row, then import all of them in one transaction (or raise ImportRejected and import none).
+    Each row is written by the capability's own import service (caseload, booking, calls), so the referral's
+    life and the audit entries are the ones those services write live."""
     rows, errors = validate_rows(raw_rows, progress=progress)
     if errors:
         raise ImportRejected(errors)
@@ -410,8 +485,7 @@ def import_activity(*, raw_rows: list[tuple[int, dict]], file_name: str = "", ac
             else:
                 seen.add(row.key)
                 fresh.append(row)
-        order = {EVENTS.REFERRAL_RECEIVED: 0, EVENTS.APPOINTMENT: 1, EVENTS.CALL_ATTEMPT: 2}
-        fresh.sort(key=lambda r: (order[r.event], r.at, r.line))
+        fresh.sort(key=_import_order)
         importer = _Importer(file_name=file_name, actor=actor, result=result)
         for i, row in enumerate(fresh, 1):
             try:
@@ -420,14 +494,17 @@ def import_activity(*, raw_rows: list[tuple[int, dict]], file_name: str = "", ac
                 # The database as the last guard (e.g. a booking made since validation): the whole import is
                 # rolled back and the line named.
                 raise ImportRejected([(row.line, _database_refusal(exc))]) from None
+            except ValidationError as exc:
+                raise ImportRejected([(row.line, reason) for reason in _service_refusal(exc)]) from None
             if progress and i % PROGRESS_EVERY == 0:
                 progress(f"imported {i}/{len(fresh)} new rows")
         importer.link_rearrangements()
-        importer.settle_statuses()
     return result
 
 
 class _Importer:
+    """Writes checked rows through the capabilities' import services and notes each one (ImportedEvent)."""
+
     def __init__(self, *, file_name, actor, result: ImportResult):
         self.file_name = file_name[:255]
         self.actor = actor
@@ -435,7 +512,6 @@ class _Importer:
         self.referrals: dict[str, Referral] = {}
         self.users: dict[str, object] = {}
         self.rearranged: list[tuple[Appointment, str]] = []
-        self.touched: set[int] = set()
 
     def _referral(self, referral_id: str) -> Referral:
         if referral_id not in self.referrals:
@@ -447,15 +523,10 @@ class _Importer:
             return None
         username = practitioner_username(raw)
         if username not in self.users:
-            User = get_user_model()
             user = _find_user(raw)
             if user is None:
-                words = raw.strip().split()
-                user = User(username=username, first_name=" ".join(words[:-1])[:150] if len(words) > 1 else "", last_name=words[-1][:150] if words else "")
-                user.set_unusable_password()
-                user.save()
+                user = add_imported_practitioner(username=username, full_name=raw)
                 self.result.new_practitioners.append(username)
-                PractitionerProfile.objects.create(user=user)
             elif not PractitionerProfile.objects.filter(user=user).exists():
                 # validate_rows refuses this; never turn an existing (admin) account into a practitioner.
                 raise IntegrityError("an existing account without a practitioner profile")
@@ -468,50 +539,34 @@ class _Importer:
             contact_attempt=attempt, file_name=self.file_name, line_number=row.line, imported_by=self.actor,
         )
         self.result.imported[row.event] += 1
-        self.touched.add(referral.pk)
 
     def add(self, row: Row):
         getattr(self, f"_add_{row.event}")(row)
 
     def _add_referral_received(self, row: Row):
-        patient = Patient.objects.filter(nhs_number=row.nhs_number).first()
-        if patient is None:
-            patient = Patient.objects.create(
-                nhs_number=row.nhs_number, given_name=IMPORTED_GIVEN_NAME, family_name=IMPORTED_FAMILY_NAME, date_of_birth=None
-            )
-            self.result.new_patients += 1
-        referral = Referral.objects.create(
-            patient=patient, source=row.source, received_on=row.at.astimezone(LONDON).date(), reason="Imported referral",
-            assigned_practitioner=self._practitioner(row.practitioner), external_id=row.referral_id, created_by=self.actor,
+        patient, created = find_or_add_imported_patient(nhs_number=row.nhs_number)
+        self.result.new_patients += created
+        referral = import_referral(
+            patient=patient, source=row.source, received_on=row.at.astimezone(LONDON).date(), external_id=row.referral_id,
+            assigned_practitioner=self._practitioner(row.practitioner), actor=self.actor, at=row.at,
         )
-        record_change(referral=referral, field="status", old="", new=referral.status, actor=self.actor, at=row.at,
-                      reason="Referral received (activity import)")
         self.referrals[row.referral_id] = referral
         self._record(row, referral)
 
     def _add_appointment(self, row: Row):
         referral = self._referral(row.referral_id)
         code, cancelled_by, rearranged = APPOINTMENT_OUTCOMES.get(row.outcome, (AttendanceOutcome.NOT_APPLICABLE, "", False))
-        booked_at = min(row.at, row.cancelled_at) if row.cancelled_at else row.at
-        appointment = Appointment(
+        appointment = import_appointment(
             referral=referral, practitioner=self._practitioner(row.practitioner), appointment_type=row.appointment_type,
-            start=row.at, duration_minutes=row.duration_minutes, session_number=1 if row.appointment_type == AppointmentType.ASSESSMENT else None,
-            booked_at=booked_at, booked_by=self.actor,
+            start=row.at, duration_minutes=row.duration_minutes,
+            # The earliest time the file shows the appointment existed.
+            booked_at=min(row.at, row.cancelled_at) if row.cancelled_at else row.at,
+            outcome=code,
+            outcome_at=(row.cancelled_at or row.at) if code != AttendanceOutcome.NOT_APPLICABLE else None,
+            cancelled_by=cancelled_by,
+            cancellation_reason="Rearranged (activity import)" if rearranged else "Cancelled (activity import)",
+            actor=self.actor,
         )
-        appointment.outcome = code
-        if code != AttendanceOutcome.NOT_APPLICABLE:
-            appointment.outcome_recorded_at = row.cancelled_at or row.at
-        if cancelled_by:
-            appointment.cancelled_at = row.cancelled_at
-            appointment.cancelled_by = cancelled_by
-            appointment.cancellation_reason = "Rearranged (activity import)" if rearranged else "Cancelled (activity import)"
-            appointment.cancellation_recorded_by = self.actor
-        appointment.save()
-        record_change(referral=referral, appointment=appointment, field="booking", old="", new="booked", actor=self.actor,
-                      at=booked_at, reason="Activity import")
-        if code != AttendanceOutcome.NOT_APPLICABLE:
-            record_change(referral=referral, appointment=appointment, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE,
-                          new=code, actor=self.actor, at=appointment.outcome_recorded_at, reason="Activity import")
         if rearranged:
             self.rearranged.append((appointment, cancelled_by))
         self._record(row, referral, appointment=appointment)
@@ -521,56 +576,14 @@ class _Importer:
         appointment = None
         if row.appointment_type:
             appointment = Appointment.objects.filter(referral=referral, appointment_type=row.appointment_type, start=row.at).first()
-        attempt = ContactAttempt.objects.create(
-            referral=referral, appointment=appointment, practitioner=self._practitioner(row.practitioner), attempted_at=row.at,
-            outcome=CALL_OUTCOMES[row.outcome], recorded_by=self.actor, import_key=row.key[:64],
+        attempt = import_contact_attempt(
+            referral=referral, practitioner=self._practitioner(row.practitioner), outcome=CALL_OUTCOMES[row.outcome],
+            attempted_at=row.at, appointment=appointment, actor=self.actor, import_key=row.key[:64],
         )
         self._record(row, referral, attempt=attempt)
 
     def link_rearrangements(self):
         """A rearranged appointment is linked to the next appointment of the same type for the same referral."""
         for original, asked_by in self.rearranged:
-            if Rearrangement.objects.filter(original=original).exists():
-                continue
-            replacement = (
-                Appointment.objects.filter(
-                    referral_id=original.referral_id, appointment_type=original.appointment_type, start__gt=original.start
-                )
-                .exclude(rearranged_from__isnull=False)
-                .order_by("start", "pk")
-                .first()
-            )
-            if replacement is None:
-                continue
-            if replacement.session_number is None and original.session_number is not None:
-                Appointment.objects.filter(pk=replacement.pk).update(session_number=original.session_number)
-            Rearrangement.objects.create(
-                original=original, replacement=replacement, asked_by=asked_by, asked_at=original.cancelled_at,
-                reason="Activity import", recorded_by=self.actor,
-            )
-            self.result.rearrangements_linked += 1
-
-    def settle_statuses(self):
-        """Bring each touched referral's status in line with its imported history (audited)."""
-        now = timezone.now()
-        for referral in Referral.objects.filter(pk__in=self.touched):
-            if referral.status == Referral.Status.DISCHARGED:
-                continue
-            appointments = referral.appointments.all()
-            attended = appointments.filter(outcome__in=ATTENDED_OUTCOMES)
-            if attended.filter(appointment_type=AppointmentType.TREATMENT).exists():
-                status = Referral.Status.IN_TREATMENT
-            elif attended.filter(appointment_type=AppointmentType.ASSESSMENT).exists():
-                status = Referral.Status.ASSESSED
-            elif appointments.filter(
-                appointment_type=AppointmentType.ASSESSMENT, outcome=AttendanceOutcome.NOT_APPLICABLE, start__gte=now
-            ).exists():
-                status = Referral.Status.ASSESSMENT_BOOKED
-            elif referral.contact_attempts.effective().filter(outcome__in=ContactAttempt.SUCCESSFUL_OUTCOMES).exists():
-                status = Referral.Status.CONTACTED
-            else:
-                status = Referral.Status.AWAITING_CONTACT
-            if status != referral.status:
-                old = referral.status
-                Referral.objects.filter(pk=referral.pk).update(status=status)
-                record_change(referral=referral, field="status", old=old, new=status, actor=self.actor, reason="Activity import")
+            if link_imported_rearrangement(original=original, asked_by=asked_by, actor=self.actor) is not None:
+                self.result.rearrangements_linked += 1

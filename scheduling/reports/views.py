@@ -2,12 +2,10 @@ from urllib.parse import urlencode
 
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Q, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from scheduling.codes import AppointmentType
 from scheduling.params import InvalidParameter
 from scheduling.reports import charts, selectors
 from scheduling.reports.definitions import definitions_html
@@ -174,37 +172,10 @@ def rows(request):
     within = request.GET.get("within", "")
     if within and not (within.isascii() and within.isdigit() and len(within) <= 4 and int(within) <= MAX_WITHIN_DAYS):
         raise InvalidParameter(f"within: “{within[:40]}” is not a number of days from 0 to {MAX_WITHIN_DAYS}.")
-    kind = "appointments"
-    total_label, total = "", None
-    title = (APPOINTMENT_FIGURES | OTHER_FIGURES)[figure]
-    if figure in APPOINTMENT_FIGURES:
-        qs = selectors.appointments_in_period(params).filter(selectors.appointment_conditions(params)[figure])
-        qs = qs.select_related("referral__patient", "practitioner", "rearranged_to").order_by("start", "pk")
-        total_label, total = "Minutes", qs.aggregate(m=Sum("duration_minutes"))["m"] or 0
-    elif figure == "failed_calls":
-        kind = "attempts"
-        qs = selectors.failed_calls_in_period(params).select_related("referral__patient", "practitioner").order_by("attempted_at", "pk")
-        total_label, total = f"Minutes ({params.service_settings.failed_call_minutes} per call)", qs.count() * params.service_settings.failed_call_minutes
-    elif figure == "pre_assessment":
-        kind = "pre_assessment"
-        qs = selectors.pre_assessment_rows(params)
-        if bucket:
-            qs = qs.filter(selectors.contacts_bucket_q(bucket))
-            title += f", {bucket} contact attempts before it"
-        qs = qs.select_related("referral__patient", "practitioner").order_by("start", "pk")
-        total_label, total = "Lost minutes before assessment", qs.aggregate(m=Sum("lost_before"))["m"] or 0
-    else:
-        kind = "waits"
-        if figure == "wait_first_contact":
-            qs = selectors.first_contacts_in_period(params).order_by("attempted_at", "pk")
-        else:
-            appointment_type = AppointmentType.ASSESSMENT if figure == "wait_assessment" else AppointmentType.TREATMENT
-            qs = selectors.first_attended_in_period(params, appointment_type).order_by("start", "pk")
-        if within:
-            qs = qs.filter(Q(wait_days__lte=int(within)))
-            title += f", within {within} days of referral"
-        qs = qs.select_related("referral__patient", "practitioner")
-    page = Paginator(qs, 100).get_page(request.GET.get("page"))
+    found = selectors.figure_rows(params, figure=figure, bucket=bucket, within=int(within) if within else None)
+    kind, total_label, total = found.kind, found.total_label, found.total
+    title = (APPOINTMENT_FIGURES | OTHER_FIGURES)[figure] + found.narrowed_by
+    page = Paginator(found.rows, 100).get_page(request.GET.get("page"))
     if kind == "appointments":
         for appointment in page:
             appointment.notice_text = _notice_text(appointment.notice_given)

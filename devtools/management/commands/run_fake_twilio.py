@@ -1,6 +1,6 @@
 """python manage.py run_fake_twilio [--host 127.0.0.1] [--port 8765] [--account-sid AC…] [--auth-token …]
 
-Runs the fake Twilio SMS API (scheduling/reminders/fake_twilio.py) for the demo and the stack smoke
+Runs the fake Twilio SMS API (devtools/fake_twilio.py) for the demo and the stack smoke
 test until Ctrl-C or SIGTERM. Test and demo only: it has unauthenticated /_fake/ control endpoints.
 """
 
@@ -10,7 +10,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from scheduling.reminders.fake_twilio import (
+from devtools.fake_twilio import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
     FakeTwilioServer,

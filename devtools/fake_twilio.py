@@ -35,7 +35,7 @@ product.edge.region.twilio.com and mangles "127.0.0.1:port".
 
 In tests use the Python API (FakeTwilioServer, add_fault, set_delivery, send_inbound, ...). Another
 process (the demo, deploy/stack_smoke.py) runs `python manage.py run_fake_twilio` or
-`python -m scheduling.reminders.fake_twilio` and drives it over HTTP:
+`python -m devtools.fake_twilio` and drives it over HTTP:
 
     GET  /_fake/messages    created messages        GET  /_fake/callbacks   every webhook posted
     GET  /_fake/requests    every send request      POST /_fake/reset

@@ -29,10 +29,10 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
+from devtools.timing import interleaved, ratio_spread, spread
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, ServiceSettings, Team
-from scheduling.management.timing import interleaved, ratio_spread, spread
 from scheduling.reports import selectors
 from scheduling.reports.selectors import ReportParams, build_report, report_session
 

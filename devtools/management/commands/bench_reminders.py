@@ -59,13 +59,13 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
+from devtools.fake_twilio import FakeTwilioServer
 from scheduling import roles
 from scheduling.booking.models import Appointment
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, Team
 from scheduling.codes import AppointmentType
 from scheduling.demo import nhs_test_numbers
 from scheduling.reminders import content
-from scheduling.reminders.fake_twilio import FakeTwilioServer
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, SmsSettings
 from scheduling.reminders.sending import dispatch_due_messages
 from scheduling.reminders.services import local_datetime, template_body

@@ -17,12 +17,12 @@ from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 from django.utils import timezone
 
+from devtools.timing import interleaved, ratio_spread, spread
 from scheduling.booking.availability import LONDON, lenient_local_datetime
 from scheduling.booking.models import Appointment, AvailabilityException, WorkingHours
 from scheduling.booking.selectors import find_free_slots, next_free_slots_for_referral
 from scheduling.caseload.models import Patient, PractitionerProfile, Referral, Team
 from scheduling.caseload.nhs_number import check_digit
-from scheduling.management.timing import interleaved, ratio_spread, spread
 
 
 class Rollback(Exception):

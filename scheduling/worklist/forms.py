@@ -1,0 +1,5 @@
+from django import forms
+
+
+class ResolveTaskForm(forms.Form):
+    resolution = forms.CharField(label="What was done", max_length=200)
