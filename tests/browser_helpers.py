@@ -30,3 +30,10 @@ def wider_than_the_screen(driver) -> list:
         "return [...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > "
         "document.documentElement.clientWidth).map(e => e.tagName + '.' + e.className).slice(0, 10);"
     )
+
+
+def assert_fits(driver, width):
+    """At phone width (390 px or less), nothing on the page is wider than the screen."""
+    if width <= 390:
+        assert driver.execute_script("return window.innerWidth;") <= 390
+        assert no_horizontal_overflow(driver), wider_than_the_screen(driver)
