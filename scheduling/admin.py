@@ -3,6 +3,7 @@ outcomes) are read-only here: changes go through the service functions so they a
 
 from django.contrib import admin
 
+from scheduling.adminparts import NoDeleteAdmin, ReadOnlyAdmin, SingletonSettingsAdmin
 from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, Rearrangement
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
@@ -17,24 +18,6 @@ from scheduling.caseload.models import (
 )
 from scheduling.caseload.services import save_service_settings
 from scheduling.worklist.models import AdminTask, WorklistClaim
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable and searchable; never added, changed or deleted here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class NoDeleteAdmin(admin.ModelAdmin):
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Team)
@@ -153,13 +136,7 @@ class AdminTaskAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ServiceSettings)
-class ServiceSettingsAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return not ServiceSettings.objects.exists()
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+class ServiceSettingsAdmin(SingletonSettingsAdmin):
     def save_model(self, request, obj, form, change):
         save_service_settings(service_settings=obj, actor=request.user)  # audited
 import scheduling.booking.admin  # noqa: E402,F401  (booking configuration)

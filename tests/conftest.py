@@ -1,11 +1,16 @@
 import os
 import shutil
+from contextlib import ExitStack
 
 import pytest
+import time_machine
 
 from scheduling import roles
 from scheduling.reminders.models import SmsSettings
-from tests.factories import make_referral, make_user
+from scheduling.booking.services import record_appointment_outcome
+from tests.booking_helpers import book, give_pattern
+from tests.factories import london, make_referral, make_user
+from tests.twilio_webhook_helpers import PUBLIC_BASE, TOKEN
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +42,66 @@ def manager(db):
 @pytest.fixture
 def referral(pwp, admin_user):
     return make_referral(pwp, actor=admin_user)
+
+
+@pytest.fixture
+def assessed(pwp, referral, admin_user, freeze):
+    """`referral`, its assessment held on Mon 2 Feb 2026 with `pwp` (who works Mon-Fri); the clock then
+    stopped at Mon 2 Mar 2026 09:00, ready to plan the course."""
+    give_pattern(pwp, weekdays=(0, 1, 2, 3, 4))
+    with time_machine.travel(london(2026, 2, 2, 11), tick=False):
+        assessment = book(referral, pwp, london(2026, 2, 2, 10), actor=admin_user)
+        record_appointment_outcome(appointment=assessment, outcome="5", actor=pwp)
+    freeze(london(2026, 3, 2, 9))
+    return referral
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    """The test client signed in as admin staff. (It replaces pytest-django's admin_client, a superuser:
+    no role here is one.)"""
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
+def freeze():
+    """`freeze(at)` stops the clock at `at` for the rest of the test and returns the time_machine
+    traveller, so the test can move it on."""
+    with ExitStack() as stack:
+        yield lambda at: stack.enter_context(time_machine.travel(at, tick=False))
+
+
+@pytest.fixture
+def frozen(request, freeze):
+    """The clock stopped at the test module's NOW, each module saying its own moment."""
+    return freeze(request.module.NOW)
+
+
+@pytest.fixture
+def new_booking(pwp, admin_user):
+    """`new_booking(start=..., booked_at=...)`: a new referral's assessment with `pwp` at `start`, booked by
+    `admin_user` with the clock at `booked_at`, its texts planned as a real booking plans them."""
+
+    def booked(*, start, booked_at):
+        with time_machine.travel(booked_at, tick=False):
+            return book(make_referral(pwp), pwp, start, actor=admin_user)
+
+    return booked
+
+
+@pytest.fixture
+def appointment(new_booking):
+    """Wednesday 10 June 2026 at 14:00, booked on Monday 1 June at 09:00: its two-day reminder is due
+    Monday 8 June at 10:00."""
+    return new_booking(start=london(2026, 6, 10, 14), booked_at=london(2026, 6, 1, 9))
+
+
+@pytest.fixture
+def twilio_settings(settings):
+    """Webhooks signed with the test token (TOKEN) and addressed to the test public URL (PUBLIC_BASE)."""
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
 
 
 def chromium_paths():

@@ -28,12 +28,6 @@ NOW = london(2026, 3, 2, 9)
 NEW_WORDING = "Hi {first_name}, we will ring you on {day} {date} at {time}. Reply C to confirm, R to rearrange, STOP to end texts."
 
 
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
 def entries(subject_type):
     return list(AuditEntry.objects.filter(subject_type=subject_type).order_by("id"))
 

@@ -21,12 +21,6 @@ NOW = london(2026, 3, 2, 9, 0)  # a Monday
 
 
 @pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
 def others_referral(other_pwp, admin_user):
     give_pattern(other_pwp)
     return make_referral(other_pwp, actor=admin_user)

@@ -4,24 +4,13 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.selectors import plan_course
-from scheduling.booking.services import CourseConflict, add_availability_exception, book_course, record_appointment_outcome
-from scheduling.audit import AuditEntry
+from scheduling.booking.services import CourseConflict, add_availability_exception, book_course
 from scheduling.reminders.models import OutboundMessage
 from tests.booking_helpers import book, give_pattern
 from tests.factories import LONDON, london, make_referral
-
-
-@pytest.fixture
-def assessed(pwp, referral, admin_user):
-    """A referral whose assessment was held on Mon 2 Feb 2026; the clock is then Mon 2 Mar 2026 09:00."""
-    give_pattern(pwp, weekdays=(0, 1, 2, 3, 4))
-    with time_machine.travel(london(2026, 2, 2, 11), tick=False):
-        assessment = book(referral, pwp, london(2026, 2, 2, 10), actor=admin_user)
-        record_appointment_outcome(appointment=assessment, outcome="5", actor=pwp)
-    with time_machine.travel(london(2026, 3, 2, 9), tick=False):
-        yield referral
 
 
 def local_days(plan):

@@ -35,18 +35,6 @@ from tests.factories import london, make_referral, make_user
 NOW = london(2026, 3, 2, 9, 0)  # a Monday
 
 
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def admin_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 def _messages(response) -> str:
     return " ".join(str(m) for m in get_messages(response.wsgi_request))
 

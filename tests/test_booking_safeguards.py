@@ -30,29 +30,6 @@ from tests.factories import LONDON, london, make_patient, make_referral
 NOW = london(2026, 3, 2, 9, 0)  # a Monday
 
 
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def admin_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
-@pytest.fixture
-def assessed(pwp, referral, admin_user):
-    """A referral assessed on Mon 2 Feb 2026; the clock is then Mon 2 Mar 2026 09:00 (Mon-Fri working week)."""
-    give_pattern(pwp, weekdays=(0, 1, 2, 3, 4))
-    with time_machine.travel(london(2026, 2, 2, 11), tick=False):
-        assessment = book(referral, pwp, london(2026, 2, 2, 10), actor=admin_user)
-        record_appointment_outcome(appointment=assessment, outcome="5", actor=pwp)
-    with time_machine.travel(NOW, tick=False):
-        yield referral
-
-
 def _messages(response) -> str:
     return " ".join(str(m) for m in get_messages(response.wsgi_request))
 

@@ -13,19 +13,13 @@ from scheduling.booking.models import Appointment
 from scheduling.booking.services import record_appointment_outcome
 from scheduling.audit import AuditEntry
 from tests.booking_helpers import book
+from tests.browser_helpers import wait_for
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 WIDTHS = [1366, 390]
 # A working Tuesday morning (the default working week is Mon-Fri 09:00-17:00); the clock ticks on from here.
 MORNING = london(2030, 3, 12, 9, 30)
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
 
 
 class Person:

@@ -18,12 +18,6 @@ NOW = london(2026, 3, 2, 9, 0)
 
 
 @pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
 def patterned_pwp(pwp):
     give_pattern(pwp)
     return pwp

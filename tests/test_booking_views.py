@@ -13,18 +13,6 @@ from tests.factories import london, make_patient, make_referral, next_nhs_number
 NOW = london(2026, 3, 2, 9, 0)
 
 
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def admin_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 @pytest.mark.parametrize("name,args", [
     ("worklist:index", []), ("booking:new_referral", []), ("booking:cancel", ["A"]),
 ])

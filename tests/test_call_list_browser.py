@@ -10,10 +10,10 @@ from django.utils import timezone
 from scheduling.calls.models import ContactAttempt
 from scheduling.reminders.models import OutboundMessage
 from scheduling.demo import DEMO_PASSWORD, DemoBuilder
+from tests.browser_helpers import WAIT_SECONDS, no_horizontal_overflow, wait_for, wider_than_the_screen
 from tests.factories import make_referral
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 
 
 @pytest.fixture
@@ -33,12 +33,6 @@ def sign_in(driver, live_server, username):
     driver.find_element(By.ID, "id_username").send_keys(username)
     driver.find_element(By.ID, "id_password").send_keys(DEMO_PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
 
 
 def test_no_answer_updates_the_row_in_place_with_javascript(browser, live_server, demo_pwp_with_a_referral):
@@ -147,8 +141,6 @@ def on_page(number):
 @pytest.mark.parametrize("width", [1366, 390])
 def test_a_pwp_follows_next_25_and_logs_a_call_on_the_second_page(browser, live_server, demo_pwp_with_a_referral, width):
     from selenium.webdriver.common.by import By
-
-    from tests.test_pwp_call_to_booking_browser import no_horizontal_overflow, wider_than_the_screen
 
     alex, _ = demo_pwp_with_a_referral
     for _ in range(30):

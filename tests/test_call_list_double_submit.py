@@ -6,7 +6,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -30,12 +29,6 @@ from tests.factories import london, make_referral, make_user
 
 NOW = london(2026, 3, 10, 10, 0)
 LOG, UNDO, INVITE = reverse("calls:log"), reverse("calls:undo"), reverse("calls:invite")
-
-
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 @pytest.fixture

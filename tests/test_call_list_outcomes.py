@@ -33,12 +33,6 @@ pytestmark = pytest.mark.django_db
 NOW = london(2026, 3, 10, 10, 0)
 
 
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
 def book(referral, pwp, actor, start, kind="assessment", **kw):
     return book_appointment(referral=referral, practitioner=pwp, appointment_type=kind, start=start, actor=actor, **kw)
 

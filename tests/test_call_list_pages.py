@@ -4,7 +4,6 @@ import re
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.urls import reverse
 
 from scheduling.booking.services import book_appointment
@@ -12,15 +11,9 @@ from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import CaseloadCover, Referral
 from tests.factories import london, make_referral, make_user
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen")]
 NOW = london(2026, 3, 10, 10, 0)
 URL = reverse("calls:today")
-
-
-@pytest.fixture(autouse=True)
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 @pytest.fixture

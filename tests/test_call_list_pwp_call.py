@@ -6,7 +6,6 @@ import re
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.urls import reverse
 
 from scheduling.booking.services import book_appointment
@@ -25,17 +24,11 @@ from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
 from tests.factories import london, make_referral
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen")]
 S = OutboundMessage.Status
 # Tuesday 10 March 2026, 10:00 in London (GMT).
 NOW = london(2026, 3, 10, 10, 0)
 URL = reverse("calls:today")
-
-
-@pytest.fixture(autouse=True)
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 def click(referral, button, actor, **kw):

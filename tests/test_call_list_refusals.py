@@ -4,7 +4,6 @@ scheduling.params (a bad one is a 400 naming it), and refuse call-back times tha
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
@@ -14,15 +13,9 @@ from scheduling.calls.models import ContactAttempt, ContactAttemptUndo, OptInInv
 from scheduling.calls.services import CALLBACK_HORIZON, CallButton, log_contact_attempt, record_call_outcome
 from tests.factories import london, make_patient, make_referral
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen")]
 NOW = london(2026, 3, 10, 10, 0)  # Tuesday, GMT
 LOG, UNDO, INVITE, LIST = reverse("calls:log"), reverse("calls:undo"), reverse("calls:invite"), reverse("calls:today")
-
-
-@pytest.fixture(autouse=True)
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 @pytest.fixture

@@ -8,33 +8,17 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from scheduling import roles
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.replies import handle_inbound
 from tests.booking_helpers import book
+from tests.browser_helpers import no_horizontal_overflow, sign_in, wait_for
 from tests.factories import make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
-
-
-def wait_for(driver, condition):
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
-
-
-def sign_in(driver, live_server, username):
-    driver.get(live_server.url + "/login/")
-    driver.find_element(By.ID, "id_username").send_keys(username)
-    driver.find_element(By.ID, "id_password").send_keys("test-pass-123")
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_for(driver, lambda d: "/login/" not in d.current_url)
-
-
-def fits_the_screen(driver) -> bool:
-    return driver.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
 
 
 @pytest.fixture
@@ -67,7 +51,7 @@ def test_admin_staff_find_the_booking_confirmation_in_the_outbox(width, browser,
     assert "1 message, newest due first" in table.text
     [row] = table.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert "Booking confirmation" in row.text and "Delivered" in row.text
-    assert row.is_displayed() and fits_the_screen(browser)
+    assert row.is_displayed() and no_horizontal_overflow(browser)
     if width <= 390:
         assert browser.execute_script("return window.innerWidth;") <= 390
 
@@ -80,7 +64,7 @@ def test_admin_staff_find_the_booking_confirmation_in_the_outbox(width, browser,
       document.querySelectorAll('body *').forEach(function (e) { var r = e.getBoundingClientRect();
         if (r.right > w + 1) out.push(e.tagName + '.' + e.className + '#' + e.id + ' ' + Math.round(r.right)); });
       return out.slice(0, 15);""")
-    assert fits_the_screen(browser), wide
+    assert no_horizontal_overflow(browser), wide
 
 
 @pytest.mark.parametrize("width", [1366, 390])
@@ -96,4 +80,4 @@ def test_the_pwp_sees_the_patients_free_text_answer_on_the_call_list_row(width, 
     row = wait_for(browser, lambda d: d.find_element(By.ID, f"appointment-{appointment.pk}"))
     reply = row.find_element(By.CSS_SELECTOR, "dd.patient-reply")
     assert reply.is_displayed() and "Please ring after 3pm" in reply.text and "received" in reply.text
-    assert fits_the_screen(browser)
+    assert no_horizontal_overflow(browser)

@@ -25,9 +25,9 @@ from scheduling.caseload.models import Referral
 from scheduling.worklist.models import AdminTask
 from scheduling.demo import DEMO_PASSWORD, DemoBuilder
 from scheduling.reminders.models import OutboundMessage, ReminderRule
+from tests.browser_helpers import wait_for
 from tests.factories import make_referral, next_nhs_number
 
-WAIT_SECONDS = 15
 WIDTHS = (390, 1366)
 ROLES = {roles.ADMIN_STAFF: "admin.sam", roles.PWP: "pwp.alex", roles.MANAGER: "manager.pat"}
 
@@ -209,12 +209,6 @@ def logging_browser(chrome_options_factory):
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_WATCH})
     yield driver
     driver.quit()
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
 
 
 def sign_in(driver, live_server, username):

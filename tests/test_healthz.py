@@ -15,12 +15,13 @@ from django_q.conf import Conf
 
 from scheduling import health
 from scheduling.reminders import gateway, heartbeat, sending, tasks
-from scheduling.reminders.models import DispatchHeartbeat, OutboundMessage, SmsSettings
+from scheduling.reminders.models import DispatchHeartbeat, OutboundMessage
 from tests.booking_helpers import book
 from tests.factories import london, make_patient, make_referral
 from tests.processes import shared_test_database_url
 
-pytestmark = pytest.mark.django_db
+# Lateness here is the reminders': no booking confirmation due beside them.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
 ROOT = Path(__file__).resolve().parent.parent
 # A Tuesday afternoon in June, well outside the default quiet hours (20:00-08:00).
@@ -31,13 +32,6 @@ AFTERNOON = london(2026, 6, 9, 14, 0)
 def database_broker(monkeypatch):
     """The database broker unless a test says otherwise, whatever REDIS_URL the shell has."""
     monkeypatch.setattr(Conf, "ORM", "default")
-
-
-@pytest.fixture(autouse=True)
-def reminders_only(db):
-    """Lateness here is the reminders': no booking confirmation due beside them (those have their own
-    tests, tests/test_confirmation_texts.py)."""
-    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
 
 
 @pytest.fixture
@@ -62,9 +56,8 @@ def redis_available() -> bool:
 
 
 @pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(london(2026, 6, 1, 9), tick=False):
-        return book(make_referral(pwp), pwp, london(2026, 6, 12, 14), actor=admin_user)
+def appointment(new_booking):
+    return new_booking(start=london(2026, 6, 12, 14), booked_at=london(2026, 6, 1, 9))
 
 
 def reminder(appointment) -> OutboundMessage:

@@ -8,7 +8,6 @@ from datetime import date, timedelta
 
 import phonenumbers
 import pytest
-import time_machine
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.forms import modelform_factory
@@ -40,18 +39,6 @@ MIXED = "９４３４７６５９١٩"  # full-width with two Arabic-Indic digit
 US_NUMBER = phonenumbers.format_number(
     phonenumbers.example_number_for_type("US", phonenumbers.PhoneNumberType.MOBILE), phonenumbers.PhoneNumberFormat.E164
 )
-
-
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def admin_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
 
 
 def patient_fields(**overrides):

@@ -3,8 +3,6 @@ the first submit, each naming its field."""
 
 from datetime import date, timedelta
 
-import pytest
-import time_machine
 from django.urls import reverse
 
 from scheduling.caseload.models import Patient, Referral
@@ -12,18 +10,6 @@ from tests.factories import london, make_patient, next_nhs_number
 
 NOW = london(2026, 12, 2, 9, 0)
 TODAY = NOW.date()
-
-
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False):
-        yield
-
-
-@pytest.fixture
-def admin_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
 
 
 def form_post(**overrides):

@@ -19,12 +19,6 @@ NOW = london(2026, 3, 10, 10, 0)
 TOKEN = re.compile(r'name="form_token" value="([0-9a-f]{32})"')
 
 
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
 def outcome_form(client, referral):
     """What the browser would post from the referral's row on the call list."""
     html = client.get(reverse("calls:today"), {"date": "2026-03-10"}).content.decode()

@@ -10,17 +10,17 @@ from django.urls import reverse
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
 from tests.factories import london
-from tests.test_sms_pages import booked, reminder
+from tests.test_sms_pages import reminder
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def outbox(pwp, admin_user):
+def outbox(new_booking):
     """Three appointments' reminders: one failed, one not delivered, the rest scheduled."""
-    first = booked(pwp, admin_user, london(2026, 6, 10, 14), now=london(2026, 6, 1, 9))
-    second = booked(pwp, admin_user, london(2026, 6, 11, 15), now=london(2026, 6, 1, 9))
-    booked(pwp, admin_user, london(2026, 6, 24, 11), now=london(2026, 6, 1, 9))
+    first = new_booking(start=london(2026, 6, 10, 14), booked_at=london(2026, 6, 1, 9))
+    second = new_booking(start=london(2026, 6, 11, 15), booked_at=london(2026, 6, 1, 9))
+    new_booking(start=london(2026, 6, 24, 11), booked_at=london(2026, 6, 1, 9))
     sending.apply_delivery_report(message_id=reminder(first).pk, reported_status="undelivered", error_code="30003",
                                   now=london(2026, 6, 8, 10, 1))
     sending.apply_delivery_report(message_id=reminder(second).pk, reported_status="failed", error_code="30006")

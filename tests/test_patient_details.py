@@ -8,7 +8,6 @@ import re
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
@@ -27,18 +26,12 @@ from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
 from tests.factories import london, make_referral, make_user
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen", "confirmations_off")]
 S = OutboundMessage.Status
 # Tuesday 10 March 2026, 10:00 in London (GMT).
 NOW = london(2026, 3, 10, 10, 0)
 NEW_MOBILE = "07700 900456"
 NEW_MOBILE_E164 = "+447700900456"
-
-
-@pytest.fixture(autouse=True)
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 def book(referral, pwp, actor, start, kind="assessment"):

@@ -15,29 +15,12 @@ from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
 from scheduling.reminders.services import WRONG_NUMBER_REASON
+from tests.browser_helpers import assert_fits, sign_in, wait_for
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 MORNING = london(2030, 3, 12, 9, 30)
 S = OutboundMessage.Status
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
-
-
-def no_horizontal_overflow(driver) -> bool:
-    return driver.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
-
-
-def wider_than_the_screen(driver) -> list:
-    return driver.execute_script(
-        "return [...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > "
-        "document.documentElement.clientWidth).map(e => e.tagName + '.' + e.className).slice(0, 10);"
-    )
 
 
 @pytest.mark.parametrize("width", [1366, 390])
@@ -61,21 +44,12 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         details_url = reverse("caseload:patient_details", args=[patient.pk])
         browser.set_window_size(width, 1000)
 
-        def fits():
-            if width <= 390:
-                assert browser.execute_script("return window.innerWidth;") <= 390
-                assert no_horizontal_overflow(browser), wider_than_the_screen(browser)
-
-        browser.get(live_server.url + reverse("login"))
-        browser.find_element(By.ID, "id_username").send_keys(admin_user.username)
-        browser.find_element(By.ID, "id_password").send_keys("test-pass-123")
-        browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
-        wait_for(browser, lambda d: reverse("login") not in d.current_url)
+        sign_in(browser, live_server, admin_user.username)
 
         # The worklist: the item offers "Correct the number".
         browser.get(live_server.url + reverse("worklist:index"))
         wait_for(browser, lambda d: d.find_elements(By.LINK_TEXT, "Correct the number"))
-        fits()
+        assert_fits(browser, width)
         [link] = [a for a in browser.find_elements(By.LINK_TEXT, "Correct the number") if a.get_attribute("href").endswith(details_url)]
         link.click()
 
@@ -83,7 +57,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         wait_for(browser, lambda d: d.current_url.endswith(details_url))
         assert browser.find_element(By.TAG_NAME, "h1").text == f"Details: {patient.full_name}"
         assert "Phone number wrong or not in service" in browser.find_element(By.ID, f"task-{task.pk}").text
-        fits()
+        assert_fits(browser, width)
         mobile = browser.find_element(By.ID, "id_mobile_phone")
         mobile.clear()
         mobile.send_keys("07700 900456")
@@ -100,7 +74,7 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         assert "Reminder 2 days before" in pending and "Reminder on the day" in pending
         history = browser.find_element(By.CSS_SELECTOR, ".history").text
         assert "→ 07700 900456 – Patient rang with a new number, by Admin.One Tester" in history
-        fits()
+        assert_fits(browser, width)
 
         # Stored: the item resolved in words, one audited change, the reminders planned again.
         task.refresh_from_db()
@@ -121,4 +95,4 @@ def test_admin_staff_correct_a_wrong_number_from_the_worklist_and_the_reminders_
         assert not [
             a for a in browser.find_elements(By.LINK_TEXT, "Correct the number") if a.get_attribute("href").endswith(details_url)
         ]
-        fits()
+        assert_fits(browser, width)

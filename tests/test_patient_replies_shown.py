@@ -14,15 +14,9 @@ from scheduling.worklist.services import resolve_admin_task
 from scheduling.reminders.replies import handle_inbound
 from tests.factories import london, make_referral
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen")]
 NOW = london(2026, 3, 10, 9, 0)  # a Tuesday
 CALL_LIST = reverse("calls:today")
-
-
-@pytest.fixture(autouse=True)
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 def reply(patient, body, *, sid, at=None):

@@ -8,35 +8,18 @@ import time_machine
 from django.urls import reverse
 
 from scheduling import roles
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment
 from scheduling.calls.models import ContactAttempt
-from scheduling.audit import AuditEntry
 from scheduling.caseload.models import ClinicalNote
+from tests.browser_helpers import assert_fits, sign_in, wait_for
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 # A working Tuesday morning (the default working week is Mon-Fri 09:00-17:00), so today has free slots
 # whatever the hour the suite runs; the clock ticks on from there.
 MORNING = london(2030, 3, 12, 9, 30)
 NOTE = "Agreed an assessment this morning; prefers calls before noon."
-
-
-def wait_for(driver, condition):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
-
-
-def no_horizontal_overflow(driver) -> bool:
-    return driver.execute_script("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
-
-
-def wider_than_the_screen(driver) -> list:
-    return driver.execute_script(
-        "return [...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > "
-        "document.documentElement.clientWidth).map(e => e.tagName + '.' + e.className).slice(0, 10);"
-    )
 
 
 @pytest.mark.parametrize("width", [1280, 390])
@@ -49,19 +32,11 @@ def test_a_pwp_reaches_a_patient_books_the_assessment_today_and_writes_a_note(br
         name = referral.patient.full_name
         browser.set_window_size(width, 1000)
 
-        def fits():
-            if width <= 390:
-                assert browser.execute_script("return window.innerWidth;") <= 390
-                assert no_horizontal_overflow(browser), wider_than_the_screen(browser)
-
         # Sign in: a PWP lands on their call list.
-        browser.get(live_server.url + reverse("login"))
-        browser.find_element(By.ID, "id_username").send_keys(pwp.username)
-        browser.find_element(By.ID, "id_password").send_keys("test-pass-123")
-        browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
+        sign_in(browser, live_server, pwp.username)
         row_id = f"referral-{referral.pk}"
         wait_for(browser, lambda d: reverse("calls:today") in d.current_url and d.find_elements(By.ID, row_id))
-        fits()
+        assert_fits(browser, width)
 
         # "Spoke to patient": the row then offers "Book the assessment".
         browser.find_element(By.ID, row_id).find_element(By.CSS_SELECTOR, "button[value=spoke]").click()
@@ -72,14 +47,14 @@ def test_a_pwp_reaches_a_patient_books_the_assessment_today_and_writes_a_note(br
         # The slot finder for this referral.
         wait_for(browser, lambda d: reverse("booking:find_slots", args=[referral.pk]) in d.current_url)
         assert browser.find_element(By.TAG_NAME, "h1").text == f"Book: {name}"
-        fits()
+        assert_fits(browser, width)
         browser.find_element(By.CSS_SELECTOR, "form.filters input[name=on_phone]").click()
         browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
         wait_for(browser, lambda d: "on_phone=1" in d.current_url and d.find_elements(By.CSS_SELECTOR, "li.slot"))
         today = f"{MORNING:%a} {MORNING.day} {MORNING:%b %Y}"
         todays = [s for s in browser.find_elements(By.CSS_SELECTOR, "li.slot") if s.text.startswith(today)]
         assert todays, [s.text for s in browser.find_elements(By.CSS_SELECTOR, "li.slot")]
-        fits()
+        assert_fits(browser, width)
         todays[0].find_element(By.CSS_SELECTOR, "button.primary").click()
 
         # Booked: back on the call list with a message naming the appointment.
@@ -91,7 +66,7 @@ def test_a_pwp_reaches_a_patient_books_the_assessment_today_and_writes_a_note(br
         assert f"Booked for {name}: {appointment}" in message
         assert browser.find_elements(By.ID, f"appointment-{appointment.pk}")  # today's booked call
         assert AuditEntry.objects.filter(appointment=appointment, field="lead_time", actor=pwp).exists()
-        fits()
+        assert_fits(browser, width)
 
         # The referral page, from the call list (the patient's name, if the row links it).
         record_url = reverse("caseload:referral_detail", args=[referral.pk])
@@ -112,4 +87,4 @@ def test_a_pwp_reaches_a_patient_books_the_assessment_today_and_writes_a_note(br
         assert "booked with the patient on the phone" in browser.find_element(By.CSS_SELECTOR, "ul.history").text
         book_button = browser.find_element(By.LINK_TEXT, "Book or rearrange")
         assert book_button.get_attribute("href").endswith(reverse("booking:find_slots", args=[referral.pk]))
-        fits()
+        assert_fits(browser, width)

@@ -6,7 +6,6 @@ import re
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -27,12 +26,6 @@ from tests.factories import london, make_patient, make_referral, make_user
 
 pytestmark = pytest.mark.django_db
 NOW = london(2026, 3, 2, 9)
-
-
-@pytest.fixture
-def frozen():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from scheduling import roles
 from scheduling.booking.services import book_appointment, rearrange_appointment
 from scheduling.calls.services import CallButton, record_call_outcome
 from scheduling.caseload.models import ClinicalNote
+from tests.browser_helpers import WAIT_SECONDS, no_horizontal_overflow, wider_than_the_screen
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 FIRST = "Pain 7/10 most days; agreed a pacing diary. " + "Walking-for-ten-minutes-before-lunch-every-weekday " * 3
 SECOND = "Pain 6/10 most days; agreed a pacing diary and a sleep routine."
 
@@ -22,12 +22,6 @@ def wait_for(driver, condition):
 
     # After a submit the old page's elements go stale while the new page loads: look again, do not fail.
     return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(condition)
-
-
-def no_horizontal_overflow(driver) -> bool:
-    return driver.execute_script(
-        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;"
-    )
 
 
 def test_a_pwp_writes_and_amends_a_note_on_a_phone_and_reads_both_versions(browser, live_server, admin_user):
@@ -75,8 +69,5 @@ def test_a_pwp_writes_and_amends_a_note_on_a_phone_and_reads_both_versions(brows
     earlier = article.find_element(By.ID, f"note-{note.pk}")
     wait_for(browser, lambda d: earlier.is_displayed())
     assert "Pain 7/10 most days" in earlier.text
-    assert no_horizontal_overflow(browser), browser.execute_script(
-        "return [...document.querySelectorAll('*')].filter(e => e.getBoundingClientRect().right > "
-        "document.documentElement.clientWidth).map(e => e.tagName + '.' + e.className).slice(0, 10);"
-    )
+    assert no_horizontal_overflow(browser), wider_than_the_screen(browser)
     assert ClinicalNote.objects.count() == 2

@@ -22,6 +22,7 @@ from scheduling.reminders.models import MessageEvent, OutboundMessage
 from scheduling.reminders.services import opt_out_patient
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
+from tests.twilio_webhook_helpers import use_fake_twilio
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
@@ -34,13 +35,7 @@ ROWS = 5
 def fake(settings):
     """The fake Twilio, callbacks held so only the test moves a message on; the app pointed at it."""
     with FakeTwilioServer(callbacks="manual") as server:
-        settings.SMS_BACKEND = "twilio"
-        settings.TWILIO_ACCOUNT_SID = server.account_sid
-        settings.TWILIO_AUTH_TOKEN = server.auth_token
-        settings.TWILIO_API_BASE_URL = server.base_url
-        settings.TWILIO_FROM_NUMBER = server.default_from
-        settings.TWILIO_MESSAGING_SERVICE_SID = ""
-        settings.SMS_PUBLIC_BASE_URL = "https://sms.painplatform.test"
+        use_fake_twilio(settings, server, public_base="https://sms.painplatform.test")
         settings.SMS_HTTP_TIMEOUT_SECONDS = 5
         settings.SMS_STUCK_AFTER_SECONDS = 120
         yield server

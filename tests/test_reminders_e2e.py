@@ -29,14 +29,14 @@ from devtools.fake_twilio import FakeTwilioServer
 from scheduling.booking.services import cancel_appointment, rearrange_appointment
 from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
-from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
+from scheduling.reminders.models import MessageEvent, OutboundMessage
 from scheduling.reminders.tasks import DISPATCH_FUNCTION, DISPATCH_SCHEDULE_NAME
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 from tests.processes import shared_test_database_url
 from tests.shared_clock import CLOCK_FILE_VARIABLE, SharedClock
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("confirmations_off")]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_SCRIPT = ROOT / "tests" / "qcluster_on_shared_clock.py"
@@ -46,13 +46,6 @@ UTC = dt.timezone.utc
 BOOKED_AT = london(2026, 6, 1, 9)
 START = london(2026, 6, 10, 14)  # a Wednesday
 EARLY_DUE = london(2026, 6, 8, 10)  # two days before at 10:00 UK time
-
-
-@pytest.fixture(autouse=True)
-def reminders_only(db):
-    """These tests follow reminders alone: no booking confirmation in the outbox beside them
-    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
-    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
 
 
 # --- the stack -----------------------------------------------------------------------------------

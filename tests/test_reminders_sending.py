@@ -10,25 +10,11 @@ from scheduling.booking.services import cancel_appointment
 from scheduling.calls.models import OptInInvitation
 from scheduling.caseload.services import record_sms_opt_out
 from scheduling.reminders import sending
-from scheduling.reminders.models import OutboundMessage, SmsSettings
-from tests.booking_helpers import book
+from scheduling.reminders.models import OutboundMessage
 from tests.factories import london, make_referral
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
-
-
-@pytest.fixture(autouse=True)
-def reminders_only(db):
-    """These tests follow reminders alone: no booking confirmation in the outbox beside them
-    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
-    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(london(2026, 6, 1, 9), tick=False):
-        return book(make_referral(pwp), pwp, london(2026, 6, 10, 14), actor=admin_user)
 
 
 def early(appointment):

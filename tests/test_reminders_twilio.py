@@ -19,19 +19,13 @@ from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettin
 from scheduling.reminders.sending import receive_delivery_report
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
+from tests.twilio_webhook_helpers import use_fake_twilio
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("confirmations_off")]
 S = OutboundMessage.Status
 PUBLIC_BASE = "https://sms.painplatform.test"
 DUE = london(2026, 6, 8, 10, 0)  # when the two-day reminder of the appointment below is due
 MINUTE = dt.timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def reminders_only(db):
-    """These tests follow reminders alone: no booking confirmation in the outbox beside them
-    (confirmations have their own tests, tests/test_confirmation_texts.py)."""
-    SmsSettings.objects.update_or_create(pk=1, defaults={"send_confirmations": False})
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
@@ -44,22 +38,10 @@ def fake(settings):
     lines = []
     with FakeTwilioServer(callbacks="manual", log=lines.append) as server:
         server.log_lines = lines  # one "METHOD /path status" line per request, every endpoint
-        settings.SMS_BACKEND = "twilio"
-        settings.TWILIO_ACCOUNT_SID = server.account_sid
-        settings.TWILIO_AUTH_TOKEN = server.auth_token
-        settings.TWILIO_API_BASE_URL = server.base_url
-        settings.TWILIO_FROM_NUMBER = server.default_from
-        settings.TWILIO_MESSAGING_SERVICE_SID = ""
-        settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
+        use_fake_twilio(settings, server, public_base=PUBLIC_BASE)
         settings.SMS_HTTP_TIMEOUT_SECONDS = 5
         settings.SMS_STUCK_AFTER_SECONDS = 120
         yield server
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(london(2026, 6, 1, 9), tick=False):
-        return book(make_referral(pwp), pwp, london(2026, 6, 10, 14), actor=admin_user)
 
 
 @pytest.fixture

@@ -25,12 +25,6 @@ def manager_client(client, manager):
     return client
 
 
-@pytest.fixture
-def admin_client_(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 @pytest.mark.parametrize("name", REPORT_PARAMS)
 def test_the_report_and_its_exports_refuse_a_hostile_filter_without_a_server_error(manager_client, name):
     for value in HOSTILE:
@@ -70,16 +64,15 @@ def test_a_far_end_date_on_the_report_is_refused_naming_the_date(manager_client)
 
 
 @pytest.mark.parametrize("name", ["due_from", "due_to", "page", "status", "kind"])
-def test_the_sms_outbox_refuses_a_hostile_filter_without_a_server_error(admin_client_, name):
+def test_the_sms_outbox_refuses_a_hostile_filter_without_a_server_error(admin_client, name):
     for value in HOSTILE:
-        _assert_clean(admin_client_.get(reverse("sms:outbox"), {name: value}))
+        _assert_clean(admin_client.get(reverse("sms:outbox"), {name: value}))
 
 
-def test_the_sms_outbox_shows_far_dates_as_an_error_next_to_the_field(admin_client_):
-    response = admin_client_.get(reverse("sms:outbox"), {"due_from": "0001-01-01", "due_to": "9999-12-31"})
+def test_the_sms_outbox_shows_far_dates_as_an_error_next_to_the_field(admin_client):
+    response = admin_client.get(reverse("sms:outbox"), {"due_from": "0001-01-01", "due_to": "9999-12-31"})
     assert response.status_code == 400
     assert "31/12/2100" in response.content.decode()
-
 
 
 @pytest.mark.parametrize("name, value", [
@@ -92,7 +85,7 @@ def test_the_rows_page_names_the_parameter_it_cannot_use(manager_client, name, v
     assert f"{name}:" in response.content.decode()
 
 
-def test_the_sms_replies_page_survives_a_hostile_page_number_with_replies_to_page_through(admin_client_, settings):
+def test_the_sms_replies_page_survives_a_hostile_page_number_with_replies_to_page_through(admin_client, settings):
     from scheduling.reminders.replies import handle_inbound
     from tests.factories import london
 
@@ -100,4 +93,4 @@ def test_the_sms_replies_page_survives_a_hostile_page_number_with_replies_to_pag
         handle_inbound(provider_sid=f"SMfake9{i:03d}", from_number="+447700900999", to_number="+447700900500",
                        body="who is this?", received_at=london(2026, 6, 9, 12, i))
     for value in HOSTILE:
-        _assert_clean(admin_client_.get(reverse("sms:replies"), {"page": value}))
+        _assert_clean(admin_client.get(reverse("sms:replies"), {"page": value}))

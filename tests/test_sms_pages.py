@@ -4,25 +4,17 @@ settings, reminder rules and wording (managers change them, through the services
 import datetime as dt
 
 import pytest
-import time_machine
 from django.urls import reverse
 
 from scheduling.reminders import sending
 from scheduling.reminders.replies import handle_inbound
 from scheduling.reminders.content import DEFAULT_TEMPLATES
 from scheduling.reminders.models import MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
-from tests.booking_helpers import book
-from tests.factories import london, make_patient, make_referral
+from tests.factories import london
 
 pytestmark = pytest.mark.django_db
 S = OutboundMessage.Status
 UTC = dt.timezone.utc
-
-
-def booked(pwp, admin_user, start, *, now, patient=None):
-    """An appointment booked at `now` (its reminders planned by the booking, as in production)."""
-    with time_machine.travel(now, tick=False):
-        return book(make_referral(pwp, patient=patient) if patient else make_referral(pwp), pwp, start, actor=admin_user)
 
 
 def reminder(appointment, days_before=2):
@@ -33,11 +25,6 @@ def page(client, name, *args, **query):
     response = client.get(reverse(name, args=args), query)
     assert response.status_code == 200, response.status_code
     return response.content.decode()
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    return booked(pwp, admin_user, london(2026, 6, 10, 14), now=london(2026, 6, 1, 9))
 
 
 @pytest.fixture
@@ -133,8 +120,8 @@ def test_the_outbox_lists_messages_newest_due_first_with_patient_appointment_and
     assert reverse("sms:message_detail", args=[reminder(appointment).pk]) in html
 
 
-def test_times_are_shown_in_uk_time_a_message_due_at_nine_utc_in_july_shows_ten(client, admin_user, pwp):
-    summer = booked(pwp, admin_user, london(2026, 7, 15, 14), now=london(2026, 7, 1, 9))
+def test_times_are_shown_in_uk_time_a_message_due_at_nine_utc_in_july_shows_ten(client, admin_user, new_booking):
+    summer = new_booking(start=london(2026, 7, 15, 14), booked_at=london(2026, 7, 1, 9))
     message = reminder(summer)
     assert message.due_at == dt.datetime(2026, 7, 13, 9, 0, tzinfo=UTC)
     client.force_login(admin_user)
@@ -149,8 +136,8 @@ def undelivered(appointment, code="30003"):
     return message
 
 
-def test_needs_attention_shows_failed_and_undelivered_messages_with_their_error_described(client, admin_user, appointment, pwp):
-    other = booked(pwp, admin_user, london(2026, 6, 11, 15), now=london(2026, 6, 1, 9))
+def test_needs_attention_shows_failed_and_undelivered_messages_with_their_error_described(client, admin_user, appointment, new_booking):
+    other = new_booking(start=london(2026, 6, 11, 15), booked_at=london(2026, 6, 1, 9))
     failed = reminder(other)
     sending.apply_delivery_report(message_id=failed.pk, reported_status="failed", error_code="30006")
     not_delivered = undelivered(appointment)
@@ -167,8 +154,8 @@ def test_needs_attention_shows_failed_and_undelivered_messages_with_their_error_
     }
 
 
-def test_the_outbox_filters_by_status_kind_and_due_dates_and_counts_statuses_for_the_period(client, admin_user, pwp, appointment):
-    later = booked(pwp, admin_user, london(2026, 6, 24, 11), now=london(2026, 6, 1, 9))
+def test_the_outbox_filters_by_status_kind_and_due_dates_and_counts_statuses_for_the_period(client, admin_user, new_booking, appointment):
+    later = new_booking(start=london(2026, 6, 24, 11), booked_at=london(2026, 6, 1, 9))
     undelivered(appointment)
     client.force_login(admin_user)
 
@@ -482,8 +469,8 @@ def test_an_unknown_template_key_is_not_found(client, manager):
     assert client.get(reverse("sms:edit_template", args=["nonsense"])).status_code == 404
 
 
-def test_the_rule_list_uses_the_saved_wording_for_new_bookings(client, manager, pwp, admin_user):
+def test_the_rule_list_uses_the_saved_wording_for_new_bookings(client, manager, new_booking):
     client.force_login(manager)
     assert post_template(client, NEW_WORDING).status_code == 302
-    appointment = booked(pwp, admin_user, london(2026, 6, 10, 14), now=london(2026, 6, 1, 9), patient=make_patient())
+    appointment = new_booking(start=london(2026, 6, 10, 14), booked_at=london(2026, 6, 1, 9))
     assert reminder(appointment).body.startswith("Hi Test, we will ring you on Wednesday 10 June at 2pm.")

@@ -3,15 +3,14 @@
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import WebDriverWait
 
 from scheduling import roles
 from scheduling.reminders.content import DEFAULT_TEMPLATES
 from scheduling.reminders.models import MessageTemplate
+from tests.browser_helpers import sign_in, wait_for
 from tests.factories import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 
 # Records every Content-Security-Policy violation on every page, before the page's own scripts run.
 CSP_WATCH = """
@@ -20,18 +19,6 @@ document.addEventListener('securitypolicyviolation', function (e) {
   window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI);
 });
 """
-
-
-def wait_for(driver, condition):
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
-
-
-def sign_in(driver, live_server, username):
-    driver.get(live_server.url + "/login/")
-    driver.find_element(By.ID, "id_username").send_keys(username)
-    driver.find_element(By.ID, "id_password").send_keys("test-pass-123")
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_for(driver, lambda d: "/login/" not in d.current_url)
 
 
 def live_text(driver) -> str:

@@ -24,7 +24,7 @@ from tests.factories import london, make_patient, make_referral
 from scheduling.reminders.webhooks import EMPTY_TWIML
 from tests.twilio_webhook_helpers import PUBLIC_BASE, TOKEN, inbound_params, new_sid, post_webhook
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("twilio_settings")]
 Meaning = InboundMessage.Meaning
 Handling = InboundMessage.Handling
 S = OutboundMessage.Status
@@ -32,18 +32,6 @@ BOOKED_AT = london(2026, 6, 1, 9)
 START = london(2026, 6, 10, 14)
 REPLIED_AT = london(2026, 6, 8, 10, 5)  # just after the two-day reminder
 INBOUND = "/sms/twilio/inbound/"
-
-
-@pytest.fixture(autouse=True)
-def twilio_settings(settings):
-    settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(BOOKED_AT, tick=False):
-        return book(make_referral(pwp), pwp, START, actor=admin_user)
 
 
 @pytest.fixture

@@ -13,22 +13,10 @@ from scheduling.reminders import sending
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
-from tests.twilio_webhook_helpers import PUBLIC_BASE, TOKEN, new_sid, post_webhook, signature, status_params
+from tests.twilio_webhook_helpers import PUBLIC_BASE, new_sid, post_webhook, signature, status_params, use_fake_twilio
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("twilio_settings")]
 S = OutboundMessage.Status
-
-
-@pytest.fixture(autouse=True)
-def twilio_settings(settings):
-    settings.TWILIO_AUTH_TOKEN = TOKEN
-    settings.SMS_PUBLIC_BASE_URL = PUBLIC_BASE
-
-
-@pytest.fixture
-def appointment(pwp, admin_user):
-    with time_machine.travel(london(2026, 6, 1, 9), tick=False):
-        return book(make_referral(pwp), pwp, london(2026, 6, 10, 14), actor=admin_user)
 
 
 @pytest.fixture
@@ -236,13 +224,7 @@ def test_a_text_sent_through_twilio_is_marked_delivered_by_its_signed_callbacks(
     """End to end: the real twilio client sends to the fake Twilio, which posts real signed callbacks
     (over HTTP, to the running app) for sent and delivered, then replays them backwards, then a forgery."""
     with FakeTwilioServer(callbacks="manual") as fake:
-        settings.SMS_BACKEND = "twilio"
-        settings.TWILIO_ACCOUNT_SID = fake.account_sid
-        settings.TWILIO_AUTH_TOKEN = fake.auth_token
-        settings.TWILIO_API_BASE_URL = fake.base_url
-        settings.TWILIO_FROM_NUMBER = fake.default_from
-        settings.TWILIO_MESSAGING_SERVICE_SID = ""
-        settings.SMS_PUBLIC_BASE_URL = live_server.url
+        use_fake_twilio(settings, fake, public_base=live_server.url)
         with time_machine.travel(london(2026, 6, 1, 9), tick=False):
             appointment = book(make_referral(pwp), pwp, london(2026, 6, 10, 14), actor=admin_user)
         message = OutboundMessage.objects.get(appointment=appointment, kind="reminder_2d")

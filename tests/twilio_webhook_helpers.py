@@ -45,3 +45,15 @@ def status_params(*, sid: str, status: str, error_code: str = "", to_number: str
     if error_code:
         params["ErrorCode"] = error_code
     return params
+
+
+def use_fake_twilio(settings, fake, *, public_base: str) -> None:
+    """Point the app's SMS settings at a fake Twilio server: the real twilio client sends to it, and
+    webhooks are checked with its token, as addressed to `public_base`."""
+    settings.SMS_BACKEND = "twilio"
+    settings.TWILIO_ACCOUNT_SID = fake.account_sid
+    settings.TWILIO_AUTH_TOKEN = fake.auth_token
+    settings.TWILIO_API_BASE_URL = fake.base_url
+    settings.TWILIO_FROM_NUMBER = fake.default_from
+    settings.TWILIO_MESSAGING_SERVICE_SID = ""
+    settings.SMS_PUBLIC_BASE_URL = public_base

@@ -3,6 +3,7 @@ Every save (and removing working hours) goes through the booking services, which
 
 from django.contrib import admin
 
+from scheduling.adminparts import SingletonSettingsAdmin
 from scheduling.booking.models import AvailabilityException, BookingSettings, WorkingHours
 from scheduling.booking.services import (
     remove_working_hours,
@@ -13,13 +14,7 @@ from scheduling.booking.services import (
 
 
 @admin.register(BookingSettings)
-class BookingSettingsAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return not BookingSettings.objects.exists()
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+class BookingSettingsAdmin(SingletonSettingsAdmin):
     def save_model(self, request, obj, form, change):
         save_booking_settings(booking_settings=obj, actor=request.user)
 

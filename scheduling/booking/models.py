@@ -17,6 +17,7 @@ from scheduling.codes import (
     AttendanceOutcome,
     ConsultationMechanism,
 )
+from scheduling.singletons import SingletonSettings
 
 
 class AppointmentQuerySet(models.QuerySet):
@@ -152,7 +153,7 @@ DEFAULT_MINUTES = {
 }
 
 
-class BookingSettings(models.Model):
+class BookingSettings(SingletonSettings):
     """Slot lengths and course shape a manager changes in the database. A single row (pk=1)."""
 
     assessment_minutes = models.PositiveSmallIntegerField(
@@ -194,15 +195,6 @@ class BookingSettings(models.Model):
 
     def __str__(self):
         return "Booking settings"
-
-    def save(self, *args, **kwargs):
-        self.pk = 1
-        super().save(*args, **kwargs)
-
-    @classmethod
-    def current(cls) -> "BookingSettings":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
 
     def minutes_for(self, appointment_type: str) -> int:
         return {

@@ -42,16 +42,13 @@ from scheduling.caseload.services import (
 from scheduling.caseload.nhs_number import normalise_nhs_number
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_rearrange_appointment
 from scheduling.codes import AppointmentType, AttendanceOutcome
+from scheduling.errors import add_service_errors, service_error_message
 from scheduling.uktime import LONDON
 
 
 def _require(request, *perms):
     if not all(request.user.has_perm(f"scheduling.{p}") for p in perms):
         raise PermissionDenied
-
-
-def _errors(exc: ValidationError) -> list[str]:
-    return exc.messages
 
 
 def _form_errors(*forms_) -> str:
@@ -98,7 +95,7 @@ def _hours(hours: float) -> str:
 
 def _already_done(request, exc: AlreadyDone):
     """A double submit: nothing changed; show where the first one left things."""
-    messages.info(request, " ".join(_errors(exc)))
+    messages.info(request, service_error_message(exc))
     return redirect("caseload:referral_detail", pk=exc.appointment.referral_id)
 
 
@@ -198,8 +195,7 @@ def book(request, pk: int):
     else:
         form = forms.SlotChoiceForm(request.POST)
     if not form.is_valid():
-        errors = [e for field_errors in form.errors.values() for e in field_errors]
-        return find_slots(request, pk, error=" ".join(errors), status=400, manual_form=form if "day" in request.POST else None)
+        return find_slots(request, pk, error=_form_errors(form), status=400, manual_form=form if "day" in request.POST else None)
     data = form.cleaned_data
     if request.POST.get("course") == "1":
         query = {"practitioner": data["practitioner"].pk, "start": data["start"].isoformat(), **dict(_carried(request))}
@@ -213,10 +209,10 @@ def book(request, pk: int):
     except AlreadyDone as exc:
         return _already_done(request, exc)
     except SlotTaken as exc:
-        return find_slots(request, pk, error=" ".join(_errors(exc)), status=409)
+        return find_slots(request, pk, error=service_error_message(exc), status=409)
     except ValidationError as exc:
         return find_slots(
-            request, pk, error=" ".join(_errors(exc)), status=400, manual_form=form if "day" in request.POST else None
+            request, pk, error=service_error_message(exc), status=400, manual_form=form if "day" in request.POST else None
         )
     messages.success(
         request, f"Booked for {referral.patient.full_name}: {_what(appointment)}; {_text_note(appointment)}."
@@ -243,15 +239,15 @@ def course(request, pk: int):
                 include_reviews=include_reviews, expected_starts=expected, patient_on_phone=_on_phone(request),
             )
         except CourseConflict as exc:
-            error, status, plan = " ".join(_errors(exc)), 409, exc.plan
+            error, status, plan = service_error_message(exc), 409, exc.plan
         except SlotTaken as exc:
-            error, status = " ".join(_errors(exc)), 409
+            error, status = service_error_message(exc), 409
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         except ValidationError as exc:
             if exc.code == "nothing_to_book":  # the same course submitted twice: the first one booked it
                 messages.info(request, "Already booked: this referral's course is fully booked.")
                 return redirect("caseload:referral_detail", pk=pk)
-            error, status = " ".join(_errors(exc)), 400
+            error, status = service_error_message(exc), 400
             plan = plan_course(referral=referral, practitioner=practitioner, first_start=first_start, include_reviews=include_reviews)
         else:
             messages.success(
@@ -333,7 +329,7 @@ def rearrange(request, pk: int):
             except AlreadyDone as exc:
                 return _already_done(request, exc)
             except ValidationError as exc:
-                error, status = " ".join(_errors(exc)), 409 if isinstance(exc, SlotTaken) else 400
+                error, status = service_error_message(exc), 409 if isinstance(exc, SlotTaken) else 400
             else:
                 late = " It counts as a late cancellation." if is_late_rearrangement(moved) else ""
                 messages.success(
@@ -369,7 +365,7 @@ def cancel(request, pk: int):
         except AlreadyDone as exc:
             return _already_done(request, exc)
         except ValidationError as exc:
-            form.add_error(None, exc)
+            add_service_errors(form, exc)
         else:
             notice = cancellation_notice(appointment=cancelled, asked_at=cancelled.cancelled_at)
             patient = cancelled.referral.patient
@@ -390,7 +386,7 @@ def cancel(request, pk: int):
     )
 
 
-def _add_service_errors(form, *, existing):
+def _add_registration_errors(form, *, existing):
     """The service's checks on the fields the form could read, so one submit shows every problem (not the
     form's errors, then the service's on the next submit). A field the form already refused keeps its own error."""
     data = {name: value for name, value in form.cleaned_data.items() if value is not None}
@@ -419,7 +415,7 @@ def new_referral(request):
     duplicate = None
     # An empty POST leaves the form unbound: shown again as on GET, as before.
     if form.is_bound and not form.is_valid():
-        _add_service_errors(form, existing=existing if request.POST.get("use_existing") == "1" else None)
+        _add_registration_errors(form, existing=existing if request.POST.get("use_existing") == "1" else None)
     elif form.is_bound:
         data = form.cleaned_data
         try:
@@ -442,8 +438,7 @@ def new_referral(request):
             duplicate = exc.existing
             form.add_error("nhs_number", "A patient with this NHS number already exists.")
         except ValidationError as exc:
-            for field, errs in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, errs)
+            add_service_errors(form, exc)
         else:
             messages.success(request, f"Referral created for {referral.patient.full_name}.")
             return redirect("booking:find_slots", pk=referral.pk)

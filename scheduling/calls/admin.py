@@ -2,12 +2,13 @@
 
 from django.contrib import admin
 
+from scheduling.adminparts import ReadOnlyAdmin, SingletonSettingsAdmin
 from scheduling.calls.models import CallOutcomeEffect, ContactPolicy, OptInInvitation
 from scheduling.calls.services import save_contact_policy
 
 
 @admin.register(ContactPolicy)
-class ContactPolicyAdmin(admin.ModelAdmin):
+class ContactPolicyAdmin(SingletonSettingsAdmin):
     list_display = [
         "__str__",
         "max_attempts",
@@ -18,10 +19,8 @@ class ContactPolicyAdmin(admin.ModelAdmin):
     ]
 
     def has_add_permission(self, request):
-        return not ContactPolicy.objects.exists() and super().has_add_permission(request)
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+        # Added by hand only with the add permission (no role has it): the changelist creates the row.
+        return super().has_add_permission(request) and request.user.has_perm("scheduling.add_contactpolicy")
 
     def changelist_view(self, request, extra_context=None):
         ContactPolicy.current()  # the single row exists before anyone looks for it
@@ -31,25 +30,14 @@ class ContactPolicyAdmin(admin.ModelAdmin):
         save_contact_policy(policy=obj, actor=request.user)  # audited
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(OptInInvitation)
-class OptInInvitationAdmin(_ReadOnly):
+class OptInInvitationAdmin(ReadOnlyAdmin):
     list_display = ["referral", "due_at", "deadline", "sms_possible", "sent_at", "withdrawn_at"]
     list_filter = ["sms_possible", "deadline"]
 
 
 @admin.register(CallOutcomeEffect)
-class CallOutcomeEffectAdmin(_ReadOnly):
+class CallOutcomeEffectAdmin(ReadOnlyAdmin):
     list_display = [
         "attempt",
         "button",

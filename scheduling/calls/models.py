@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from scheduling.singletons import SingletonSettings
+
 
 class ContactAttemptQuerySet(models.QuerySet):
     def effective(self):
@@ -78,7 +80,7 @@ class ContactAttemptUndo(models.Model):
     reason = models.CharField(max_length=200, default="Logged by mistake")
 
 
-class ContactPolicy(models.Model):
+class ContactPolicy(SingletonSettings):
     """How the service tries to reach people it has not yet spoken to. A single row (pk=1) a manager
     changes in Django admin; created with the defaults the first time it is read."""
 
@@ -104,15 +106,6 @@ class ContactPolicy(models.Model):
 
     def __str__(self):
         return "Contact policy"
-
-    def save(self, *args, **kwargs):
-        self.pk = 1
-        super().save(*args, **kwargs)
-
-    @classmethod
-    def current(cls) -> "ContactPolicy":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
 
 
 class OptInInvitationQuerySet(models.QuerySet):

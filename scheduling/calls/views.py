@@ -26,6 +26,7 @@ from scheduling.calls.selectors import (
 from scheduling.calls.services import CALLBACK_HORIZON, invite_to_opt_in, record_call_outcome, undo_call_outcome
 from scheduling.caseload.models import ClinicalNote, Referral
 from scheduling.caseload.selectors import can_log_contact_on_caseload_of, can_open_caseload_of, can_view_all_caseloads
+from scheduling.errors import service_error_message
 from scheduling.params import InvalidParameter, date_param, id_param, local_datetime_param, page_param
 
 
@@ -270,7 +271,7 @@ def log_outcome(request):
             )
             message = f"Recorded: {action_label(button, on_appointment=appointment is not None)}."
         except ValidationError as exc:
-            error = " ".join(exc.messages)
+            error = service_error_message(exc)
         referral.refresh_from_db()
         if appointment is not None:
             appointment.refresh_from_db()
@@ -301,7 +302,7 @@ def undo(request):
         )
         message = f"Undone: {label}."
     except ValidationError as exc:
-        error = " ".join(exc.messages)
+        error = service_error_message(exc)
     referral = attempt.referral
     referral.refresh_from_db()
     appointment = attempt.appointment
@@ -327,5 +328,5 @@ def invite(request):
         invite_to_opt_in(referral=referral, actor=request.user)
         message = "Opt-in invitation recorded."
     except ValidationError as exc:
-        error = " ".join(exc.messages)
+        error = service_error_message(exc)
     return _answer(request, back, referral=referral, appointment=None, message=message, error=error)

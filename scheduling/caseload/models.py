@@ -14,6 +14,7 @@ from scheduling.caseload.phones import (
     validate_stored_uk_mobile,
 )
 from scheduling.codes import EndOfCare, ReferralSource
+from scheduling.singletons import SingletonSettings
 
 WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
@@ -272,7 +273,7 @@ class ClinicalNote(models.Model):
 
 
 
-class ServiceSettings(models.Model):
+class ServiceSettings(SingletonSettings):
     """Service-wide settings a manager changes in the database. A single row (pk=1)."""
 
     late_cancellation_notice_hours = models.PositiveSmallIntegerField(
@@ -295,12 +296,3 @@ class ServiceSettings(models.Model):
 
     def __str__(self):
         return "Service settings"
-
-    def save(self, *args, **kwargs):
-        self.pk = 1
-        super().save(*args, **kwargs)
-
-    @classmethod
-    def current(cls) -> "ServiceSettings":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj

@@ -12,6 +12,7 @@ from scheduling.caseload.note_forms import AmendNoteForm, NoteForm
 from scheduling.caseload.notes import amend_note, can_write_notes, write_note
 from scheduling.caseload.record import appointment_choices
 from scheduling.caseload.views import render_record
+from scheduling.errors import add_service_errors
 
 
 def _referral_for_writing(request, pk: int) -> Referral:
@@ -20,11 +21,6 @@ def _referral_for_writing(request, pk: int) -> Referral:
     if not can_write_notes(request.user, referral):
         raise PermissionDenied
     return referral
-
-
-def _add_errors(form, exc: ValidationError) -> None:
-    for name, errors in exc.message_dict.items():
-        form.add_error(name if name in form.fields else None, errors)
 
 
 @sensitive_post_parameters("text")  # note text stays out of error reports
@@ -39,7 +35,7 @@ def write(request, pk: int):
         try:
             note = write_note(referral=referral, author=request.user, text=form.cleaned_data["text"], appointment=appointment)
         except ValidationError as exc:
-            _add_errors(form, exc)
+            add_service_errors(form, exc)
         else:
             messages.success(request, "Note saved.")
             return redirect(f"{reverse('caseload:referral_detail', args=[referral.pk])}#note-{note.pk}")
@@ -56,7 +52,7 @@ def amend(request, pk: int, note_pk: int):
         try:
             version = amend_note(note=note, author=request.user, text=form.cleaned_data["text"])
         except ValidationError as exc:
-            _add_errors(form, exc)
+            add_service_errors(form, exc)
         else:
             messages.success(request, "Note amended. The earlier version is kept.")
             return redirect(f"{reverse('caseload:referral_detail', args=[referral.pk])}#note-{version.pk}")

@@ -22,6 +22,7 @@ from scheduling.caseload.patient_forms import PatientDetailsForm
 from scheduling.caseload.phones import display_phone
 from scheduling.caseload.record import user_name
 from scheduling.caseload.selectors import referrals_visible_to
+from scheduling.errors import add_service_errors
 
 
 def _initial(patient: Patient) -> dict:
@@ -69,10 +70,8 @@ def patient_details(request, pk: int):
                     preferred_times=data["preferred_times"], reason=data["reason"],
                 )
             except ValidationError as exc:
-                by_field = getattr(exc, "error_dict", None) or {None: exc.error_list}
-                for name, errors in by_field.items():
-                    form.add_error(name if name in form.fields else None, ValidationError(errors))
-                if any(e.code == CHANGED_MEANWHILE for errors in by_field.values() for e in errors):
+                add_service_errors(form, exc)
+                if any(form.has_error(name, CHANGED_MEANWHILE) for name in form.errors):
                     # The page now shows what is stored: saving again is a deliberate choice.
                     form.data = form.data.copy()
                     form.data["version"] = str(details_version(patient))

@@ -13,6 +13,7 @@ from scheduling.caseload.record import appointment_choices, referral_record
 from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appointments, can_view_referral, search_referrals
 from scheduling.caseload.services import discharge_referral
 from scheduling.codes import EndOfCare
+from scheduling.errors import add_service_errors
 from scheduling.params import id_param
 from scheduling.roles import is_admin_staff
 
@@ -90,7 +91,7 @@ def discharge(request, pk: int):
                     actor=request.user,
                 )
             except ValidationError as exc:
-                form.add_error(None, exc)
+                add_service_errors(form, exc)
             else:
                 messages.success(request, f"{referral.patient.full_name} was discharged ({referral.get_end_code_display()}).")
                 return redirect("worklist:index" if is_admin_staff(request.user) else referral_url(referral))

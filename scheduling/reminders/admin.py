@@ -4,6 +4,7 @@ are records, so they are read-only; rules, templates and quiet hours have their 
 
 from django.contrib import admin
 
+from scheduling.adminparts import ReadOnlyAdmin
 from scheduling.reminders.models import (
     DispatchHeartbeat,
     InboundMessage,
@@ -13,17 +14,6 @@ from scheduling.reminders.models import (
     ReminderRule,
     SmsSettings,
 )
-
-
-class RecordAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class MessageEventInline(admin.TabularInline):
@@ -38,7 +28,7 @@ class MessageEventInline(admin.TabularInline):
 
 
 @admin.register(OutboundMessage)
-class OutboundMessageAdmin(RecordAdmin):
+class OutboundMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "kind", "status", "due_at", "patient", "appointment", "attempts", "provider_sid", "error_code"]
     list_filter = ["status", "kind", "backend"]
     search_fields = ["provider_sid", "patient__nhs_number"]
@@ -48,7 +38,7 @@ class OutboundMessageAdmin(RecordAdmin):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(RecordAdmin):
+class InboundMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "received_at", "meaning", "handling", "patient", "appointment"]
     list_filter = ["meaning", "handling"]
     search_fields = ["provider_sid", "patient__nhs_number"]
@@ -56,22 +46,22 @@ class InboundMessageAdmin(RecordAdmin):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(RecordAdmin):
+class MessageTemplateAdmin(ReadOnlyAdmin):
     list_display = ["key", "updated_at", "updated_by"]
 
 
 @admin.register(ReminderRule)
-class ReminderRuleAdmin(RecordAdmin):
+class ReminderRuleAdmin(ReadOnlyAdmin):
     list_display = ["appointment_type", "days_before", "send_at", "active", "updated_at"]
 
 
 @admin.register(SmsSettings)
-class SmsSettingsAdmin(RecordAdmin):
+class SmsSettingsAdmin(ReadOnlyAdmin):
     list_display = ["quiet_hours_start", "quiet_hours_end", "minimum_notice_minutes", "max_send_attempts", "send_confirmations"]
 
 
 @admin.register(DispatchHeartbeat)
-class DispatchHeartbeatAdmin(RecordAdmin):
+class DispatchHeartbeatAdmin(ReadOnlyAdmin):
     """Which worker host ran the dispatcher last: here, not on the public /healthz."""
 
     list_display = ["last_run_at", "enqueued", "reconciled", "in_quiet_hours", "ran_on", "last_failed_at", "last_error"]

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from scheduling.codes import AppointmentType
+from scheduling.singletons import SingletonSettings
 
 
 # Callables, not fixed times: Django's check for a fixed date/time default (fields.W161) would
@@ -25,7 +26,7 @@ def default_quiet_hours_end() -> datetime.time:
     return datetime.time(8, 0)
 
 
-class SmsSettings(models.Model):
+class SmsSettings(SingletonSettings):
     """Service-wide SMS settings a manager changes in the database. A single row (pk=1)."""
 
     quiet_hours_start = models.TimeField(default=default_quiet_hours_start, help_text="Local time after which nothing is sent.")
@@ -48,15 +49,6 @@ class SmsSettings(models.Model):
 
     def __str__(self):
         return "SMS settings"
-
-    def save(self, *args, **kwargs):
-        self.pk = 1
-        super().save(*args, **kwargs)
-
-    @classmethod
-    def current(cls) -> "SmsSettings":
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
 
 
 class MessageTemplate(models.Model):

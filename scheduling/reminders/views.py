@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 
+from scheduling.errors import add_service_errors
 from scheduling.reminders import content, forms, selectors, services
 from scheduling.reminders.models import MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 from scheduling.reminders.sending import describe_error
@@ -25,15 +26,6 @@ def _page_query(request) -> str:
     query = request.GET.copy()
     query.pop("page", None)
     return query.urlencode()
-
-
-def _apply_service_errors(form, exc: ValidationError, default_field: str | None = None) -> None:
-    """Put a service's refusal next to the field it names (or on the form)."""
-    if hasattr(exc, "error_dict"):
-        for name, errors in exc.error_dict.items():
-            form.add_error(name if name in form.fields else default_field, [e for error in errors for e in error.messages])
-    else:
-        form.add_error(default_field, exc.messages)
 
 
 # --- Outbox ----------------------------------------------------------------------------------
@@ -125,7 +117,7 @@ def sms_settings(request):
             try:
                 services.update_sms_settings(actor=request.user, **form.cleaned_data)
             except ValidationError as exc:
-                _apply_service_errors(form, exc)
+                add_service_errors(form, exc)
             else:
                 messages.success(request, "Saved the SMS settings.")
                 return redirect("sms:settings")
@@ -164,7 +156,7 @@ def edit_template(request, key: str):
             try:
                 template = services.update_template(key=key, body=form.cleaned_data["body"], actor=request.user)
             except ValidationError as exc:
-                _apply_service_errors(form, exc, default_field="body")
+                add_service_errors(form, exc, default_field="body")
             else:
                 messages.success(request, f"Saved the wording of “{label}”. Texts planned from now on use it.")
                 kept = content.sms_length(template.body).non_gsm_characters
@@ -212,7 +204,7 @@ def edit_rule(request, pk: int | None = None):
             try:
                 saved = services.save_reminder_rule(actor=request.user, rule=rule, **form.cleaned_data)
             except ValidationError as exc:
-                _apply_service_errors(form, exc)
+                add_service_errors(form, exc)
             else:
                 messages.success(request, f"Saved the reminder: {saved}{'' if saved.active else ' (not active)'}.")
                 return redirect("sms:settings")
