@@ -1,6 +1,7 @@
 """The three staff roles, as Django groups with permissions, and helpers to ask about them."""
 
 from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import PermissionDenied
 
 PWP = "PWP"
 ADMIN_STAFF = "Admin staff"
@@ -126,3 +127,9 @@ def is_admin_staff(user) -> bool:
 
 def is_manager(user) -> bool:
     return has_role(user, MANAGER) or user.is_superuser
+
+
+def require_perms(request, *perms: str) -> None:
+    """Refuse (403) unless the signed-in user has every one of the app's permissions named."""
+    if not all(request.user.has_perm(f"scheduling.{p}") for p in perms):
+        raise PermissionDenied

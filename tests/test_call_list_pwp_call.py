@@ -21,7 +21,7 @@ from scheduling.calls.services import (
 from scheduling.caseload.models import ClinicalNote, Patient, Referral
 from scheduling.caseload.phones import display_phone
 from scheduling.reminders.models import OutboundMessage
-from scheduling.reminders.services import WRONG_NUMBER_REASON
+from scheduling.reminders.rules import WRONG_NUMBER_REASON
 from tests.factories import london, make_referral
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen")]

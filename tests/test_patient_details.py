@@ -23,7 +23,7 @@ from scheduling.worklist.services import raise_admin_task
 from scheduling.reminders import sending
 from scheduling.submissions import new_token
 from scheduling.reminders.models import OutboundMessage
-from scheduling.reminders.services import WRONG_NUMBER_REASON
+from scheduling.reminders.rules import WRONG_NUMBER_REASON
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("frozen", "confirmations_off")]

@@ -14,7 +14,7 @@ from scheduling.audit import AuditEntry
 from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.models import OutboundMessage
-from scheduling.reminders.services import WRONG_NUMBER_REASON
+from scheduling.reminders.rules import WRONG_NUMBER_REASON
 from tests.browser_helpers import assert_fits, sign_in, wait_for
 from tests.factories import london, make_referral, make_user
 

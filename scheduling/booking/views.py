@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from scheduling import params
+from scheduling.roles import require_perms
 from scheduling.booking import forms
 from scheduling.booking.models import Appointment, BookingSettings, Rearrangement
 from scheduling.booking.selectors import (
@@ -44,11 +45,6 @@ from scheduling.caseload.selectors import can_book_for_referral, can_cancel_appo
 from scheduling.codes import AppointmentType, AttendanceOutcome
 from scheduling.errors import add_service_errors, service_error_message
 from scheduling.uktime import LONDON
-
-
-def _require(request, *perms):
-    if not all(request.user.has_perm(f"scheduling.{p}") for p in perms):
-        raise PermissionDenied
 
 
 def _form_errors(*forms_) -> str:
@@ -403,7 +399,7 @@ def _add_registration_errors(form, *, existing):
 
 def new_referral(request):
     """Find the patient by NHS number or register them, then create the referral."""
-    _require(request, "add_referral", "add_patient")
+    require_perms(request, "add_referral", "add_patient")
     existing = None
     nhs = request.GET.get("nhs_number") or request.POST.get("nhs_number")
     if nhs:

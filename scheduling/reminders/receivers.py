@@ -7,7 +7,7 @@ from django.utils import timezone
 from scheduling.booking.signals import appointment_booked, appointment_cancelled
 from scheduling.calls.signals import number_marked_wrong, opt_in_invitation_due
 from scheduling.caseload.signals import FollowUp, patient_details_changed
-from scheduling.reminders import selectors, services
+from scheduling.reminders import rules, selectors, services
 
 
 @receiver(appointment_booked, dispatch_uid="reminders.plan")
@@ -37,7 +37,7 @@ def queue_opt_in_invitation(sender, referral, actor=None, **kwargs):
 @receiver(number_marked_wrong, dispatch_uid="reminders.wrong_number")
 def cancel_texts_to_a_wrong_number(sender, patient, actor=None, **kwargs):
     # As for a STOP or Twilio's 21610: the patient's pending texts are cancelled at once, with the reason.
-    services.cancel_pending_messages(patient=patient, reason=services.WRONG_NUMBER_REASON, actor=actor)
+    services.cancel_pending_messages(patient=patient, reason=rules.WRONG_NUMBER_REASON, actor=actor)
 
 
 @receiver(patient_details_changed, dispatch_uid="reminders.patient_details")

@@ -15,7 +15,7 @@ from scheduling.caseload.models import ServiceSettings
 from scheduling.codes import AppointmentType
 from scheduling.reminders import content
 from scheduling.reminders.models import InboundMessage, MessageTemplate, OutboundMessage, ReminderRule
-from scheduling.reminders.services import sms_refusal_reason, template_body
+from scheduling.reminders.rules import sms_refusal_reason, template_body
 from scheduling.uktime import lenient_local_datetime
 
 Status = OutboundMessage.Status

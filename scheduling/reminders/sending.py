@@ -33,9 +33,8 @@ from scheduling.caseload.models import Patient
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders import gateway, heartbeat
 from scheduling.reminders.models import MessageEvent, OutboundMessage, SmsSettings
-from scheduling.reminders.services import (
-    end_of_quiet_hours, in_quiet_hours, opt_out_patient, sms_refusal_reason, still_useful,
-)
+from scheduling.reminders.rules import sms_refusal_reason
+from scheduling.reminders.services import end_of_quiet_hours, in_quiet_hours, opt_out_patient, still_useful
 from scheduling.worklist.models import AdminTask
 from scheduling.worklist.services import raise_admin_task
 

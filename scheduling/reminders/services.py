@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from scheduling.audit import save_and_log
 from scheduling.booking.models import Appointment
-from scheduling.calls.selectors import number_marked_wrong, numbers_were_marked_wrong
+from scheduling.calls.selectors import numbers_were_marked_wrong
 from scheduling.caseload.services import record_sms_opt_in, record_sms_opt_out
 from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome
 from scheduling.reminders import content
+from scheduling.reminders.rules import sms_refusal_reason, template_body
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 from scheduling.uktime import LONDON, lenient_local_datetime, local_date
 
@@ -43,11 +44,6 @@ def ensure_sms_defaults(**kwargs) -> None:
                     defaults={"send_at": send_at, "template": template},
                 )
     SmsSettings.current()
-
-
-def template_body(key: str) -> str:
-    template = MessageTemplate.objects.filter(key=key).first()
-    return template.body if template else content.DEFAULT_TEMPLATES[key]
 
 
 # --- Quiet hours -----------------------------------------------------------------------------
@@ -78,24 +74,6 @@ def still_useful(*, appointment_start: datetime.datetime, at: datetime.datetime,
 
 
 # --- Planning --------------------------------------------------------------------------------
-
-WRONG_NUMBER_REASON = "the number was marked wrong on a call: waiting for a new number"
-
-def sms_refusal_reason(patient, *, wrong_number: bool | None = None) -> str:
-    """Why this patient cannot be sent an SMS, or "" if they can. `wrong_number`: whether a call found
-    the number wrong, when the caller looked it up already (the send task does, for a whole batch)."""
-    if patient.sms_opted_out:
-        return "patient replied STOP (opted out)"
-    if not patient.sms_consent:
-        return "no SMS consent recorded"
-    if not patient.mobile_phone:
-        return "no mobile number"
-    if not patient.mobile_is_mobile:
-        return "the number on record is not a mobile"
-    if number_marked_wrong(patient) if wrong_number is None else wrong_number:
-        return WRONG_NUMBER_REASON
-    return ""
-
 
 def _record(message: OutboundMessage, *, source: str, old: str = "", new: str = "", actor=None, detail: str = "", at=None):
     MessageEvent.objects.create(

@@ -4,22 +4,18 @@ templates and quiet hours. Thin: parse the form, call a selector or service, sho
 import json
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 
+from scheduling.roles import require_perms
 from scheduling.errors import add_service_errors
-from scheduling.reminders import content, forms, selectors, services
+from scheduling.reminders import content, forms, rules, selectors, services
 from scheduling.reminders.models import MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 from scheduling.reminders.sending import describe_error
 
 PAGE_SIZE = 50
-
-
-def _require(request, *perms):
-    if not all(request.user.has_perm(f"scheduling.{p}") for p in perms):
-        raise PermissionDenied
 
 
 def _page_query(request) -> str:
@@ -37,7 +33,7 @@ def _error_text(message: OutboundMessage) -> str:
 
 
 def outbox(request):
-    _require(request, "view_outboundmessage")
+    require_perms(request, "view_outboundmessage")
     form = forms.OutboxFilterForm(request.GET or None)
     context = {"form": form, "page_query": _page_query(request), "attention": selectors.NEEDS_ATTENTION}
     if request.GET and not form.is_valid():
@@ -74,7 +70,7 @@ def outbox(request):
 
 
 def message_detail(request, pk: int):
-    _require(request, "view_outboundmessage")
+    require_perms(request, "view_outboundmessage")
     try:
         message = selectors.message_with_events(pk)
     except OutboundMessage.DoesNotExist:
@@ -98,7 +94,7 @@ def message_detail(request, pk: int):
 # --- Replies ---------------------------------------------------------------------------------
 
 def replies(request):
-    _require(request, "view_inboundmessage")
+    require_perms(request, "view_inboundmessage")
     page = Paginator(selectors.inbound_messages(), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "reminders/replies.html", {
         "page": page,
@@ -109,7 +105,7 @@ def replies(request):
 # --- Manager's settings ----------------------------------------------------------------------
 
 def sms_settings(request):
-    _require(request, "change_smssettings")
+    require_perms(request, "change_smssettings")
     current = SmsSettings.current()
     if request.method == "POST":
         form = forms.SmsSettingsForm(request.POST)
@@ -144,7 +140,7 @@ def sms_settings(request):
 
 
 def edit_template(request, key: str):
-    _require(request, "change_messagetemplate")
+    require_perms(request, "change_messagetemplate")
     if key not in MessageTemplate.Key.values:
         raise Http404("No such message template")
     label = MessageTemplate.Key(key).label
@@ -170,7 +166,7 @@ def edit_template(request, key: str):
             status = 400
         body = form.data.get("body", "")
     else:
-        body = services.template_body(key)
+        body = rules.template_body(key)
         form = forms.TemplateForm(initial={"body": body})
     preview = selectors.preview_template(body)
     if previewing and form.is_valid():
@@ -194,9 +190,9 @@ def edit_template(request, key: str):
 def edit_rule(request, pk: int | None = None):
     rule = None
     if pk is None:
-        _require(request, "add_reminderrule")
+        require_perms(request, "add_reminderrule")
     else:
-        _require(request, "change_reminderrule")
+        require_perms(request, "change_reminderrule")
         rule = get_object_or_404(ReminderRule, pk=pk)
     if request.method == "POST":
         form = forms.ReminderRuleForm(request.POST)

@@ -3,13 +3,15 @@
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from scheduling import params
+from scheduling.roles import require_perms
+from scheduling.errors import service_error_message
 from scheduling.worklist import forms
 from scheduling.worklist.models import WORKLIST_KEY_MAX_LENGTH, AdminTask
 from scheduling.worklist.selectors import (
@@ -19,15 +21,6 @@ from scheduling.worklist.selectors import (
     worklist_page,
 )
 from scheduling.worklist.services import release_worklist_item, resolve_admin_task, take_worklist_item
-
-
-def _require(request, *perms):
-    if not all(request.user.has_perm(f"scheduling.{p}") for p in perms):
-        raise PermissionDenied
-
-
-def _errors(exc: ValidationError) -> list[str]:
-    return exc.messages
 
 
 def _worklist_filters(data) -> dict:
@@ -53,7 +46,7 @@ def _back_to_worklist(filters: dict, key: str):
 
 
 def worklist(request):
-    _require(request, "book_appointments", "view_admintask")
+    require_perms(request, "book_appointments", "view_admintask")
     filters = _worklist_filters(request.GET)
     page = worklist_page(kind=filters["kind"], query=filters["q"])
     search = {"q": filters["q"]} if filters["q"] else {}
@@ -70,13 +63,13 @@ def worklist(request):
 
 @require_POST
 def worklist_take(request):
-    _require(request, "book_appointments", "view_admintask")
+    require_perms(request, "book_appointments", "view_admintask")
     key, filters = _item_key(request.POST), _worklist_filters(request.POST)
     take_over = params.id_param(request.POST, "take_over", label="take over")
     try:
         claim = take_worklist_item(key=key, actor=request.user, take_over=take_over)
     except ValidationError as exc:
-        messages.error(request, " ".join(_errors(exc)))
+        messages.error(request, service_error_message(exc))
     else:
         messages.success(request, f"Taken: colleagues now see this item as taken by you at {timezone.localtime(claim.taken_at):%H:%M}.")
     return _back_to_worklist(filters, key)
@@ -84,26 +77,26 @@ def worklist_take(request):
 
 @require_POST
 def worklist_release(request):
-    _require(request, "book_appointments", "view_admintask")
+    require_perms(request, "book_appointments", "view_admintask")
     key, filters = _item_key(request.POST), _worklist_filters(request.POST)
     try:
         claim = release_worklist_item(key=key, actor=request.user)
     except ValidationError as exc:
-        messages.error(request, " ".join(_errors(exc)))
+        messages.error(request, service_error_message(exc))
     else:
         messages.success(request, "Released: anyone may take this item now." if claim else "Nobody had taken this item.")
     return _back_to_worklist(filters, key)
 
 
 def task_resolve(request, pk: int):
-    _require(request, "change_admintask")
+    require_perms(request, "change_admintask")
     task = get_object_or_404(AdminTask.objects.select_related("patient", "referral", "appointment"), pk=pk)
     form = forms.ResolveTaskForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             resolve_admin_task(task=task, actor=request.user, resolution=form.cleaned_data["resolution"])
         except ValidationError as exc:
-            messages.error(request, " ".join(_errors(exc)))
+            messages.error(request, service_error_message(exc))
         else:
             messages.success(request, "Done: removed from the worklist.")
         return redirect("worklist:index")

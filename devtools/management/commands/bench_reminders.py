@@ -68,7 +68,7 @@ from scheduling.demo import nhs_test_numbers
 from scheduling.reminders import content
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, SmsSettings
 from scheduling.reminders.sending import dispatch_due_messages
-from scheduling.reminders.services import template_body
+from scheduling.reminders.rules import template_body
 from scheduling.uktime import lenient_local_datetime
 
 Status = OutboundMessage.Status
