@@ -1,6 +1,7 @@
 """Helpers for the browser tests (real headless Chromium through Selenium): waiting, signing in, and
 checking that a page fits the screen."""
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -8,7 +9,9 @@ WAIT_SECONDS = 15
 
 
 def wait_for(driver, condition):
-    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
+    # A submit reloads the page, htmx swaps a row: an element read meanwhile is gone or stale; look again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=ignored).until(condition)
 
 
 def sign_in(driver, live_server, username):

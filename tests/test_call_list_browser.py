@@ -10,7 +10,7 @@ from django.utils import timezone
 from scheduling.calls.models import ContactAttempt
 from scheduling.reminders.models import OutboundMessage
 from scheduling.demo import DEMO_PASSWORD, DemoBuilder
-from tests.browser_helpers import WAIT_SECONDS, no_horizontal_overflow, wait_for, wider_than_the_screen
+from tests.browser_helpers import no_horizontal_overflow, wait_for, wider_than_the_screen
 from tests.factories import make_referral
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -124,12 +124,6 @@ def test_a_pwps_call_from_call_back_to_wrong_number_to_decline_reaches_the_admin
     assert not [text for text in items if "book the assessment" in text], items
 
 
-def wait_past_swaps(driver, condition):
-    """As wait_for, also trying again when the element read was swapped out meanwhile (a page or row load)."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def on_page(number):
@@ -151,7 +145,7 @@ def test_a_pwp_follows_next_25_and_logs_a_call_on_the_second_page(browser, live_
     first_page = {e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "#reach-heading ~ ol > li")}
     assert len(first_page) == 25
     browser.find_element(By.CSS_SELECTOR, "a.pager-next").click()
-    wait_past_swaps(browser, on_page(2))
+    wait_for(browser, on_page(2))
     assert "page=2" in browser.current_url
     assert f"date={timezone.localdate():%Y-%m-%d}" in browser.current_url
     rows = browser.find_elements(By.CSS_SELECTOR, "#reach-heading ~ ol > li")
@@ -161,11 +155,11 @@ def test_a_pwp_follows_next_25_and_logs_a_call_on_the_second_page(browser, live_
         assert no_horizontal_overflow(browser), wider_than_the_screen(browser)
     row_id = rows[0].get_attribute("id")
     rows[0].find_element(By.CSS_SELECTOR, "button[value=no_answer]").click()
-    wait_past_swaps(browser, lambda d: "Recorded: No answer." in d.find_element(By.ID, row_id).text)
+    wait_for(browser, lambda d: "Recorded: No answer." in d.find_element(By.ID, row_id).text)
     assert "page=2" in browser.current_url
     assert ContactAttempt.objects.filter(referral_id=int(row_id.split("-")[1]), outcome="no_answer").count() == 1
     browser.find_element(By.CSS_SELECTOR, "a.pager-previous").click()
-    wait_past_swaps(browser, on_page(1))
+    wait_for(browser, on_page(1))
     assert "page=" not in browser.current_url
 
 
@@ -181,9 +175,9 @@ def test_without_javascript_a_call_logged_on_the_second_page_comes_back_to_it(
     sign_in(driver, live_server, alex.username)
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "a.pager-next"))
     driver.find_element(By.CSS_SELECTOR, "a.pager-next").click()
-    wait_past_swaps(driver, on_page(2))
+    wait_for(driver, on_page(2))
     row_id = driver.find_elements(By.CSS_SELECTOR, "#reach-heading ~ ol > li")[0].get_attribute("id")
     driver.find_element(By.ID, row_id).find_element(By.CSS_SELECTOR, "button[value=no_answer]").click()
-    wait_past_swaps(driver, lambda d: "Recorded: No answer." in d.find_element(By.CSS_SELECTOR, ".messages").text)
+    wait_for(driver, lambda d: "Recorded: No answer." in d.find_element(By.CSS_SELECTOR, ".messages").text)
     assert "page=2" in driver.current_url and driver.current_url.endswith(f"#{row_id}")
     assert "Recorded: No answer." in driver.find_element(By.ID, row_id).text

@@ -8,7 +8,7 @@ from scheduling import roles
 from scheduling.booking.services import book_appointment, rearrange_appointment
 from scheduling.calls.services import CallButton, record_call_outcome
 from scheduling.caseload.models import ClinicalNote
-from tests.browser_helpers import WAIT_SECONDS, no_horizontal_overflow, wider_than_the_screen
+from tests.browser_helpers import no_horizontal_overflow, wait_for, wider_than_the_screen
 from tests.factories import london, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -16,12 +16,6 @@ FIRST = "Pain 7/10 most days; agreed a pacing diary. " + "Walking-for-ten-minute
 SECOND = "Pain 6/10 most days; agreed a pacing diary and a sleep routine."
 
 
-def wait_for(driver, condition):
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # After a submit the old page's elements go stale while the new page loads: look again, do not fail.
-    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def test_a_pwp_writes_and_amends_a_note_on_a_phone_and_reads_both_versions(browser, live_server, admin_user):

@@ -11,19 +11,12 @@ from scheduling import roles
 from scheduling.worklist.models import WorklistClaim
 from scheduling.worklist.models import AdminTask
 from scheduling.worklist.services import raise_admin_task
+from tests.browser_helpers import wait_for
 from tests.factories import make_patient, make_referral, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-WAIT_SECONDS = 15
 
 
-def wait_for(driver, condition):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # A form post reloads the page: an element read mid-reload is gone or stale; look again.
-    ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=ignored).until(condition)
 
 
 def sign_in(driver, live_server, username):
