@@ -63,3 +63,8 @@ def short_local(moment: dt.datetime) -> str:
     """Day, date, month and time in UK time, as a list row says it: "Tue 3 Mar 14:05"."""
     local = moment.astimezone(LONDON)
     return f"{local:%a} {local.day} {local:%b} {local:%H:%M}"
+
+
+def time_on_day(moment: dt.datetime) -> str:
+    """Time, then day and date in UK time, as a refusal says it: "14:05 on Tue 03 Mar 2026"."""
+    return f"{moment.astimezone(LONDON):%H:%M on %a %d %b %Y}"

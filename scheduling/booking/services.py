@@ -30,7 +30,7 @@ from scheduling.codes import (
     AttendanceOutcome,
     ConsultationMechanism,
 )
-from scheduling.uktime import local_date
+from scheduling.uktime import local_date, time_on_day
 
 Status = Referral.Status
 # Outcomes a clinician records at or after the appointment time (cancellations go through cancel_appointment).
@@ -69,10 +69,6 @@ class AlreadyRearranged(AlreadyDone):
     pass
 
 
-def _when(moment) -> str:
-    return f"{timezone.localtime(moment):%H:%M on %a %d %b %Y}"
-
-
 def _open_assessment(referral, *, exclude_pk=None):
     """The referral's assessment still to happen (no outcome yet), if any: there may be only one."""
     pending = Appointment.objects.filter(
@@ -85,7 +81,7 @@ def _open_assessment(referral, *, exclude_pk=None):
 
 def _assessment_already_booked(existing: Appointment) -> SlotTaken:
     return SlotTaken(
-        f"This referral already has an assessment booked for {_when(existing.start)}; rearrange it instead.",
+        f"This referral already has an assessment booked for {time_on_day(existing.start)}; rearrange it instead.",
         code="assessment_already_booked",
     )
 
@@ -118,7 +114,7 @@ def _insert_appointment(**values) -> Appointment:
 
 def _someone_just_booked(values) -> SlotTaken:
     return SlotTaken(
-        f"Someone else has just booked {_when(values['start'])} for "
+        f"Someone else has just booked {time_on_day(values['start'])} for "
         f"{values['practitioner'].get_full_name() or values['practitioner']}. Choose another time.",
         code="slot_taken",
     )
@@ -181,7 +177,7 @@ def _check_diary(*, practitioner, start, duration_minutes: int, override_reason:
     if why and not (override_reason or "").strip():
         name = practitioner.get_full_name() or practitioner
         raise ValidationError(
-            f"{name} is not available at {_when(start)}: {why}. To book it anyway, tick the override and say why.",
+            f"{name} is not available at {time_on_day(start)}: {why}. To book it anyway, tick the override and say why.",
             code="unavailable",
         )
     return why
@@ -552,7 +548,7 @@ def _refuse_same_slot(*, appointment: Appointment, new_start, practitioner):
     same_practitioner = practitioner is None or practitioner.pk == appointment.practitioner_id
     if same_practitioner and new_start is not None and new_start == appointment.start and not appointment.is_cancelled:
         raise ValidationError(
-            f"That is the time it already has ({_when(appointment.start)} with "
+            f"That is the time it already has ({time_on_day(appointment.start)} with "
             f"{appointment.practitioner.get_full_name() or appointment.practitioner}); choose a different time.",
             code="same_slot",
         )

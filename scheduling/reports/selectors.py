@@ -684,8 +684,9 @@ class FigureRows:
 
 def figure_rows(params: ReportParams, *, figure: str, bucket: str = "", within: int | None = None) -> FigureRows:
     """The rows behind `figure`, with the same conditions the report computed it from."""
-    if figure in appointment_conditions(params):
-        rows = appointments_in_period(params).filter(appointment_conditions(params)[figure])
+    conditions = appointment_conditions(params)
+    if figure in conditions:
+        rows = appointments_in_period(params).filter(conditions[figure])
         rows = rows.select_related("referral__patient", "practitioner", "rearranged_to").order_by("start", "pk")
         return FigureRows("appointments", rows, "Minutes", rows.aggregate(m=Sum("duration_minutes"))["m"] or 0)
     if figure == "failed_calls":

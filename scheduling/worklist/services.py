@@ -4,12 +4,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from scheduling.uktime import time_on_day
 from scheduling.worklist import selectors
 from scheduling.worklist.models import AdminTask, WorklistClaim
-
-
-def _when(moment) -> str:
-    return f"{timezone.localtime(moment):%H:%M on %a %d %b %Y}"
 
 
 def raise_admin_task(
@@ -49,7 +46,7 @@ class ItemTaken(ValidationError):
     def __init__(self, claim: WorklistClaim, *, action: str):
         self.claim = claim
         super().__init__(
-            f"{claim.holder_name} took this item at {_when(claim.taken_at)}, so {action}. If you have agreed "
+            f"{claim.holder_name} took this item at {time_on_day(claim.taken_at)}, so {action}. If you have agreed "
             f"it with them, use “Take over from {claim.holder_name}”.",
             code="item_taken",
         )
