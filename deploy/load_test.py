@@ -54,11 +54,11 @@ print(n)
 COUNT = "from scheduling.calls.models import ContactAttempt; print(ContactAttempt.objects.count())"
 
 
-def run_locust(stack, *, users: int, seconds: int, name: str) -> tuple[dict, dict]:
+def run_locust(stack, *, users: int, seconds: int, name: str, first_user: int = 1) -> tuple[dict, dict]:
     """One headless locust run; returns (its stats rows by endpoint, its recorded/refused counts)."""
     results = stack.logs / name
     locust = str(Path(stack_smoke.PYTHON).parent / "locust")
-    env = dict(stack.env, LOAD_RESULT_FILE=str(results.with_suffix(".json")))
+    env = dict(stack.env, LOAD_RESULT_FILE=str(results.with_suffix(".json")), LOAD_FIRST_USER=str(first_user))
     # Requests in flight when the time is up may finish (90 s, for a saturated machine): one cut off would
     # be stored without its answer being counted, and the check below would call it extra.
     subprocess.run(
@@ -102,11 +102,14 @@ def main() -> int:
     try:
         stack.manage("migrate", "--noinput", "-v", "0")
         stack.manage("collectstatic", "--noinput", "-v", "0")
-        stack.manage("shell", stdin=f"USERS = {args.users}\n" + SETUP)
+        # One PWP more than the load run has users: the baseline's own.
+        stack.manage("shell", stdin=f"USERS = {args.users + 1}\n" + SETUP)
         stack.start_web_and_workers(workers=args.workers)
         print(f"gunicorn: {args.workers} workers x {args.threads} threads on {os.cpu_count()} cores")
         before = int(stack.manage("shell", "-c", COUNT).strip().splitlines()[-1])
-        base_rows, base_counts = run_locust(stack, users=1, seconds=args.baseline_seconds, name="load-baseline")
+        base_rows, base_counts = run_locust(
+            stack, users=1, seconds=args.baseline_seconds, name="load-baseline", first_user=args.users + 1
+        )
         rows, counts = run_locust(stack, users=args.users, seconds=int(args.minutes * 60), name="load")
         after = int(stack.manage("shell", "-c", COUNT).strip().splitlines()[-1])
         print_table(f"baseline: 1 user for {args.baseline_seconds} s", base_rows)
