@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import statistics
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -663,6 +664,7 @@ def _build_report(params: ReportParams, *, include_lists: bool) -> dict:
         "pre_assessment": _pre_assessment(pre),
         "waits": waits,
         "cost_pounds": round(cost_pence / 100, 2),
+        "recovered": recovered_figures(params),
     }
     if include_lists:
         report["weekly_lost_minutes"] = weekly_lost(params, activity)
@@ -709,3 +711,98 @@ def figure_rows(params: ReportParams, *, figure: str, bucket: str = "", within: 
     if within is not None:
         rows, narrowed_by = rows.filter(wait_days__lte=within), f", within {within} days of referral"
     return FigureRows("waits", rows.select_related("referral__patient", "practitioner"), narrowed_by=narrowed_by)
+
+
+# ---- recovered capacity -------------------------------------------------------------------------------------
+# Recovered capacity: how much of the time released with notice was booked again, by whom, and how soon.
+#
+# A released slot is an appointment in the period cancelled or moved with at least the notice threshold
+# (booking.rules: not short notice). It is re-filled by a later booking of the same practitioner that
+# overlaps it, was booked at or after the release, and still stands (not itself cancelled); the original's
+# own replacement does not count (the same patient moving within the hour wins nothing back). Re-filled
+# minutes are the overlap, at most the slot's length. Definitions: docs/capacity-report.md.
+
+REFILLED_BY = ("offer", "self_service", "staff")
+
+
+def released_in_period(params: ReportParams):
+    """Appointments in the period cancelled or moved with notice: the slots given back."""
+    return appointments_in_period(params).filter(outcome__in=_CANCELLED).exclude(
+        short_notice_q(service_settings=params.service_settings)
+    )
+
+
+@dataclass
+class _Slot:
+    pk: int
+    start: object
+    end: object
+    released_at: object
+    minutes: int
+    own_replacement: int | None
+    filled: float = 0.0
+    first_refill_at: object = None
+
+
+def recovered_figures(params, *, refilled_by: dict[int, str] | None = None) -> dict:
+    """`refilled_by`: appointment id -> "offer" or "self_service" for bookings made that way (the rest are
+    staff's). Returns minutes released and re-filled (by each), the median hours from release to re-fill,
+    and the days brought forward for patients moved to an earlier time into a released slot."""
+    refilled_by = refilled_by or {}
+    released = released_in_period(params)
+    slots_by_practitioner = defaultdict(list)
+    for pk, practitioner_id, start, end, released_at, minutes, replacement in released.values_list(
+        "pk", "practitioner_id", "start", "end", "cancelled_at", "duration_minutes", "rearranged_to__replacement_id"
+    ):
+        slots_by_practitioner[practitioner_id].append(_Slot(pk, start, end, released_at, minutes, replacement))
+    fillers = (
+        Appointment.objects.exclude(outcome__in=_CANCELLED)
+        .filter(
+            Exists(
+                released.filter(
+                    practitioner=OuterRef("practitioner"),
+                    start__lt=OuterRef("end"),
+                    end__gt=OuterRef("start"),
+                    cancelled_at__lte=OuterRef("booked_at"),
+                )
+            )
+        )
+        .values_list("pk", "practitioner_id", "start", "end", "booked_at", "rearranged_from__original__start")
+    )
+    by_kind = dict.fromkeys(REFILLED_BY, 0.0)
+    brought_forward = []
+    for pk, practitioner_id, start, end, booked_at, moved_from_start in fillers:
+        kind = refilled_by.get(pk, "staff")
+        counted = False
+        for slot in slots_by_practitioner[practitioner_id]:
+            if pk == slot.own_replacement or not (start < slot.end and end > slot.start) or booked_at < slot.released_at:
+                continue
+            overlap = (min(end, slot.end) - max(start, slot.start)).total_seconds() / 60
+            taken = min(overlap, slot.minutes - slot.filled)
+            if taken <= 0:
+                continue
+            slot.filled += taken
+            by_kind[kind] += taken
+            if slot.first_refill_at is None or booked_at < slot.first_refill_at:
+                slot.first_refill_at = booked_at
+            counted = True
+        if counted and moved_from_start is not None and moved_from_start > start:
+            # Calendar days between the UK dates (a clock change in between is not an hour's less wait).
+            brought_forward.append((moved_from_start.astimezone(LONDON).date() - start.astimezone(LONDON).date()).days)
+    slots = [slot for group in slots_by_practitioner.values() for slot in group]
+    released_minutes = sum(slot.minutes for slot in slots)
+    refilled_minutes = round(sum(by_kind.values()))
+    hours_to_refill = [
+        (slot.first_refill_at - slot.released_at).total_seconds() / 3600 for slot in slots if slot.first_refill_at
+    ]
+    return {
+        "released_slots": len(slots),
+        "released_minutes": released_minutes,
+        "refilled_minutes": refilled_minutes,
+        "refilled_pct": round(100 * refilled_minutes / released_minutes, 1) if released_minutes else None,
+        "refilled_minutes_by": {kind: round(minutes) for kind, minutes in by_kind.items()},
+        "slots_refilled": len(hours_to_refill),
+        "median_hours_to_refill": round(statistics.median(hours_to_refill), 1) if hours_to_refill else None,
+        "patients_brought_forward": len(brought_forward),
+        "days_brought_forward": sum(brought_forward),
+    }

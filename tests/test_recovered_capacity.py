@@ -1,0 +1,78 @@
+"""Recovered capacity: released slots (cancelled or moved with notice) booked again, worked out by hand."""
+
+import datetime
+
+import pytest
+import time_machine
+
+from scheduling import roles
+from scheduling.booking.services import book_appointment, cancel_appointment, rearrange_appointment
+from scheduling.reports.selectors import ReportParams, recovered_figures
+from tests.factories import london, make_referral, make_user
+
+PERIOD = ReportParams(date_from=datetime.date(2026, 3, 23), date_to=datetime.date(2026, 3, 29))
+
+
+@pytest.fixture
+def service(db):
+    """In the week of 23 March (clocks go forward on the 29th):
+    - A (60 min, Mon 10:00) cancelled by the patient 3 days ahead: released 60; re-filled in full by D,
+      booked 26 h after the release (staff).
+    - B (60 min, Tue 14:00) moved by the patient 4 days ahead to the next week: released 60; its own
+      replacement is elsewhere; E, moved forward from Fri 3 Apr 14:00 into Tue 14:30-15:00, re-fills 30 of it
+      (10 days brought forward), booked 2 h after the release.
+    - C (60 min, Wed 09:00) cancelled 2 h before: short notice, not released.
+    - F (60 min, Thu 11:00) cancelled by the service 5 days ahead: released 60, never re-filled.
+    Released 180 minutes in 3 slots; re-filled 90 (50%); median hours to re-fill of 26 and 2: 14."""
+    admin = make_user("admin.one", roles.ADMIN_STAFF)
+    pwp = make_user("pwp.one", roles.PWP)
+    people = {name: make_referral(pwp, received_on=datetime.date(2026, 2, 1), actor=admin) for name in "ABCDEF"}
+
+    def book(name, start, minutes, kind="assessment"):
+        return book_appointment(referral=people[name], practitioner=pwp, appointment_type=kind, start=start,
+                                duration_minutes=minutes, actor=admin)
+
+    with time_machine.travel(london(2026, 3, 9, 9), tick=False):
+        a = book("A", london(2026, 3, 23, 10), 60)
+        b = book("B", london(2026, 3, 24, 14), 60)
+        c = book("C", london(2026, 3, 25, 9), 60)
+        e = book("E", london(2026, 4, 3, 14), 30)
+        f = book("F", london(2026, 3, 26, 11), 60)
+    with time_machine.travel(london(2026, 3, 20, 10), tick=False):
+        cancel_appointment(appointment=a, cancelled_by="patient", reason="", asked_at=london(2026, 3, 20, 10), actor=admin)
+        rearrange_appointment(appointment=b, new_start=london(2026, 3, 31, 14), asked_by="patient",
+                              asked_at=london(2026, 3, 20, 10), actor=admin)
+    with time_machine.travel(london(2026, 3, 20, 12), tick=False):
+        moved = rearrange_appointment(appointment=e, new_start=london(2026, 3, 24, 14, 30), asked_by="patient",
+                                      asked_at=london(2026, 3, 20, 12), actor=admin).replacement
+    with time_machine.travel(london(2026, 3, 21, 12), tick=False):
+        cancel_appointment(appointment=f, cancelled_by="service", reason="", asked_at=london(2026, 3, 21, 12), actor=admin)
+        d = book("D", london(2026, 3, 23, 10), 60)
+    with time_machine.travel(london(2026, 3, 25, 7), tick=False):
+        cancel_appointment(appointment=c, cancelled_by="patient", reason="", asked_at=london(2026, 3, 25, 7), actor=admin)
+    return {"d": d, "moved": moved}
+
+
+def test_it_counts_released_and_refilled_minutes_as_worked_out_by_hand(service):
+    figures = recovered_figures(PERIOD)
+    assert figures["released_slots"] == 3
+    assert figures["released_minutes"] == 180
+    assert figures["refilled_minutes"] == 90
+    assert figures["refilled_pct"] == 50.0
+    assert figures["refilled_minutes_by"] == {"offer": 0, "self_service": 0, "staff": 90}
+    assert figures["slots_refilled"] == 2
+    assert figures["median_hours_to_refill"] == 14.0
+    assert figures["patients_brought_forward"] == 1
+    assert figures["days_brought_forward"] == 10
+
+
+def test_it_credits_a_refill_to_the_way_it_was_booked(service):
+    figures = recovered_figures(PERIOD, refilled_by={service["d"].pk: "offer", service["moved"].pk: "self_service"})
+    assert figures["refilled_minutes_by"] == {"offer": 60, "self_service": 30, "staff": 0}
+
+
+def test_a_period_with_nothing_released_has_no_percentage(service):
+    figures = recovered_figures(ReportParams(date_from=datetime.date(2026, 5, 4), date_to=datetime.date(2026, 5, 10)))
+    assert figures["released_minutes"] == 0
+    assert figures["refilled_pct"] is None
+    assert figures["median_hours_to_refill"] is None
