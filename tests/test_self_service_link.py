@@ -320,3 +320,10 @@ def test_self_service_actions_show_on_the_record_and_the_call_list(client, issue
 
     rows = booked_calls(practitioner=pwp, day=dt.date(2026, 6, 10))
     assert rows[0].self_service == "Confirmed on the self-service page"
+
+
+def test_logs_never_hold_a_link_token():
+    from scheduling.logs import redact
+
+    line = 'method=GET path="/s/Dnxg6eT1wvoe5kuI_B-bdb9Hfu9w/cancel" status=200 msg="Not Found: /s/abc"'
+    assert redact(line) == 'method=GET path="/s/[redacted]/cancel" status=200 msg="Not Found: /s/[redacted]"'
