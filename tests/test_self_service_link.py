@@ -126,7 +126,7 @@ def test_it_shows_only_the_first_name_before_the_date_of_birth(client, issued):
     assert "Hello Sam" in page
     for secret in ("Rivers", "10 June", "2pm", "14:00", "Wednesday", issued.link.appointment.practitioner.first_name or "Pat"):
         assert secret not in page
-    assert response["Cache-Control"] == "no-store" and response["Referrer-Policy"] == "no-referrer"
+    assert response["Cache-Control"] == "no-store" and response["Referrer-Policy"] == "same-origin"
 
 
 def test_it_does_not_let_an_action_through_before_the_date_of_birth(client, issued):

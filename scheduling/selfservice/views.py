@@ -2,7 +2,7 @@
 request, resolve the link, check the session knows the date of birth, call a selector or service.
 
 Before the date of birth is right the page shows the patient's first name and nothing else; a refused link
-shows no detail at all. Every response says not to cache it or pass the address on (the token is in it)."""
+shows no detail at all. Every response says not to cache or index it (the token is in the address)."""
 
 import datetime as dt
 from functools import wraps
@@ -35,7 +35,8 @@ REFUSED_PAGES = {
 
 def _private(response):
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    # Referrer-Policy stays the site's "same-origin": the address (with the token) never leaves the site, and
+    # "no-referrer" would make browsers send "Origin: null" with the forms, which the CSRF check refuses.
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
 
