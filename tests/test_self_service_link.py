@@ -327,3 +327,41 @@ def test_logs_never_hold_a_link_token():
 
     line = 'method=GET path="/s/Dnxg6eT1wvoe5kuI_B-bdb9Hfu9w/cancel" status=200 msg="Not Found: /s/abc"'
     assert redact(line) == 'method=GET path="/s/[redacted]/cancel" status=200 msg="Not Found: /s/[redacted]"'
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_wrong_dates_of_birth_sent_at_once_from_several_devices_lock_once_and_raise_one_task(pwp, admin_user):
+    import threading
+
+    from django.test import Client
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Real concurrent connections are tested on PostgreSQL")
+    give_pattern(pwp, weekdays=(0, 1, 2, 3, 4))
+    start = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=5)).replace(microsecond=0)
+    appointment = book(make_referral(pwp), pwp, start, actor=admin_user)
+    token = patient_links.issue_appointment_link(appointment=appointment).token
+    devices = 5
+    ready = threading.Barrier(devices, timeout=30)
+    statuses = [None] * devices
+
+    def wrong(i):
+        try:
+            client = Client()
+            ready.wait()
+            statuses[i] = client.post(url(token), {"day": "1", "month": "1", "year": str(1950 + i)}).status_code
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=wrong, args=(i,)) for i in range(devices)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    link = PatientLink.objects.get()
+    assert link.is_locked and link.wrong_tries == 3
+    assert AdminTask.objects.count() == 1
+    assert sorted(statuses) == [400, 400, 403, 403, 403]
+    # Every request was counted, whoever created the window's counter row.
+    assert RateCounter.objects.get(key__startswith="link:").hits == devices
