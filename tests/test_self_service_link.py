@@ -365,3 +365,9 @@ def test_wrong_dates_of_birth_sent_at_once_from_several_devices_lock_once_and_ra
     assert sorted(statuses) == [400, 400, 403, 403, 403]
     # Every request was counted, whoever created the window's counter row.
     assert RateCounter.objects.get(key__startswith="link:").hits == devices
+
+
+def test_an_offer_link_gets_no_page_until_offers_are_built(client, issued):
+    PatientLink.objects.filter(pk=issued.link.pk).update(purpose=PatientLink.Purpose.OFFER)
+    response = client.get(url(issued.token))
+    assert response.status_code == 404 and "Sam" not in response.content.decode()

@@ -20,6 +20,7 @@ from scheduling import patient_links
 from scheduling.booking.services import AlreadyDone
 from scheduling.caseload.models import ServiceSettings
 from scheduling.errors import service_error_message
+from scheduling.patient_links import PatientLink
 from scheduling.selfservice import forms, selectors, services
 
 # How long a right date of birth opens the page in this browser (also bounded by the session's idle time).
@@ -64,6 +65,9 @@ def self_service(view):
         except patient_links.LinkRefused as refused:
             template, status = REFUSED_PAGES.get(refused.reason, ("selfservice/refused.html", 404))
             return _page(request, template, status=status)
+        if link.purpose != PatientLink.Purpose.APPOINTMENT:
+            # An offer's link (sooner-slot offers) gets its own page when offers land; until then, none.
+            return _page(request, "selfservice/refused.html", status=404)
         return view(request, link, token, *args, **kwargs)
 
     return wrapper
