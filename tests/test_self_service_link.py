@@ -371,3 +371,53 @@ def test_an_offer_link_gets_no_page_until_offers_are_built(client, issued):
     PatientLink.objects.filter(pk=issued.link.pk).update(purpose=PatientLink.Purpose.OFFER)
     response = client.get(url(issued.token))
     assert response.status_code == 404 and "Sam" not in response.content.decode()
+
+
+def test_the_locked_link_is_on_the_worklist_for_admin_staff_to_review(client, issued, admin_user):
+    for _ in range(3):
+        selfservice.check_date_of_birth(link=issued.link, date_of_birth=dt.date(1999, 1, 1))
+    task = AdminTask.objects.get()
+    client.force_login(admin_user)
+    page = client.get(reverse("worklist:index") + "?kind=self_service_locked").content.decode()
+    assert "Self-service link locked after 3 wrong dates of birth" in page and "Rivers" in page
+    assert reverse("worklist:task_resolve", args=[task.pk]) in page
+    record = client.get(reverse("caseload:referral_detail", args=[issued.link.appointment.referral_id])).content.decode()
+    assert "Self-service link: open → locked" in record and "by the patient, self-service" in record
+
+
+def test_a_move_and_a_cancel_by_the_patient_read_as_such_on_the_record_and_the_call_list(client, issued, pwp, admin_user):
+    from scheduling.calls.selectors import booked_calls
+    from scheduling.selfservice.selectors import times_to_move_to
+
+    slot = times_to_move_to(issued.link.appointment)[0]
+    moved = selfservice.move(link=issued.link, new_start=slot.start)
+    [row] = booked_calls(practitioner=pwp, day=slot.local_start.date())
+    assert row.appointment == moved.replacement
+    assert row.self_service == "Moved to this time by the patient (self-service page)"
+    issued.link.refresh_from_db()
+    selfservice.cancel(link=issued.link)
+    assert booked_calls(practitioner=pwp, day=slot.local_start.date()) == []  # a cancelled call leaves the list
+    client.force_login(admin_user)
+    record = client.get(reverse("caseload:referral_detail", args=[moved.replacement.referral_id])).content.decode()
+    assert record.count("by the patient, self-service") >= 3  # moved away from, booked, cancelled
+
+
+def test_the_pages_use_no_clinical_words(client, issued, freeze):
+    import re as _re
+
+    from scheduling.reminders.content import clinical_words_in
+
+    def words(response):
+        text = _re.sub(r"<[^>]+>", " ", response.content.decode())
+        return clinical_words_in(text)
+
+    pages = [client.get(url(issued.token)), client.get(url("nonsense"))]
+    verify(client, issued.token)
+    pages += [client.get(url(issued.token, name)) for name in ("start", "cancel", "move")]
+    for _ in range(3):
+        pages.append(verify(client.__class__(), issued.token, dt.date(1990, 1, 1)))
+    fresh = patient_links.issue_appointment_link(appointment=issued.link.appointment)
+    freeze(issued.link.appointment.end)
+    pages.append(client.get(url(fresh.token)))
+    assert [p.status_code for p in pages] == [200, 404, 200, 200, 200, 400, 400, 403, 410]
+    assert [words(p) for p in pages] == [[]] * len(pages)
