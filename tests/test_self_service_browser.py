@@ -77,6 +77,12 @@ def test_the_patient_confirms_then_picks_another_time_without_javascript(phone, 
 
     assert open_link(phone, live_server, token) == "Hello Sam"
     assert "Rivers" not in body(phone) and "phone you on" not in body(phone)
+    # Keyboard focus is visible: a thick outline on the focused box.
+    outline = phone.execute_script(
+        "var box = document.getElementById('id_day'); box.focus(); var s = getComputedStyle(box);"
+        "return [s.outlineStyle, s.outlineWidth];"
+    )
+    assert outline[0] != "none" and outline[1] == "3px", outline
     enter_date_of_birth(phone, "17", "5", "1970")
     assert "We will phone you on" in body(phone)
 
