@@ -29,6 +29,11 @@ class AuditEntry(models.Model):
         MESSAGE_TEMPLATE = "message_template", "Message template"
         REMINDER_RULE = "reminder_rule", "Reminder rule"
 
+    class Via(models.TextChoices):
+        """How a change came in when nobody on the staff made it (actor None): blank for the system or staff."""
+
+        SELF_SERVICE = "self_service", "By the patient, self-service"
+
     class Action(models.TextChoices):
         CHANGED = "changed", "Changed"
         ADDED = "added", "Added"
@@ -59,6 +64,7 @@ class AuditEntry(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
     at = models.DateTimeField(default=timezone.now)
     reason = models.CharField(max_length=200, blank=True)
+    via = models.CharField(max_length=20, choices=Via.choices, blank=True, default="")
 
     class Meta:
         ordering = ["at", "id"]
@@ -106,6 +112,7 @@ def log_action(
     referral=None,
     appointment=None,
     at=None,
+    via: str = "",
 ) -> AuditEntry:
     """Write one audit entry about `subject` (a saved model instance). `actor` is the person who made the
     change, None for the system or the patient (a STOP text). Call inside the transaction that makes the
@@ -130,14 +137,18 @@ def log_action(
         actor=actor,
         at=at or timezone.now(),
         reason=(reason or "")[:200],
+        via=via,
     )
 
 
-def record_change(*, referral, field: str, old, new, actor=None, appointment=None, reason: str = "", at=None) -> AuditEntry:
-    """One field of a referral, or of one of its appointments, changed (the referral page's history)."""
+def record_change(
+    *, referral, field: str, old, new, actor=None, appointment=None, reason: str = "", at=None, via: str = ""
+) -> AuditEntry:
+    """One field of a referral, or of one of its appointments, changed (the referral page's history). `via`
+    says the patient did it themselves (AuditEntry.Via), when actor is None."""
     return log_action(
         subject=appointment or referral, actor=actor, field=field, old=old, new=new, reason=reason, at=at,
-        referral=referral, appointment=appointment,
+        referral=referral, appointment=appointment, via=via,
     )
 
 

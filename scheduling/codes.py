@@ -85,9 +85,11 @@ class TaskKind(models.TextChoices):
     SMS_FAILED = "sms_failed", "Text message could not be delivered"
     SMS_REPLY = "sms_reply", "Text reply to read"
     WRONG_NUMBER = "wrong_number", "Phone number wrong or not in service"
+    SELF_SERVICE_LOCKED = "self_service_locked", "Self-service link locked after 3 wrong dates of birth"
 
 
 class TaskSource(models.TextChoices):
     CALL_LIST = "call_list", "Call list"
     SMS = "sms", "Text message"
     STAFF = "staff", "Staff"
+    SELF_SERVICE = "self_service", "Self-service page"

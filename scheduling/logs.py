@@ -15,6 +15,8 @@ _PATTERNS = [
     re.compile(r"(?<![0-9A-Za-z])\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Za-z])"),
     re.compile(r"(?:\+|%2B)\d{10,14}(?![0-9A-Za-z])"),
     re.compile(r"(?<![0-9A-Za-z])0\d{3,4}[ -]?\d{3}[ -]?\d{3,4}(?![0-9A-Za-z])"),
+    # The patient's self-service link (/s/<token>, scheduling.patient_links): the token opens their page.
+    re.compile(r"(?<=/s/)[^/\s\"'?&]+"),
 ]
 REDACTED = "[redacted]"
 # A database constraint's detail quotes the row's values, whatever they are (names, dates, numbers in any

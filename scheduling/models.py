@@ -15,7 +15,9 @@ from scheduling.caseload.models import (  # noqa: F401
     ServiceSettings,
     Team,
 )
+from scheduling.patient_links import PatientLink  # noqa: F401
 from scheduling.reports.models import ImportedEvent  # noqa: F401
+from scheduling.selfservice.models import RateCounter  # noqa: F401
 from scheduling.submissions import FormSubmission  # noqa: F401
 from scheduling.reminders.models import (  # noqa: F401
     DispatchHeartbeat,

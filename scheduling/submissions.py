@@ -21,6 +21,8 @@ from django.http import HttpResponse
 from django.utils import timezone
 
 FIELD_NAME = "form_token"
+# The patient's self-service page has no login; its posts are made once too (the path carries the link).
+ANONYMOUS_PATH_PREFIX = "/s/"
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 # A replayed answer must fit in the row; a call-list row fragment or a redirect is a few KB.
 LARGEST_STORED_BODY = 256 * 1024
@@ -71,7 +73,9 @@ def submission_key(request) -> str | None:
 def _claim(*, key: str, request) -> bool:
     try:
         with transaction.atomic():
-            FormSubmission.objects.create(key=key, user_id=request.user.pk, path=request.path[:200])
+            # A self-service path carries the patient's link, which is never stored: only its prefix is.
+            path = request.path if request.user.is_authenticated else ANONYMOUS_PATH_PREFIX
+            FormSubmission.objects.create(key=key, user_id=request.user.pk or 0, path=path[:200])
         return True
     except IntegrityError:
         return False
@@ -104,7 +108,7 @@ class OnceOnlyFormMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.method != "POST" or not request.user.is_authenticated:
+        if request.method != "POST" or not (request.user.is_authenticated or request.path.startswith(ANONYMOUS_PATH_PREFIX)):
             return self.get_response(request)
         key = submission_key(request)
         if key is None:

@@ -10,4 +10,6 @@ urlpatterns = [
     path("calls/", include("scheduling.calls.urls")),
     path("reports/", include("scheduling.reports.urls")),
     path("sms/", include("scheduling.reminders.urls")),
+    # The patient's self-service page: the only pages with no login (patient_links.PATH_PREFIX).
+    path("s/", include("scheduling.selfservice.urls")),
 ]

@@ -86,6 +86,12 @@ EXCLUDED = {
     "reports:export": "a CSV/JSON download, not a page",
     "sms:twilio_status": "Twilio's signed webhook, not a page",
     "sms:twilio_inbound": "Twilio's signed webhook, not a page",
+    # No role opens these: the patient does, with no login, from a text (tests/test_self_service_browser.py
+    # opens each at 390 px; tests/test_permissions.py checks they are the only anonymous pages).
+    "selfservice:start": "the patient's self-service page (no login; its own browser tests)",
+    "selfservice:confirm": "POST only (the patient's Confirm button; its own browser tests)",
+    "selfservice:cancel": "the patient's self-service page (no login; its own browser tests)",
+    "selfservice:move": "the patient's self-service page (no login; its own browser tests)",
 }
 
 # Records every Content-Security-Policy violation, before the page's own scripts run (the console has them too).

@@ -32,6 +32,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from scheduling import patient_links
 from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.caseload.notes import write_note
 from scheduling.reminders.models import MessageTemplate, ReminderRule
@@ -45,6 +46,8 @@ HUGE_ID = 2**63 + 5
 MISSING_ID = 987654
 # Tables that change on any request (sessions, login throttling, the queue's own bookkeeping).
 UNCOUNTED_APPS = {"sessions", "axes", "django_q", "contenttypes"}
+# The self-service page's rate-limit counters count every request, refused or not (bookkeeping, like axes').
+UNCOUNTED_TABLES = {"scheduling_ratecounter"}
 # Pages swept by hand below, not from the patterns: Django's admin, and Twilio's signed webhooks.
 SKIPPED_NAMESPACES = {"admin"}
 SKIPPED_NAMES = {"healthz", "logout", "sms:twilio_status", "sms:twilio_inbound"}
@@ -158,7 +161,18 @@ MULTI_PARAMS = {
         "huge": {"pk": HUGE_ID, "note_pk": HUGE_ID},
     },
 }
+def self_service_tokens(world) -> dict:
+    """A live link to pwp_one's booked appointment (a new one each time: each test's rows are rolled back), and
+    links that must be refused."""
+    token = patient_links.issue_appointment_link(appointment=world.own.appointment).token
+    return {
+        "own": token, "tampered": token[:-1] + ("A" if token[-1] != "A" else "B"), "unknown": patient_links.new_token()[0],
+        "script": "%3Cscript%3E", "long": "x" * 300, "dots": "..",
+    }
+
+
 STR_PARAMS = {
+    **{name: self_service_tokens for name in ("selfservice:start", "selfservice:confirm", "selfservice:cancel", "selfservice:move")},
     "sms:edit_template": lambda w: {"first": MessageTemplate.Key.values[0], "unknown": "nope", "dots": "..", "script": "%3Cscript%3E"},
     "reports:export": lambda w: {"csv": "csv", "json": "json", "unknown": "exe", "script": "%3Cscript%3E"},
 }
@@ -290,6 +304,7 @@ def counted_tables():
     return sorted(
         m._meta.db_table for m in apps.get_models(include_auto_created=True)
         if m._meta.app_label not in UNCOUNTED_APPS and m._meta.managed and not m._meta.proxy
+        and m._meta.db_table not in UNCOUNTED_TABLES
     )
 
 
@@ -563,3 +578,30 @@ def test_any_text_in_a_list_page_query_string_gets_an_answer_not_a_5xx(world, db
 def test_escaping_is_checked_on_what_the_page_shows(world, db):
     """A guard for the guard: the sweep's escaping check would see a raw <script> if one came back."""
     assert html.escape(SCRIPT) != SCRIPT
+
+
+def test_the_self_service_pages_after_the_date_of_birth_survive_hostile_input(world, db):
+    """The sweep above opens the self-service routes as staff would (the date-of-birth form); here the patient,
+    signed in by nothing but the link and their date of birth, posts every form of the pages behind it with
+    each hostile value in each field."""
+    token = self_service_tokens(world)["own"]
+    patient = Client(raise_request_exception=False)
+    dob = world.own.appointment.referral.patient.date_of_birth
+    answer = patient.post(reverse("selfservice:start", args=[token]), {"day": dob.day, "month": dob.month, "year": dob.year})
+    assert answer.status_code == 302, answer.status_code
+    sweeper = Sweeper(world, "admin")
+    sweeper.clients["patient"] = patient
+    hostile = hostile_values(world)
+    for name in ("selfservice:start", "selfservice:cancel", "selfservice:move"):
+        url = reverse(name, args=[token])
+        page = parse_page(url, sweeper.request("GET", url, role="patient"))
+        for form in page.forms:
+            if form.method != "post":
+                continue
+            sweeper.request("POST", form.action, form.data(), role="patient")
+            for field_name in form.names():
+                for value_label, value in hostile:
+                    sweeper.request("POST", form.action, form.data(**{field_name: value}), role="patient", field=field_name,
+                                    value_label=value_label, value=value)
+        sweeper.request("POST", url, {}, role="patient")
+    assert sweeper.problems == [], "\n".join(sweeper.problems[:80])

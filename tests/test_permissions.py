@@ -120,3 +120,35 @@ def test_managers_read_patient_detail_changes_and_worklist_claims_in_django_admi
     assert entry_page.status_code == 200 and "900456" not in entry_page.content.decode()
     assert client.get(reverse("admin:scheduling_auditentry_delete", args=[change.pk])).status_code == 403
     assert client.get(reverse("admin:scheduling_worklistclaim_changelist")).status_code == 200
+
+
+def _every_route_path(patterns=None, prefix="", namespace=""):
+    """(route name, a path that reaches it) for every route, with each <converter:name> given a plain value."""
+    import re as _re
+
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        here = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            if here.startswith("admin/"):
+                continue  # Django's admin has its own login (a redirect to admin:login)
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from _every_route_path(entry.url_patterns, here, inner)
+        elif isinstance(entry, URLPattern):
+            path = _re.sub(r"<int:\w+>", "1", here)
+            path = _re.sub(r"<(str|slug):\w+>", "x", path)
+            yield f"{namespace}{entry.name}", "/" + path.lstrip("^").rstrip("$")
+
+
+ANONYMOUS_ROUTES = {"login", "healthz", "selfservice:start", "selfservice:confirm", "selfservice:cancel", "selfservice:move"}
+
+
+def test_only_the_patient_self_service_page_login_and_healthz_open_without_a_login(client, db):
+    opened = set()
+    for name, path in _every_route_path():
+        response = client.get(path)
+        if not (response.status_code == 302 and response["Location"].startswith(reverse("login"))):
+            opened.add(name)
+    # Webhooks check Twilio's signature instead of a login (their own tests); everything else is login-only.
+    assert opened - {"sms:twilio_status", "sms:twilio_inbound", "logout", "healthz"} == ANONYMOUS_ROUTES - {"healthz"}, opened

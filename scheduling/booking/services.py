@@ -395,7 +395,8 @@ def _step_back_if_no_assessment_pending(*, referral: Referral, actor, at=None):
 
 
 def _cancel(
-    *, appointment: Appointment, cancelled_by: str, reason: str, actor, asked_at, step_back: bool, enforce_asked_at: bool = False
+    *, appointment: Appointment, cancelled_by: str, reason: str, actor, asked_at, step_back: bool, enforce_asked_at: bool = False,
+    via: str = "",
 ) -> Appointment:
     if cancelled_by not in Appointment.CancelledBy.values:
         raise ValidationError({"cancelled_by": "Say whether the patient or the service cancelled."})
@@ -435,7 +436,7 @@ def _cancel(
     )
     record_change(
         referral=locked.referral, appointment=locked, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE, new=outcome,
-        actor=actor, reason=reason,
+        actor=actor, reason=reason, via=via,
     )
     appointment_cancelled.send(sender=Appointment, appointment=locked, actor=actor)
     if step_back and locked.appointment_type == AppointmentType.ASSESSMENT:
@@ -444,15 +445,17 @@ def _cancel(
 
 
 def cancel_appointment(
-    *, appointment: Appointment, cancelled_by: str, reason: str, actor=None, asked_at=None, enforce_asked_at: bool = False
+    *, appointment: Appointment, cancelled_by: str, reason: str, actor=None, asked_at=None, enforce_asked_at: bool = False,
+    via: str = "",
 ) -> Appointment:
     """Cancel by the patient (NHS code 2) or the service (code 4), recording when it was asked for (never
     in the future; with enforce_asked_at, as staff screens pass, never before the appointment was booked).
-    Cancelling again (a double submit) changes nothing and raises AlreadyCancelled."""
+    Cancelling again (a double submit) changes nothing and raises AlreadyCancelled. `via` (AuditEntry.Via)
+    records that the patient did it themselves on the self-service page."""
     with transaction.atomic():
         locked = _cancel(
             appointment=appointment, cancelled_by=cancelled_by, reason=reason, actor=actor, asked_at=asked_at, step_back=True,
-            enforce_asked_at=enforce_asked_at,
+            enforce_asked_at=enforce_asked_at, via=via,
         )
     appointment.refresh_from_db()
     return locked
@@ -472,6 +475,7 @@ def rearrange_appointment(
     enforce_asked_at: bool = False,
     patient_on_phone: bool = False,
     override_reason: str = "",
+    via: str = "",
 ) -> Rearrangement:
     """Move an appointment: the original is cancelled (2 or 4) and a replacement keeps its session number.
 
@@ -503,7 +507,7 @@ def rearrange_appointment(
         _refuse_if_already_moved(appointment=appointment, new_start=new_start, practitioner=practitioner)
         original = _cancel(
             appointment=appointment, cancelled_by=asked_by, reason=reason or "Rearranged", actor=actor, asked_at=asked_at,
-            step_back=False, enforce_asked_at=enforce_asked_at,
+            step_back=False, enforce_asked_at=enforce_asked_at, via=via,
         )
         practitioner = practitioner or original.practitioner
         _check_bookable(
@@ -526,7 +530,7 @@ def rearrange_appointment(
         )
         record_change(
             referral=original.referral, appointment=replacement, field="booking", old="", new="booked", actor=actor,
-            reason=f"Rearranged from appointment {original.pk}",
+            reason=f"Rearranged from appointment {original.pk}", via=via,
         )
         if overridden:
             _audit_override(appointment=replacement, why=overridden, reason=override_reason, actor=actor)
@@ -593,7 +597,7 @@ def correct_appointment_outcome(*, appointment: Appointment, outcome: str, actor
     return appointment
 
 
-def confirm_appointment(*, appointment: Appointment, at=None, source: str = "SMS", actor=None) -> bool:
+def confirm_appointment(*, appointment: Appointment, at=None, source: str = "SMS", actor=None, via: str = "") -> bool:
     """The patient said they will be there (a text reply "C"). Only the first confirmation is kept;
     a cancelled appointment, or one with an outcome, is not confirmed. Returns whether it changed."""
     at = at or timezone.now()
@@ -606,7 +610,7 @@ def confirm_appointment(*, appointment: Appointment, at=None, source: str = "SMS
         locked.save(update_fields=["confirmed_at"])
         record_change(
             referral=locked.referral, appointment=locked, field="confirmed", old="", new=f"by {source}"[:40],
-            actor=actor, at=at,
+            actor=actor, at=at, via=via,
         )
     appointment.confirmed_at = at
     return True

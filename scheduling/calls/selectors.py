@@ -9,6 +9,7 @@ from django.db.models import Case, Count, Exists, F, Func, Max, OuterRef, Q, Sub
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
 from scheduling.calls.buttons import CallButton, action_label
@@ -178,6 +179,7 @@ class BookedCall:
     undo: Undoable | None
     number_wrong: bool = False
     latest_reply: WaitingReply | None = None  # the patient's latest text still waiting for staff
+    self_service: str = ""  # what the patient last did on the self-service page about this call, in words
 
     kind = "booked"
 
@@ -361,6 +363,23 @@ def _session_label(appointment: Appointment, total: int) -> str:
     return "Treatment session"
 
 
+_SELF_SERVICE_WORDS = {
+    "confirmed": "Confirmed on the self-service page",
+    "booking": "Moved to this time by the patient (self-service page)",
+}
+
+
+def _self_service_words(appointment_ids) -> dict[int, str]:
+    """The latest thing the patient did on the self-service page about each appointment (one query)."""
+    words = {}
+    for appointment_id, field in (
+        AuditEntry.objects.filter(appointment_id__in=appointment_ids, via=AuditEntry.Via.SELF_SERVICE, field__in=list(_SELF_SERVICE_WORDS))
+        .order_by("at", "id").values_list("appointment_id", "field")
+    ):
+        words[appointment_id] = _SELF_SERVICE_WORDS[field]
+    return words
+
+
 def _booked_appointments(*, practitioner, day, appointment_ids) -> list[Appointment]:
     """The day's live appointments (or those asked for), each with its attempts summarised in SQL: how many, how
     many unanswered tries within the slot, the latest; how many on the whole referral. Not every attempt is loaded."""
@@ -445,6 +464,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
     latest = _latest_attempts(referral_ids, since=now - timedelta(minutes=policy.undo_minutes))
     wrong = patients_with_wrong_numbers(patient_ids)
     replies = latest_replies_waiting_for_staff(patient_ids)
+    self_service = _self_service_words([a.pk for a in appointments])
     rows = []
     for a in appointments:
         last = last_by_appointment.get(a.pk)
@@ -469,6 +489,7 @@ def booked_calls(*, practitioner, day, viewer=None, now=None, policy=None, appoi
                 undo=undo,
                 number_wrong=a.referral.patient_id in wrong,
                 latest_reply=replies.get(a.referral.patient_id),
+                self_service=self_service.get(a.pk, ""),
             )
         )
     _add_notes([row.last_attempt for row in rows], viewer)

@@ -46,6 +46,7 @@ _FIELD_WORDS = {
     "booking": "Booking",
     "confirmed": "Confirmed",
     "opt_in_invitation": "Invitation to get in touch",
+    "self_service_link": "Self-service link",
 }
 _STATUS_WORDS = dict(Referral.Status.choices)
 _END_WORDS = dict(EndOfCare.choices)
@@ -90,6 +91,8 @@ def describe_change(entry: AuditEntry, *, user_names: dict[int, str], appointmen
         text += f" – {reason}"
     if entry.actor_id:
         text += f", by {user_names.get(entry.actor_id, 'a former member of staff')}"
+    elif entry.via and entry.field != "confirmed":  # a confirmation says who already
+        text += f", {entry.get_via_display().lower()}"  # "by the patient, self-service"
     return text
 
 

@@ -100,3 +100,9 @@ class TemplateForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 6, "cols": 60, "spellcheck": "true"}),
         error_messages={"max_length": "The message can be at most %(limit_value)d characters (it has %(show_value)d)."},
     )
+    include_link = forms.BooleanField(
+        label="Add the patient's self-service link at the end of the text",
+        required=False,
+        help_text="A short link to a page where the patient can confirm, cancel or pick another time, after "
+        "entering their date of birth. It adds about 30 characters plus the site's address.",
+    )

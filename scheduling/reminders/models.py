@@ -63,6 +63,9 @@ class MessageTemplate(models.Model):
 
     key = models.CharField(max_length=30, choices=Key.choices, unique=True)
     body = models.TextField()
+    # Append the patient's self-service link (scheduling.patient_links) to texts about an appointment.
+    # Off by default; only added when SMS_PUBLIC_BASE_URL is set.
+    include_link = models.BooleanField("add the self-service link", default=False)
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
 
@@ -71,6 +74,11 @@ class MessageTemplate(models.Model):
 
     def __str__(self):
         return self.get_key_display()
+
+    @classmethod
+    def may_carry_link(cls, key: str) -> bool:
+        """Texts about one appointment may carry its self-service link (an invitation names none)."""
+        return key != cls.Key.OPT_IN_INVITATION
 
 
 class ReminderRule(models.Model):

@@ -12,6 +12,13 @@ def template_body(key: str) -> str:
     return template.body if template else content.DEFAULT_TEMPLATES[key]
 
 
+def template_includes_link(key: str) -> bool:
+    """Whether texts from this template get the self-service link (the setting is off by default)."""
+    if not MessageTemplate.may_carry_link(key):
+        return False
+    return MessageTemplate.objects.filter(key=key, include_link=True).exists()
+
+
 WRONG_NUMBER_REASON = "the number was marked wrong on a call: waiting for a new number"
 
 def sms_refusal_reason(patient, *, wrong_number: bool | None = None) -> str:

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.utils import timezone
 
+from scheduling import patient_links
 from scheduling.caseload.models import ServiceSettings
 from scheduling.codes import AppointmentType
 from scheduling.reminders import content
@@ -194,7 +195,7 @@ def _plain_placeholders(body: str) -> bool:
     )
 
 
-def preview_template(body: str) -> TemplatePreview:
+def preview_template(body: str, *, include_link: bool = False) -> TemplatePreview:
     """What `body` would be saved as and what a sample message from it looks like, with its length,
     the characters that will be replaced or cost extra, and what Save would refuse."""
     typed = body.replace("\r\n", "\n")
@@ -209,6 +210,9 @@ def preview_template(body: str) -> TemplatePreview:
     text = length = None
     if saved and _plain_placeholders(saved):
         text = content.render(saved, sample_values())
+        if include_link and patient_links.links_available():
+            # A link is as long as any other: the length counted is the real one.
+            text = f"{text} {patient_links.link_url('x' * patient_links.TOKEN_LENGTH)}"
         length = content.sms_length(text)
     return TemplatePreview(
         body=saved,

@@ -11,13 +11,14 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from scheduling import patient_links
 from scheduling.audit import save_and_log
 from scheduling.booking.models import Appointment
 from scheduling.calls.selectors import numbers_were_marked_wrong
 from scheduling.caseload.services import record_sms_opt_in, record_sms_opt_out
 from scheduling.codes import CANCELLED_OUTCOMES, AppointmentType, AttendanceOutcome
 from scheduling.reminders import content
-from scheduling.reminders.rules import sms_refusal_reason, template_body
+from scheduling.reminders.rules import sms_refusal_reason, template_body, template_includes_link
 from scheduling.reminders.models import MessageEvent, MessageTemplate, OutboundMessage, ReminderRule, SmsSettings
 from scheduling.uktime import LONDON, lenient_local_datetime, local_date
 
@@ -130,11 +131,19 @@ def _reminder_plans(*, appointment, now, sms_settings) -> list[tuple[datetime.da
     return plans
 
 
+def _appointment_text(key: str, *, appointment, patient, will_send: bool, now) -> str:
+    """The text from template `key` for this appointment, with a new self-service link at the end when the
+    template asks for one, SMS_PUBLIC_BASE_URL is set and the text is meant to go (a skipped one gets none)."""
+    body = content.render(template_body(key), content.appointment_placeholders(appointment=appointment, patient=patient))
+    if will_send and patient_links.links_available() and template_includes_link(key):
+        body = f"{body} {patient_links.issue_appointment_link(appointment=appointment, now=now).url}"
+    return body
+
+
 def _write_reminder(*, appointment, due, rule, status, reason, actor, now) -> OutboundMessage | None:
     patient = appointment.referral.patient
-    body = content.render(
-        template_body(rule.template),
-        content.appointment_placeholders(appointment=appointment, patient=patient),
+    body = _appointment_text(
+        rule.template, appointment=appointment, patient=patient, will_send=status == Status.SCHEDULED, now=now
     )
     return _create_message(
         actor=actor,
@@ -219,7 +228,7 @@ def plan_confirmation(*, appointment, moved: bool = False, actor=None, now=None)
     ).exists():
         # A course is booked in one go: one text for its first call, not one per session.
         status, reason = Status.SKIPPED, "booked together with an earlier call, whose confirmation covers it"
-    body = content.render(template_body(key), content.appointment_placeholders(appointment=appointment, patient=patient))
+    body = _appointment_text(key, appointment=appointment, patient=patient, will_send=status == Status.SCHEDULED, now=now)
     return _create_message(
         actor=actor,
         now=now,
@@ -395,13 +404,16 @@ def queue_opt_in_invitation(*, invitation, actor=None, now=None) -> OutboundMess
 
 # --- Manager's edits -------------------------------------------------------------------------
 
-def update_template(*, key: str, body: str, actor) -> MessageTemplate:
+def update_template(*, key: str, body: str, actor, include_link: bool | None = None) -> MessageTemplate:
+    """Save a template's wording (and, when given, whether its texts carry the self-service link), audited."""
     if key not in MessageTemplate.Key.values:
         raise ValidationError({"key": f"Unknown message template {key!r}."})
     body = content.to_gsm7(body.replace("\r\n", "\n")).strip()
     content.validate_template_body(body)
     template = MessageTemplate.objects.filter(key=key).first() or MessageTemplate(key=key)
     template.body = body
+    if include_link is not None:
+        template.include_link = bool(include_link) and MessageTemplate.may_carry_link(key)
     template.updated_by = actor
     template.updated_at = timezone.now()
     save_and_log(instance=template, actor=actor, at=template.updated_at)

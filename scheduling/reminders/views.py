@@ -9,6 +9,7 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 
+from scheduling import patient_links
 from scheduling.roles import require_perms
 from scheduling.errors import add_service_errors
 from scheduling.reminders import content, forms, rules, selectors, services
@@ -144,13 +145,17 @@ def edit_template(request, key: str):
     if key not in MessageTemplate.Key.values:
         raise Http404("No such message template")
     label = MessageTemplate.Key(key).label
+    may_carry_link = MessageTemplate.may_carry_link(key)
     status, previewing = 200, False
     if request.method == "POST":
         form = forms.TemplateForm(request.POST)
         previewing = "preview" in request.POST
         if form.is_valid() and not previewing:
             try:
-                template = services.update_template(key=key, body=form.cleaned_data["body"], actor=request.user)
+                template = services.update_template(
+                    key=key, body=form.cleaned_data["body"], actor=request.user,
+                    include_link=form.cleaned_data["include_link"] if may_carry_link else None,
+                )
             except ValidationError as exc:
                 add_service_errors(form, exc, default_field="body")
             else:
@@ -165,10 +170,12 @@ def edit_template(request, key: str):
         if not form.is_valid():
             status = 400
         body = form.data.get("body", "")
+        include_link = form.cleaned_data.get("include_link", False) if form.is_valid() else False
     else:
         body = rules.template_body(key)
-        form = forms.TemplateForm(initial={"body": body})
-    preview = selectors.preview_template(body)
+        include_link = rules.template_includes_link(key)
+        form = forms.TemplateForm(initial={"body": body, "include_link": include_link})
+    preview = selectors.preview_template(body, include_link=include_link and may_carry_link)
     if previewing and form.is_valid():
         # What Save would refuse, next to the field, before anything is saved.
         for problem in preview.problems:
@@ -184,6 +191,8 @@ def edit_template(request, key: str):
         "sample_values": sample,
         "script_data": json.dumps(selectors.sms_length_script_data(), ensure_ascii=False),
         "saved": MessageTemplate.objects.select_related("updated_by").filter(key=key).first(),
+        "may_carry_link": may_carry_link,
+        "links_available": patient_links.links_available(),
     }, status=status)
 
 

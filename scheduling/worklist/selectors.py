@@ -82,7 +82,10 @@ def _task_items(*, now) -> list[WorklistItem]:
     ):
         latest_referral[patient_id] = referral_id
     for task in tasks:
-        if task.kind == AdminTask.Kind.REARRANGE_REQUEST and task.appointment_id and not task.appointment.is_cancelled:
+        if task.kind == AdminTask.Kind.SELF_SERVICE_LOCKED:
+            # Someone may be guessing: staff check with the patient, then mark it done.
+            url, action = reverse("worklist:task_resolve", args=[task.pk]), "Review"
+        elif task.kind == AdminTask.Kind.REARRANGE_REQUEST and task.appointment_id and not task.appointment.is_cancelled:
             url, action = reverse("booking:rearrange", args=[task.appointment_id]), "Rearrange"
         elif task.kind == AdminTask.Kind.REARRANGE_REQUEST and task.referral_id:
             url, action = reverse("booking:find_slots", args=[task.referral_id]), "Find a new time"
