@@ -15,6 +15,7 @@ from scheduling.caseload.models import (  # noqa: F401
     ServiceSettings,
     Team,
 )
+from scheduling.offers.models import OfferedSlot, OfferInvitation, OfferSettings  # noqa: F401
 from scheduling.reports.models import ImportedEvent  # noqa: F401
 from scheduling.submissions import FormSubmission  # noqa: F401
 from scheduling.reminders.models import (  # noqa: F401
