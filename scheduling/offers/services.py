@@ -11,6 +11,7 @@ import secrets
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -197,13 +198,17 @@ def advance_offers(*, now=None, slot_id: int | None = None) -> dict[str, int]:
     counts = {"expired": expire_offers(now=now), "waves": 0, "texted": 0}
     if in_quiet_hours(now, SmsSettings.current()):
         return counts  # waves wait for the morning; expiries above still apply
-    due = OfferedSlot.objects.filter(status=SlotStatus.OPEN, next_wave_at__lte=now, expires_at__gt=now)
+    is_due = Q(next_wave_at__lte=now)
+    if slot_id is not None:
+        # Enqueued when the slot was released: its first wave is due, whatever this host's clock says.
+        is_due |= Q(pk=slot_id, waves_sent=0, next_wave_at__isnull=False)
+    due = OfferedSlot.objects.filter(is_due, status=SlotStatus.OPEN, expires_at__gt=now)
     if slot_id is not None:
         due = due.filter(pk=slot_id)
     for pk in list(due.order_by("next_wave_at", "id").values_list("pk", flat=True)[:200]):
         with transaction.atomic():
             slot = (OfferedSlot.objects.select_for_update(skip_locked=True, of=("self",))
-                    .filter(pk=pk, status=SlotStatus.OPEN, next_wave_at__lte=now).select_related("practitioner").first())
+                    .filter(is_due, pk=pk, status=SlotStatus.OPEN).select_related("practitioner").first())
             if slot is None:
                 continue  # another worker has it, or it closed meanwhile
             invitations = send_wave(slot=slot, now=now)
