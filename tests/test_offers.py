@@ -167,6 +167,16 @@ def test_it_sends_the_next_wave_after_the_interval_and_stops_when_nobody_is_left
     assert list(OfferInvitation.objects.values_list("wave", flat=True).order_by("id")) == [1, 1, 2, 2, 3]
 
 
+def test_it_sends_no_further_wave_once_offers_are_turned_off(world, admin_user, freeze):
+    offers_on(wave_size=1)
+    release(world, admin_user)
+    assert services.advance_offers()["texted"] == 1
+    offers_on(enabled=False)
+    freeze(NOW + dt.timedelta(minutes=31))
+    assert services.advance_offers()["texted"] == 0
+    assert OfferedSlot.objects.get().status == Slot.OPEN  # the texted patient may still take it until it expires
+
+
 def test_it_holds_a_wave_released_in_quiet_hours_until_they_end(world, admin_user, freeze):
     freeze(london(2026, 6, 1, 21, 30))
     slot = release(world, admin_user)

@@ -196,8 +196,8 @@ def advance_offers(*, now=None, slot_id: int | None = None) -> dict[str, int]:
     SELECT ... FOR UPDATE SKIP LOCKED, one at a time, so two workers never text the same wave."""
     now = now or timezone.now()
     counts = {"expired": expire_offers(now=now), "waves": 0, "texted": 0}
-    if in_quiet_hours(now, SmsSettings.current()):
-        return counts  # waves wait for the morning; expiries above still apply
+    if in_quiet_hours(now, SmsSettings.current()) or not OfferSettings.current().enabled:
+        return counts  # waves wait for the morning (or for offers to be on again); expiries above still apply
     is_due = Q(next_wave_at__lte=now)
     if slot_id is not None:
         # Enqueued when the slot was released: its first wave is due, whatever this host's clock says.
