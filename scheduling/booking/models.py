@@ -62,7 +62,7 @@ class Appointment(models.Model):
     )
     is_demo = models.BooleanField(default=False, editable=False)
     # The patient would take an earlier time if one comes free (set by admin staff; sooner-slot offers).
-    wants_sooner = models.BooleanField(default=False, editable=False)
+    wants_sooner = models.BooleanField(default=False, db_default=False, editable=False)
 
     objects = AppointmentQuerySet.as_manager()
 

@@ -47,6 +47,12 @@ class OfferSettings(SingletonSettings):
     def __str__(self):
         return "Offer settings"
 
+    @classmethod
+    def read(cls) -> "OfferSettings":
+        """The settings without writing the row (the defaults, offers off, until a manager saves them): read
+        inside every cancellation, where creating it would be a write of its own."""
+        return cls.objects.filter(pk=1).first() or cls()
+
 
 class OfferedSlot(models.Model):
     class Status(models.TextChoices):

@@ -85,7 +85,7 @@ def offer_candidates(*, slot: OfferedSlot, limit: int, offer_settings: OfferSett
     (longest wait first), then patients booked later than the slot for the same type who asked for sooner,
     then courses waiting to start (assessed, no treatment booked). Each fits the slot's type and length and
     the patient's preferred days and times, may be texted, is free then, and was not offered it before."""
-    offer_settings = offer_settings or OfferSettings.current()
+    offer_settings = offer_settings or OfferSettings.read()
     booking_settings = booking_settings or BookingSettings.current()
     found: list[Candidate] = []
     for group, rows in _groups(slot, offer_settings, booking_settings):

@@ -53,7 +53,7 @@ def release_slot(*, practitioner, start, duration_minutes: int, appointment_type
     sent after it commits (by the queue, or the every-minute task if no worker took it). None if nothing
     is offered."""
     now = now or timezone.now()
-    offer_settings = OfferSettings.current()
+    offer_settings = OfferSettings.read()
     if not offer_settings.enabled:
         return None
     notice = dt.timedelta(hours=offer_settings.minimum_notice_hours)
@@ -102,7 +102,7 @@ def release_availability(*, practitioner, starts_at, ends_at, now=None) -> list[
 def selectors_free_slots(*, practitioner, starts_at, ends_at, now=None):
     """(start, minutes) of the first free assessment-length slots between starts_at and ends_at."""
     now = now or timezone.now()
-    offer_settings = OfferSettings.current()
+    offer_settings = OfferSettings.read()
     if not offer_settings.enabled:
         return []
     minutes = BookingSettings.current().minutes_for(AppointmentType.ASSESSMENT)
@@ -160,7 +160,7 @@ def _still_free(slot: OfferedSlot) -> bool:
 def send_wave(*, slot: OfferedSlot, now=None) -> list[OfferInvitation]:
     """Text the next few candidates about an open slot (the caller holds its row lock)."""
     now = now or timezone.now()
-    offer_settings = OfferSettings.current()
+    offer_settings = OfferSettings.read()
     if not _still_free(slot):
         # Booked again meanwhile (a move to a nearby time, staff booking it): nothing to offer.
         close_slot(slot=slot, status=SlotStatus.FILLED, reason="the time was booked by staff", now=now)
@@ -196,7 +196,7 @@ def advance_offers(*, now=None, slot_id: int | None = None) -> dict[str, int]:
     SELECT ... FOR UPDATE SKIP LOCKED, one at a time, so two workers never text the same wave."""
     now = now or timezone.now()
     counts = {"expired": expire_offers(now=now), "waves": 0, "texted": 0}
-    if in_quiet_hours(now, SmsSettings.current()) or not OfferSettings.current().enabled:
+    if in_quiet_hours(now, SmsSettings.current()) or not OfferSettings.read().enabled:
         return counts  # waves wait for the morning (or for offers to be on again); expiries above still apply
     is_due = Q(next_wave_at__lte=now)
     if slot_id is not None:

@@ -37,7 +37,7 @@ def stop(request, pk: int):
 
 def offer_settings(request):
     require_perms(request, "change_offersettings")
-    current = OfferSettings.current()
+    current = OfferSettings.read()
     if request.method == "POST":
         form = forms.OfferSettingsForm(request.POST)
         if form.is_valid():

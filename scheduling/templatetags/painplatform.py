@@ -37,7 +37,7 @@ def offers_panel(context, referral=None):
         return {"show": False}
     since = timezone.now() - dt.timedelta(days=7)
     slots = offers_for_page(referral=referral) if referral is not None else offers_for_page(since=since)
-    enabled = OfferSettings.current().enabled
+    enabled = OfferSettings.read().enabled
     return {
         "show": bool(slots) or (enabled and referral is None),
         "slots": slots,

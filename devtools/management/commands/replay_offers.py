@@ -50,7 +50,7 @@ class Command(BaseCommand):
         parser.add_argument("--minimum-notice-hours", type=int, default=None, help="Default: the offer settings' (24).")
 
     def handle(self, *args, seed, weeks, accept, wave_size, wave_minutes, minimum_notice_hours, **_):
-        offer_settings = OfferSettings.current()
+        offer_settings = OfferSettings.read()
         wave_size = wave_size or offer_settings.wave_size
         wave_minutes = wave_minutes or offer_settings.minutes_between_waves
         notice = dt.timedelta(hours=offer_settings.minimum_notice_hours if minimum_notice_hours is None else minimum_notice_hours)
