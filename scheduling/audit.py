@@ -28,6 +28,9 @@ class AuditEntry(models.Model):
         SMS_SETTINGS = "sms_settings", "SMS settings"
         MESSAGE_TEMPLATE = "message_template", "Message template"
         REMINDER_RULE = "reminder_rule", "Reminder rule"
+        OFFER_SETTINGS = "offer_settings", "Offer settings"
+        OFFERED_SLOT = "offered_slot", "Offered slot"
+        OFFER_INVITATION = "offer_invitation", "Slot offer to a patient"
 
     class Via(models.TextChoices):
         """How a change came in when nobody on the staff made it (actor None): blank for the system or staff."""
@@ -94,6 +97,9 @@ SUBJECT_OF_MODEL = {
     "smssettings": AuditEntry.Subject.SMS_SETTINGS,
     "messagetemplate": AuditEntry.Subject.MESSAGE_TEMPLATE,
     "reminderrule": AuditEntry.Subject.REMINDER_RULE,
+    "offersettings": AuditEntry.Subject.OFFER_SETTINGS,
+    "offeredslot": AuditEntry.Subject.OFFERED_SLOT,
+    "offerinvitation": AuditEntry.Subject.OFFER_INVITATION,
 }
 # Bookkeeping that changes with every save; the entry's own actor and time say it.
 NOT_AUDITED_FIELDS = frozenset({"id", "updated_at", "updated_by", "created_at", "created_by"})

@@ -18,6 +18,7 @@ from django.utils import timezone
 from scheduling import roles
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.services import (
+    set_wants_sooner,
     book_appointment,
     cancel_appointment,
     rearrange_appointment,
@@ -29,6 +30,8 @@ from scheduling.caseload.models import CaseloadCover, Patient, PractitionerProfi
 from scheduling.caseload.nhs_number import check_digit
 from scheduling.caseload.services import create_referral, discharge_referral, register_patient
 from scheduling.codes import AppointmentType, AttendanceOutcome, EndOfCare, ReferralSource
+from scheduling.offers import services as offers
+from scheduling.offers.models import OfferedSlot, OfferSettings
 from scheduling.reminders.models import MessageEvent, OutboundMessage
 from scheduling.reminders.replies import handle_inbound
 from scheduling.reminders.sending import apply_delivery_report
@@ -194,7 +197,30 @@ class DemoBuilder:
         self.out("Texts of the last fortnight")
         with transaction.atomic():
             self.build_sms_history()
+        self.out("Earlier times offered by text")
+        with transaction.atomic():
+            self.build_offers()
         return staff
+
+    # --- Sooner-slot offers --------------------------------------------------------------------
+    def build_offers(self):
+        """Offers on, a patient who asked for sooner, and two upcoming calls cancelled with notice just now,
+        each offered to its first wave (texts due now, or when quiet hours end), so the worklist and
+        booking pages show offers in flight."""
+        OfferSettings.objects.update_or_create(pk=1, defaults={"enabled": True})
+        upcoming = list(
+            Appointment.objects.not_cancelled()
+            .filter(outcome=AttendanceOutcome.NOT_APPLICABLE, start__gt=self.now + timedelta(days=3))
+            .order_by("start", "id")[:6]
+        )
+        if not upcoming:
+            return
+        set_wants_sooner(appointment=upcoming[-1], wants_sooner=True, actor=self.admin)
+        for appointment in upcoming[:2]:
+            cancel_appointment(appointment=appointment, cancelled_by="patient", reason="Away that week", actor=self.admin,
+                               asked_at=self.now)
+        for slot in OfferedSlot.objects.filter(status=OfferedSlot.Status.OPEN).order_by("start"):
+            offers.send_wave(slot=slot, now=self.now)
 
     # --- SMS ---------------------------------------------------------------------------------
     def build_sms_history(self):

@@ -16,6 +16,7 @@ from scheduling.caseload.models import (  # noqa: F401
     Team,
 )
 from scheduling.patient_links import PatientLink  # noqa: F401
+from scheduling.offers.models import OfferedSlot, OfferInvitation, OfferSettings  # noqa: F401
 from scheduling.reports.models import ImportedEvent  # noqa: F401
 from scheduling.selfservice.models import RateCounter  # noqa: F401
 from scheduling.submissions import FormSubmission  # noqa: F401

@@ -5,6 +5,7 @@ from scheduling import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("referrals/", include("scheduling.caseload.urls")),
+    path("booking/offers/", include("scheduling.offers.urls")),
     path("booking/", include("scheduling.worklist.urls")),
     path("booking/", include("scheduling.booking.urls")),
     path("calls/", include("scheduling.calls.urls")),

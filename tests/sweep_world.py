@@ -15,11 +15,13 @@ from scheduling.booking.models import Appointment
 from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.calls.services import CallButton, record_call_outcome
 from scheduling.caseload.models import CaseloadCover
+from scheduling.offers import services as offers
 from scheduling.worklist.models import AdminTask
 from scheduling.worklist.services import raise_admin_task
 from scheduling.reminders.models import OutboundMessage
 from tests.booking_helpers import book, give_pattern
 from tests.factories import make_patient, make_referral, make_user
+from tests.offer_helpers import offers_on
 
 
 @dataclass
@@ -107,4 +109,10 @@ def build_world() -> World:
     covered = _caseload("Covered", pwp_three, admin)
     unassigned = make_referral(None, patient=make_patient(given_name="Sweep", family_name="Zunassigned"), actor=admin)
     assert Appointment.objects.count() == 6
+    # A slot on offer (offers on), so the worklist and booking pages show the offers panel and its stop button.
+    offers_on()
+    ten_days = timezone.localtime(timezone.now() + dt.timedelta(days=10)).replace(hour=10, minute=0, second=0, microsecond=0)
+    slot = offers.release_slot(practitioner=pwp_one, start=ten_days, duration_minutes=60, appointment_type="assessment",
+                               released_by="availability")
+    offers.advance_offers(slot_id=slot.pk)
     return World(own=own, other=other, covered=covered, unassigned=unassigned, admin=admin, manager=manager)

@@ -77,3 +77,13 @@ def test_the_capacity_report_benchmark_refuses_anything_but_postgresql(db):
         pytest.skip("Only meaningful on another database")
     with pytest.raises(CommandError, match="runs on PostgreSQL"):
         call_command("bench_capacity_report", practitioners=1, appointments=5, attempts=5, stdout=StringIO())
+
+
+def test_the_offer_candidate_benchmark_prints_its_ratios_with_their_spread(db):
+    out = StringIO()
+    call_command("bench_offer_candidates", referrals=60, practitioners=2, repeat=3, stdout=out)
+    result = _json(out.getvalue())
+    assert result["open_referrals"] == 60 and result["candidates_found"] <= 3
+    for key in ("candidate_search_caseload_ratio", "candidate_search_whole_team_ratio", "baseline_single_indexed_query_seconds"):
+        _assert_spread(result[key])
+    assert not Referral.objects.exists()  # rolled back

@@ -67,6 +67,7 @@ PAGES = {
     "sms:edit_template": lambda w: reverse("sms:edit_template", args=["reminder"]),
     "sms:new_rule": lambda w: reverse("sms:new_rule"),
     "sms:edit_rule": lambda w: reverse("sms:edit_rule", args=[w.rule.pk]),
+    "offers:settings": lambda w: reverse("offers:settings"),
 }
 
 # Routes that are not pages a role opens with GET, each with the reason.
@@ -78,6 +79,8 @@ EXCLUDED = {
     "booking:book": "POST only (a slot's button on the slot finder)",
     "worklist:take": "POST only (the worklist's Take / Take over buttons)",
     "worklist:release": "POST only (the worklist's Release button)",
+    "offers:stop": "POST only (the offers panel's Stop offering this slot button)",
+    "booking:wants_sooner": "POST only (the booking page's Wants an earlier time button)",
     "caseload:write_note": "POST only (the note form on the record page)",
     "caseload:amend_note": "POST only (the amend form on the record page)",
     "calls:log": "POST only (the call list's outcome buttons; exercised by the htmx row update)",

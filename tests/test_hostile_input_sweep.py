@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from scheduling import patient_links
 from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.caseload.notes import write_note
+from scheduling.offers.models import OfferedSlot
 from scheduling.reminders.models import MessageTemplate, ReminderRule
 from scheduling.reports.views import APPOINTMENT_FIGURES
 from tests import sweep_stats
@@ -137,7 +138,8 @@ INT_PARAMS = {
        for name in ("caseload:referral_detail", "caseload:discharge", "caseload:write_note", "booking:find_slots",
                     "booking:book", "booking:course")},
     **{name: (lambda w: {"own": w.own.appointment.pk, "other": w.other.appointment.pk})
-       for name in ("booking:rearrange", "booking:cancel")},
+       for name in ("booking:rearrange", "booking:cancel", "booking:wants_sooner")},
+    "offers:stop": lambda w: {"open": _pk(OfferedSlot.objects.order_by("pk").first())},
     "caseload:patient_details": lambda w: {"own": w.own.booked.patient_id, "own waiting": w.own.waiting.patient_id,
                                            "covered": w.covered.booked.patient_id, "other": w.other.booked.patient_id,
                                            "unassigned": w.unassigned.patient_id},

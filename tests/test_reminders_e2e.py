@@ -30,6 +30,7 @@ from scheduling.booking.services import cancel_appointment, rearrange_appointmen
 from scheduling.worklist.models import AdminTask
 from scheduling.reminders import sending
 from scheduling.reminders.models import MessageEvent, OutboundMessage
+from scheduling.offers.tasks import ADVANCE_SCHEDULE_NAME
 from scheduling.reminders.tasks import DISPATCH_FUNCTION, DISPATCH_SCHEDULE_NAME
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
@@ -120,9 +121,11 @@ def start_worker(app, clock, fake_twilio, tmp_path):
     workers = []
 
     def start(**environment) -> Worker:
-        # The every-minute schedule stays out of the way unless a test sets it going: the tests
+        # The every-minute schedules (texts, offers) stay out of the way unless a test sets it going: the tests
         # enqueue the dispatcher themselves, exactly as the schedule does, to control each step.
-        Schedule.objects.filter(name=DISPATCH_SCHEDULE_NAME).update(next_run=timezone.now() + dt.timedelta(days=365))
+        Schedule.objects.filter(name__in=[DISPATCH_SCHEDULE_NAME, ADVANCE_SCHEDULE_NAME]).update(
+            next_run=timezone.now() + dt.timedelta(days=365)
+        )
         env = {
             key: value for key, value in os.environ.items()
             if not key.startswith(("DJANGO_", "DATABASE_", "REDIS_", "SMS_", "TWILIO_", "Q_"))

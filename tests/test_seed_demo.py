@@ -70,3 +70,29 @@ def test_it_refuses_to_load_twice_but_if_empty_succeeds_quietly(db):
         call_command("seed_demo", "--referrals", "3")
     call_command("seed_demo", "--if-empty", stdout=open("/dev/null", "w"))
     assert Referral.objects.count() == 3
+
+
+@time_machine.travel(FROZEN, tick=False)
+def test_the_demo_has_offers_in_flight_and_the_replay_is_a_deterministic_labelled_estimate_that_writes_nothing(db):
+    import json
+    from io import StringIO
+
+    from scheduling.audit import AuditEntry
+    from scheduling.offers.models import OfferedSlot, OfferInvitation, OfferSettings
+
+    call_command("seed_demo", "--referrals", "60", stdout=StringIO())
+    assert OfferSettings.current().enabled
+    assert OfferedSlot.objects.filter(status=OfferedSlot.Status.OPEN).exists() and OfferInvitation.objects.exists()
+    assert Appointment.objects.filter(wants_sooner=True).exists()
+    rows = (Appointment.objects.count(), OfferedSlot.objects.count(), AuditEntry.objects.count())
+
+    def replay(seed):
+        out = StringIO()
+        call_command("replay_offers", "--seed", str(seed), stdout=out)
+        return json.loads(out.getvalue())
+
+    first = replay(5)
+    assert first == replay(5)
+    assert first["estimate"] is True and "ESTIMATE" in first["label"] and "probability 0.35" in first["patient_response_model"]
+    assert first["releases_with_notice"] > 0 and 0 <= first["share_of_released_minutes_refilled"] <= 1
+    assert (Appointment.objects.count(), OfferedSlot.objects.count(), AuditEntry.objects.count()) == rows

@@ -61,6 +61,8 @@ class Appointment(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True, editable=False
     )
     is_demo = models.BooleanField(default=False, editable=False)
+    # The patient would take an earlier time if one comes free (set by admin staff; sooner-slot offers).
+    wants_sooner = models.BooleanField(default=False, db_default=False, editable=False)
 
     objects = AppointmentQuerySet.as_manager()
 

@@ -20,7 +20,7 @@ from scheduling.booking.models import (
 )
 from scheduling.booking import rules, selectors
 from scheduling.booking.rules import EARLIEST_OUTCOME_BEFORE_START
-from scheduling.booking.signals import appointment_booked, appointment_cancelled
+from scheduling.booking.signals import appointment_booked, appointment_cancelled, availability_added
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.caseload.services import advance_referral_to, assign_practitioner
 from scheduling.codes import (
@@ -397,6 +397,7 @@ def _step_back_if_no_assessment_pending(*, referral: Referral, actor, at=None):
 def _cancel(
     *, appointment: Appointment, cancelled_by: str, reason: str, actor, asked_at, step_back: bool, enforce_asked_at: bool = False,
     via: str = "",
+    rearranged: bool = False,
 ) -> Appointment:
     if cancelled_by not in Appointment.CancelledBy.values:
         raise ValidationError({"cancelled_by": "Say whether the patient or the service cancelled."})
@@ -438,7 +439,7 @@ def _cancel(
         referral=locked.referral, appointment=locked, field="outcome", old=AttendanceOutcome.NOT_APPLICABLE, new=outcome,
         actor=actor, reason=reason, via=via,
     )
-    appointment_cancelled.send(sender=Appointment, appointment=locked, actor=actor)
+    appointment_cancelled.send(sender=Appointment, appointment=locked, actor=actor, rearranged=rearranged)
     if step_back and locked.appointment_type == AppointmentType.ASSESSMENT:
         _step_back_if_no_assessment_pending(referral=locked.referral, actor=actor)
     return locked
@@ -507,7 +508,7 @@ def rearrange_appointment(
         _refuse_if_already_moved(appointment=appointment, new_start=new_start, practitioner=practitioner)
         original = _cancel(
             appointment=appointment, cancelled_by=asked_by, reason=reason or "Rearranged", actor=actor, asked_at=asked_at,
-            step_back=False, enforce_asked_at=enforce_asked_at, via=via,
+            step_back=False, enforce_asked_at=enforce_asked_at, via=via, rearranged=True,
         )
         practitioner = practitioner or original.practitioner
         _check_bookable(
@@ -757,7 +758,20 @@ def withdraw_availability_exception(*, exception: AvailabilityException, actor=N
             raise ValidationError("This absence was already withdrawn.", code="already_withdrawn")
         exception.refresh_from_db()
         log_action(subject=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN, at=now)
+        _announce_availability(sender=AvailabilityException, practitioner=exception.practitioner,
+                               starts_at=exception.starts_at, ends_at=exception.ends_at, actor=actor)
     return exception
+
+
+# Working hours are a weekly pattern: a change is announced for this far ahead (offers cap what they use of it).
+AVAILABILITY_HORIZON = timedelta(days=14)
+
+
+def _announce_availability(*, sender, practitioner, starts_at, ends_at, actor):
+    now = timezone.now()
+    if ends_at > now:
+        availability_added.send(sender=sender, practitioner=practitioner, starts_at=max(starts_at, now), ends_at=ends_at,
+                                actor=actor)
 
 
 def save_availability_exception(*, exception: AvailabilityException, actor) -> AvailabilityException:
@@ -769,7 +783,11 @@ def save_availability_exception(*, exception: AvailabilityException, actor) -> A
         exception.created_by = actor
     stored = AvailabilityException.objects.filter(pk=exception.pk).values_list("withdrawn_at", flat=True).first()
     withdrawn = exception.pk is not None and stored is None and exception.withdrawn_at is not None
-    save_and_log(instance=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN if withdrawn else None)
+    with transaction.atomic():
+        save_and_log(instance=exception, actor=actor, action=AuditEntry.Action.WITHDRAWN if withdrawn else None)
+        if withdrawn:
+            _announce_availability(sender=AvailabilityException, practitioner=exception.practitioner,
+                                   starts_at=exception.starts_at, ends_at=exception.ends_at, actor=actor)
     return exception
 
 
@@ -780,9 +798,31 @@ def save_booking_settings(*, booking_settings: BookingSettings, actor) -> Bookin
 
 
 def save_working_hours(*, working_hours: WorkingHours, actor) -> WorkingHours:
-    """A block of a practitioner's working week added or changed (Django admin), audited."""
-    save_and_log(instance=working_hours, actor=actor)
+    """A block of a practitioner's working week added or changed (Django admin), audited; announced as
+    availability_added for the next AVAILABILITY_HORIZON."""
+    with transaction.atomic():
+        save_and_log(instance=working_hours, actor=actor)
+        now = timezone.now()
+        _announce_availability(sender=WorkingHours, practitioner=working_hours.practitioner, starts_at=now,
+                               ends_at=now + AVAILABILITY_HORIZON, actor=actor)
     return working_hours
+
+
+def set_wants_sooner(*, appointment: Appointment, wants_sooner: bool, actor=None) -> Appointment:
+    """Record that the patient would take an earlier time for this appointment if one comes free (sooner-slot
+    offers look for these), or no longer would. Audited on the appointment; setting it to what it is changes nothing."""
+    with transaction.atomic():
+        locked = Appointment.objects.select_for_update().select_related("referral").get(pk=appointment.pk)
+        if locked.outcome != AttendanceOutcome.NOT_APPLICABLE:
+            raise ValidationError("Only an appointment still to happen can be brought forward.", code="invalid_transition")
+        if locked.wants_sooner == wants_sooner:
+            return locked
+        locked.wants_sooner = wants_sooner
+        locked.save(update_fields=["wants_sooner"])
+        record_change(referral=locked.referral, appointment=locked, field="wants_sooner", old=str(not wants_sooner).lower(),
+                      new=str(wants_sooner).lower(), actor=actor)
+    appointment.wants_sooner = wants_sooner
+    return locked
 
 
 def remove_working_hours(*, working_hours: WorkingHours, actor) -> None:

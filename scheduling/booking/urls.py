@@ -10,4 +10,5 @@ urlpatterns = [
     path("referrals/<int:pk>/course/", views.course, name="course"),
     path("appointments/<int:pk>/rearrange/", views.rearrange, name="rearrange"),
     path("appointments/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("appointments/<int:pk>/sooner/", views.wants_sooner, name="wants_sooner"),
 ]

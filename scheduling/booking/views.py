@@ -31,6 +31,7 @@ from scheduling.booking.services import (
     is_late_cancellation,
     is_late_rearrangement,
     rearrange_appointment,
+    set_wants_sooner,
 )
 from scheduling.caseload.models import Patient, Referral
 from scheduling.caseload.services import (
@@ -444,3 +445,23 @@ def new_referral(request):
         "form": form, "existing": existing, "duplicate": duplicate, "duplicate_referral": duplicate_referral,
         "existing_referral": existing_referral,
     }, status=400 if duplicate or form.errors else 200)
+
+
+def wants_sooner(request, pk: int):
+    """Admin staff record that the patient would take an earlier time for this appointment (sooner-slot
+    offers look for it), or no longer would. POST only; audited by the service."""
+    require_perms(request, "book_appointments")
+    if request.method != "POST":
+        return redirect("worklist:index")
+    appointment = get_object_or_404(Appointment.objects.select_related("referral"), pk=pk)
+    wanted = params.choice_param(request.POST, "wants_sooner", choices=("yes", "no"), label="wants sooner")
+    if not wanted:
+        raise params.InvalidParameter("wants sooner: say yes or no.")
+    try:
+        set_wants_sooner(appointment=appointment, wants_sooner=wanted == "yes", actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, service_error_message(exc))
+    else:
+        messages.success(request, "Recorded: the patient will be offered an earlier time if one comes free."
+                         if wanted == "yes" else "Recorded: no earlier times will be offered for this appointment.")
+    return redirect("booking:find_slots", appointment.referral_id)

@@ -144,6 +144,9 @@ class OutboundMessage(models.Model):
     CONFIRMATION = "confirmation"
     CONFIRMATION_MOVED = "confirmation_moved"
     CONFIRMATION_KINDS = (CONFIRMATION, CONFIRMATION_MOVED)
+    # Sooner-slot offers (scheduling/offers): the offer, and "sorry, that slot has just gone".
+    SLOT_OFFER = "slot_offer"
+    SLOT_OFFER_GONE = "slot_offer_gone"
 
     patient = models.ForeignKey("scheduling.Patient", on_delete=models.PROTECT, related_name="outbound_messages")
     appointment = models.ForeignKey(
@@ -218,6 +221,10 @@ class OutboundMessage(models.Model):
             return "Booking confirmation"
         if self.kind == self.CONFIRMATION_MOVED:
             return "Confirmation of the new time"
+        if self.kind == self.SLOT_OFFER:
+            return "Offer of an earlier time"
+        if self.kind == self.SLOT_OFFER_GONE:
+            return "Offered time already gone"
         if self.kind.startswith("reminder_"):
             days = int(self.kind.removeprefix("reminder_").removesuffix("d") or 0)
             return "Reminder on the day" if days == 0 else f"Reminder {days} day{'s' if days != 1 else ''} before"
@@ -263,6 +270,7 @@ class InboundMessage(models.Model):
         REARRANGE = "rearrange", "Asked to rearrange"
         OPT_OUT = "opt_out", "Asked to stop texts"
         OPT_IN = "opt_in", "Asked to start texts again"
+        OFFER_REPLY = "offer_reply", "Answered an offer of an earlier time"
         OTHER = "other", "Other message"
 
     class Handling(models.TextChoices):
@@ -271,6 +279,8 @@ class InboundMessage(models.Model):
         SHARED_NUMBER = "shared_number", "Number belongs to more than one patient"
         NO_UPCOMING_APPOINTMENT = "no_upcoming_appointment", "No upcoming appointment to apply it to"
         FOR_STAFF = "for_staff", "Passed to admin staff"
+        OFFER_TAKEN = "offer_taken", "Offered time booked"
+        OFFER_GONE = "offer_gone", "Offered time already gone (told so)"
 
     provider_sid = models.CharField(max_length=64, unique=True)
     from_number = models.CharField(max_length=20)

@@ -7,6 +7,9 @@ The first word of the reply, upper-cased with punctuation stripped, decides what
                                                       nothing is cancelled automatically)
     STOP STOPALL UNSUBSCRIBE END QUIT REVOKE OPTOUT   stop all texts, at once
     START UNSTOP                                      texts may go again
+    YES 4821, YES4821, Y 4821                         takes the earlier time offered with that code
+                                                      (answered by scheduling/offers through the
+                                                      offer_code_reply signal; never a confirmation)
     anything else                                     a task for admin staff, with the text
 
 The sender is matched on patients' mobile numbers (then, if none, their other numbers). Nothing is
@@ -40,6 +43,7 @@ from scheduling.worklist.services import raise_admin_task
 from scheduling.codes import AttendanceOutcome
 from scheduling.reminders.models import InboundMessage
 from scheduling.reminders.services import opt_in_patient, opt_out_patient
+from scheduling.reminders.signals import offer_code_reply
 
 logger = logging.getLogger(__name__)
 Meaning = InboundMessage.Meaning
@@ -66,7 +70,18 @@ def _words(body: str) -> list[str]:
     return [word for word in words if word]
 
 
+# A yes with a four-digit offer code, together or apart: "YES 4821", "yes4821", "Y-4821".
+OFFER_CODE = re.compile(r"^\s*(?:YES|Y)\W*(\d{4})(?!\d)", re.IGNORECASE)
+
+
+def offer_code_of(body: str) -> str:
+    match = OFFER_CODE.match(body or "")
+    return match.group(1) if match else ""
+
+
 def meaning_of(body: str) -> str:
+    if offer_code_of(body):
+        return Meaning.OFFER_REPLY
     words = _words(body)
     return KEYWORDS.get(words[0], Meaning.OTHER) if words else Meaning.OTHER
 
@@ -192,6 +207,18 @@ def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
                 opt_in_patient(patient=patient, at=at)
         task = _reply_task(patient=single, detail=_also_says(message, body, shared_by=len(patients))) if more else None
         return Handling.APPLIED, None, task
+
+    if meaning == Meaning.OFFER_REPLY and patients:
+        # Not a confirmation of the next appointment: the offers capability answers it (one-way stack).
+        for _receiver, answer in offer_code_reply.send(
+            sender=InboundMessage, message=message, patients=patients, code=offer_code_of(body), at=at
+        ):
+            if answer is not None:
+                if answer.patient is not None and message.patient_id is None:
+                    message.patient = answer.patient
+                    message.save(update_fields=["patient"])
+                return answer.handling, answer.appointment, None
+        return Handling.FOR_STAFF, None, _reply_task(patient=single, detail=f"Reply with an offer code: {_quote(body)}")
 
     if not patients:
         detail = f"Text from a number not on our records ({_number_for_staff(message.from_number)}): {_quote(body)}"

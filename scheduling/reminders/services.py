@@ -297,11 +297,13 @@ def replan_patient_reminders(*, patient, reason: str, actor=None, now=None) -> l
     return created
 
 
-def cancel_pending_messages(*, appointment=None, patient=None, reason: str, actor=None, now=None) -> int:
-    """Cancel every message not yet handed to the gateway, for an appointment or for a patient.
+def cancel_pending_messages(*, appointment=None, patient=None, message=None, reason: str, actor=None, now=None) -> int:
+    """Cancel every message not yet handed to the gateway, for an appointment, a patient or one message.
     Runs in the caller's transaction; a send task that has not claimed its row yet finds it cancelled."""
     now = now or timezone.now()
     pending = OutboundMessage.objects.filter(status=Status.SCHEDULED)
+    if message is not None:
+        pending = pending.filter(pk=message.pk)
     if appointment is not None:
         pending = pending.filter(appointment=appointment)
     if patient is not None:
@@ -400,6 +402,24 @@ def queue_opt_in_invitation(*, invitation, actor=None, now=None) -> OutboundMess
         status_reason=refusal,
         finished_at=now if refusal else None,
     )
+
+
+def queue_text(*, patient, kind: str, body: str, actor=None, now=None, not_after=None) -> OutboundMessage:
+    """Write one text about no appointment (a capability above the outbox words it: an offer of an earlier
+    time, say), due now or at the end of quiet hours. Skipped, with the reason, when the patient cannot
+    be texted, or when the end of quiet hours is after `not_after` (it would be news no more)."""
+    now = now or timezone.now()
+    due = end_of_quiet_hours(now, SmsSettings.current())
+    reason = sms_refusal_reason(patient)
+    if not reason and content.clinical_words_in(body):
+        reason = "the text would mention care or conditions"
+    if not reason and not_after is not None and due >= not_after:
+        reason = "quiet hours last until it would be too late"
+    message = _create_message(
+        actor=actor, now=now, patient=patient, kind=kind, body=body, due_at=due,
+        status=Status.SKIPPED if reason else Status.SCHEDULED, status_reason=reason, finished_at=now if reason else None,
+    )
+    return message
 
 
 # --- Manager's edits -------------------------------------------------------------------------
