@@ -4,11 +4,17 @@ import datetime
 
 import pytest
 import time_machine
+from django.urls import reverse
 
 from scheduling import roles
+from scheduling.audit import AuditEntry
 from scheduling.booking.services import book_appointment, cancel_appointment, rearrange_appointment
-from scheduling.reports.selectors import ReportParams, recovered_figures
+from scheduling.offers import services as offers
+from scheduling.offers.models import OfferInvitation
+from scheduling.reports.selectors import ReportParams, build_report, recovered_figures
+from tests.booking_helpers import book as book_call
 from tests.factories import london, make_referral, make_user
+from tests.offer_helpers import give_pattern, offers_on, reply, waiting
 
 PERIOD = ReportParams(date_from=datetime.date(2026, 3, 23), date_to=datetime.date(2026, 3, 29))
 
@@ -66,9 +72,43 @@ def test_it_counts_released_and_refilled_minutes_as_worked_out_by_hand(service):
     assert figures["days_brought_forward"] == 10
 
 
-def test_it_credits_a_refill_to_the_way_it_was_booked(service):
-    figures = recovered_figures(PERIOD, refilled_by={service["d"].pk: "offer", service["moved"].pk: "self_service"})
-    assert figures["refilled_minutes_by"] == {"offer": 60, "self_service": 30, "staff": 0}
+def test_it_credits_a_slot_taken_by_an_offer_and_one_moved_into_on_the_self_service_page(pwp, admin_user, freeze):
+    """Week of 8 June 2026. Wed 10 June 14:00 (60 min) cancelled 9 days ahead and offered: the second patient
+    texted replies YES 5 minutes later (60 minutes by an offer). Thu 11 June 10:00 (60 min) cancelled too; a
+    patient booked for Mon 22 June 10:00 moves into it on their self-service page (60 minutes by self-service,
+    11 days brought forward)."""
+    freeze(london(2026, 6, 1, 9))
+    give_pattern(pwp)
+    offers_on()
+    wednesday = book_call(make_referral(pwp, received_on=datetime.date(2026, 5, 1)), pwp, london(2026, 6, 10, 14), actor=admin_user)
+    thursday = book_call(make_referral(pwp, received_on=datetime.date(2026, 5, 1)), pwp, london(2026, 6, 11, 10), actor=admin_user)
+    later = book_call(make_referral(pwp, received_on=datetime.date(2026, 5, 2)), pwp, london(2026, 6, 22, 10), actor=admin_user)
+    for day in (5, 10, 15):
+        waiting(pwp, datetime.date(2026, 1, day))
+    cancel_appointment(appointment=wednesday, cancelled_by="patient", reason="Away", actor=admin_user)
+    offers.advance_offers()
+    freeze(london(2026, 6, 1, 9, 5))
+    second = OfferInvitation.objects.order_by("id")[1]
+    assert reply(second.patient, f"YES {second.code}").appointment is not None
+    cancel_appointment(appointment=thursday, cancelled_by="patient", reason="Work", actor=admin_user)
+    rearrange_appointment(appointment=later, new_start=london(2026, 6, 11, 10), asked_by="patient",
+                          asked_at=london(2026, 6, 1, 9, 5), via=AuditEntry.Via.SELF_SERVICE)
+
+    week = ReportParams(date_from=datetime.date(2026, 6, 8), date_to=datetime.date(2026, 6, 14))
+    figures = recovered_figures(week)
+    assert figures["released_minutes"] == 120
+    assert figures["refilled_minutes_by"] == {"offer": 60, "self_service": 60, "staff": 0}
+    assert figures["patients_brought_forward"] == 1 and figures["days_brought_forward"] == 11
+    assert figures["median_hours_to_refill"] == 0.0  # 5 minutes and none: the median of 0.08 and 0.0 rounds to 0.0
+
+    # Offers and self-service by when they happened (1 June), whatever week the slots are in.
+    first_week = build_report(ReportParams(date_from=datetime.date(2026, 6, 1), date_to=datetime.date(2026, 6, 7)))
+    assert first_week["recovered"]["offers"]["slots_offered"] == 3  # the moved appointment's old time too
+    assert first_week["recovered"]["offers"]["slots_taken"] == 1
+    assert first_week["recovered"]["offers"]["texts_taken"] == 1
+    assert first_week["recovered"]["offers"]["texts_withdrawn"] == 2
+    assert first_week["recovered"]["self_service"]["moved"] == 1
+    assert first_week["recovered"]["self_service"]["cancelled"] == 0
 
 
 def test_a_period_with_nothing_released_has_no_percentage(service):
@@ -76,3 +116,17 @@ def test_a_period_with_nothing_released_has_no_percentage(service):
     assert figures["released_minutes"] == 0
     assert figures["refilled_pct"] is None
     assert figures["median_hours_to_refill"] is None
+
+
+def test_the_capacity_page_and_exports_show_the_recovered_figures(service, client):
+    manager = make_user("manager.one", roles.MANAGER)
+    client.force_login(manager)
+    query = {"from": "2026-03-23", "to": "2026-03-29"}
+    page = client.get(reverse("reports:capacity"), query).content.decode()
+    assert "Recovered capacity" in page
+    assert "<strong>3</strong>, 180 minutes" in page and "<strong>90 minutes</strong> (50.0%)" in page
+    assert "a median of 14.0 hours" in page
+    csv = client.get(reverse("reports:export", args=["csv"]), query).content.decode()
+    assert "recovered.refilled_minutes,90" in csv and "recovered.refilled_minutes_by.staff,90" in csv
+    data = client.get(reverse("reports:export", args=["json"]), query).json()
+    assert data["recovered"]["offers"]["slots_offered"] == 0 and data["recovered"]["self_service"]["links_locked"] == 0

@@ -33,11 +33,14 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 from django.utils import timezone
 
+from scheduling.audit import AuditEntry
 from scheduling.booking.models import Appointment, BookingSettings
 from scheduling.booking.rules import late_cancellation_q, short_notice_q, short_notice_service_cancellation_q
 from scheduling.calls.models import ContactAttempt, ContactAttemptUndo
 from scheduling.caseload.models import Referral, ServiceSettings
 from scheduling.codes import ATTENDED_OUTCOMES, CANCELLED_OUTCOMES, MISSED_OUTCOMES, AppointmentType
+from scheduling.offers.models import OfferedSlot, OfferInvitation
+from scheduling.patient_links import PatientLink
 from scheduling.uktime import LONDON, local_day_bounds
 
 LOST_CAUSES = ("dna", "late_cancellation", "service_cancellation", "failed_calls")
@@ -744,11 +747,22 @@ class _Slot:
     first_refill_at: object = None
 
 
-def recovered_figures(params, *, refilled_by: dict[int, str] | None = None) -> dict:
-    """`refilled_by`: appointment id -> "offer" or "self_service" for bookings made that way (the rest are
-    staff's). Returns minutes released and re-filled (by each), the median hours from release to re-fill,
-    and the days brought forward for patients moved to an earlier time into a released slot."""
-    refilled_by = refilled_by or {}
+def _booked_by_offer_or_patient(appointment_ids) -> dict[int, str]:
+    """Appointment id -> "offer" (it filled an offered slot, by text or by link) or "self_service" (the patient
+    moved to it on their self-service page); the others were booked by staff."""
+    kinds = {pk: "self_service" for pk in AuditEntry.objects.filter(
+        appointment_id__in=appointment_ids, via=AuditEntry.Via.SELF_SERVICE, field="booking", new_value="booked"
+    ).values_list("appointment_id", flat=True)}
+    kinds.update({pk: "offer" for pk in OfferedSlot.objects.filter(filled_by_id__in=appointment_ids).values_list(
+        "filled_by_id", flat=True
+    )})
+    return kinds
+
+
+def recovered_figures(params: ReportParams) -> dict:
+    """Minutes released and re-filled (by offers, by patients' self-service, by staff), the median hours from
+    release to re-fill, the days brought forward for patients moved to an earlier time into a released slot,
+    and what the offers and the self-service page did in the period."""
     released = released_in_period(params)
     slots_by_practitioner = defaultdict(list)
     for pk, practitioner_id, start, end, released_at, minutes, replacement in released.values_list(
@@ -769,6 +783,8 @@ def recovered_figures(params, *, refilled_by: dict[int, str] | None = None) -> d
         )
         .values_list("pk", "practitioner_id", "start", "end", "booked_at", "rearranged_from__original__start")
     )
+    fillers = list(fillers)
+    refilled_by = _booked_by_offer_or_patient([row[0] for row in fillers])
     by_kind = dict.fromkeys(REFILLED_BY, 0.0)
     brought_forward = []
     for pk, practitioner_id, start, end, booked_at, moved_from_start in fillers:
@@ -805,4 +821,60 @@ def recovered_figures(params, *, refilled_by: dict[int, str] | None = None) -> d
         "median_hours_to_refill": round(statistics.median(hours_to_refill), 1) if hours_to_refill else None,
         "patients_brought_forward": len(brought_forward),
         "days_brought_forward": sum(brought_forward),
+        "offers": offer_figures(params),
+        "self_service": self_service_figures(params),
     }
+
+
+def offer_figures(params: ReportParams) -> dict:
+    """Offers made in the period (by when the slot was offered): slots offered and how each ended, and the
+    texts sent and how each was answered. The practitioner and team filters apply; the referral-source filter
+    applies to the texts."""
+    slots = filter_by_people(
+        OfferedSlot.objects.filter(created_at__gte=params.start, created_at__lt=params.end),
+        params.narrowed(source=""),
+    )
+    if params.appointment_type:
+        slots = slots.filter(appointment_type=params.appointment_type)
+    by_status = dict(slots.order_by().values_list("status").annotate(n=Count("pk")))
+    invitations = filter_by_people(
+        OfferInvitation.objects.filter(slot__in=slots), params, practitioner="slot__practitioner"
+    )
+    answered = dict(invitations.order_by().values_list("status").annotate(n=Count("pk")))
+    return {
+        "slots_offered": sum(by_status.values()),
+        "slots_taken": by_status.get(OfferedSlot.Status.FILLED, 0),
+        "slots_expired": by_status.get(OfferedSlot.Status.EXPIRED, 0),
+        "slots_stopped": by_status.get(OfferedSlot.Status.STOPPED, 0),
+        "slots_open": by_status.get(OfferedSlot.Status.OPEN, 0),
+        "texts_sent": sum(answered.values()),
+        "texts_taken": answered.get(OfferInvitation.Status.ACCEPTED, 0),
+        "texts_too_late": answered.get(OfferInvitation.Status.GONE, 0),
+        "texts_expired": answered.get(OfferInvitation.Status.EXPIRED, 0),
+        "texts_withdrawn": answered.get(OfferInvitation.Status.WITHDRAWN, 0),
+    }
+
+
+def self_service_figures(params: ReportParams) -> dict:
+    """What patients did on their self-service page in the period, by kind, and the links locked after three
+    wrong dates of birth."""
+    entries = filter_by_people(
+        AuditEntry.objects.filter(via=AuditEntry.Via.SELF_SERVICE, at__gte=params.start, at__lt=params.end),
+        params, practitioner="appointment__practitioner",
+    )
+    if params.appointment_type:
+        entries = entries.filter(appointment__appointment_type=params.appointment_type)
+    counts = entries.aggregate(
+        confirmed=Count("pk", filter=Q(field="confirmed")),
+        moved=Count("pk", filter=Q(
+            field="booking", new_value="booked", appointment__rearranged_from__isnull=False, appointment__filled_offer__isnull=True
+        )),
+        # A move cancels its original too (with the same "via"): only cancellations that moved nowhere count.
+        cancelled=Count("pk", filter=Q(field="outcome", appointment__rearranged_to__isnull=True)),
+        took_offer=Count("pk", filter=Q(field="booking", new_value="booked", appointment__filled_offer__isnull=False)),
+    )
+    locked = filter_by_people(
+        PatientLink.objects.filter(locked_at__gte=params.start, locked_at__lt=params.end),
+        params, practitioner="appointment__practitioner", referral="appointment__referral__",
+    )
+    return {**counts, "links_locked": locked.count()}
