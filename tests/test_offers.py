@@ -16,7 +16,8 @@ from scheduling.offers import selectors, services
 from scheduling.offers.models import OfferedSlot, OfferInvitation
 from scheduling.reminders import content
 from scheduling.reminders.models import InboundMessage, OutboundMessage
-from scheduling.reminders.replies import meaning_of, offer_code_of
+from scheduling.reminders.replies import meaning_of, offer_code_of, offer_decline_code_of
+from scheduling.worklist.models import AdminTask
 from tests.booking_helpers import book
 from tests.factories import london, make_referral
 from tests.offer_helpers import give_pattern, offers_on, reply, waiting
@@ -135,6 +136,41 @@ def test_it_reads_each_way_of_writing_yes_and_a_code(body):
 @pytest.mark.parametrize("body", ["YES", "YES 48211", "4821", "NO 4821", "yesterday 4821"])
 def test_it_reads_no_code_in_other_replies(body):
     assert offer_code_of(body) == ""
+
+
+@pytest.mark.parametrize("body", ["NO 4821", "no4821", "N-4821", "No, 4821 sorry"])
+def test_it_reads_each_way_of_writing_no_and_a_code(body):
+    assert offer_decline_code_of(body) == "4821" and offer_code_of(body) == ""
+    assert meaning_of(body) == InboundMessage.Meaning.OFFER_REPLY
+
+
+def test_when_the_whole_wave_says_no_the_next_wave_goes_at_once(world, admin_user, freeze):
+    offers_on(wave_size=2, minutes_between_waves=30)
+    release(world, admin_user)
+    services.advance_offers()
+    first, second = OfferInvitation.objects.order_by("id")
+    freeze(NOW + dt.timedelta(minutes=2))
+    answer = reply(first.patient, f"NO {first.code}")
+    assert answer.meaning == InboundMessage.Meaning.OFFER_REPLY and answer.handling == Handling.APPLIED
+    assert services.advance_offers()["texted"] == 0  # the other patient may still say yes
+    answer = reply(second.patient, "No thanks")  # a bare no straight after the offer answers the offer
+    assert answer.handling == Handling.APPLIED and answer.meaning == InboundMessage.Meaning.REARRANGE
+    assert [i.status for i in OfferInvitation.objects.order_by("id")] == [Inv.DECLINED, Inv.DECLINED]
+    assert not AdminTask.objects.filter(kind=AdminTask.Kind.REARRANGE_REQUEST).exists()
+    assert AuditEntry.objects.filter(subject_type=AuditEntry.Subject.OFFER_INVITATION, new_value=Inv.DECLINED).count() == 2
+    assert services.advance_offers()["texted"] == 2  # 28 minutes before the interval was up
+    assert OfferedSlot.objects.get().waves_sent == 2
+
+
+def test_a_bare_no_to_a_reminder_still_asks_to_rearrange_though_an_offer_was_answered_before(world, admin_user, pwp):
+    release(world, admin_user)
+    services.advance_offers()
+    invitation = OfferInvitation.objects.order_by("id").first()
+    reply(invitation.patient, f"NO {invitation.code}")
+    later = book(invitation.referral, pwp, london(2026, 6, 24, 10), actor=admin_user)
+    answer = reply(invitation.patient, "NO")  # no open offer: the usual reading
+    assert answer.meaning == InboundMessage.Meaning.REARRANGE and answer.handling == Handling.FOR_STAFF
+    assert AdminTask.objects.filter(kind=AdminTask.Kind.REARRANGE_REQUEST, appointment=later).exists()
 
 
 def test_it_books_nothing_for_an_offer_that_has_expired(world, admin_user, freeze):

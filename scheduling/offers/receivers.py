@@ -33,5 +33,7 @@ def release_added_availability(sender, practitioner, starts_at, ends_at, actor=N
 
 
 @receiver(offer_code_reply, dispatch_uid="offers.answer_reply")
-def answer_offer_code_reply(sender, message, patients, code, at, **kwargs):
+def answer_offer_code_reply(sender, message, patients, code, at, declined: bool = False, **kwargs):
+    if declined:
+        return services.decline_offer(patients=patients, code=code, at=at)
     return services.answer_offer_reply(patients=patients, code=code, at=at)

@@ -320,6 +320,38 @@ def answer_offer_reply(*, patients, code: str, at=None) -> OfferReplyAnswer:
     return OfferReplyAnswer(handling=InboundMessage.Handling.OFFER_TAKEN, appointment=appointment, patient=patient)
 
 
+def decline_offer(*, patients, code: str, at=None) -> OfferReplyAnswer | None:
+    """A "NO <code>" reply, or a bare "No" from a patient whose latest text was an offer still open: that offer
+    is declined (audited), and once nobody texted about the slot is left to answer, its next wave is due at
+    once rather than after the interval. None when a bare "No" answers something else (a reminder, say), so
+    the reply is read as usual. A code that matches nothing open changes nothing."""
+    at = at or timezone.now()
+    still_open = OfferInvitation.objects.filter(patient__in=patients, status=InvitationStatus.SENT)
+    if code:
+        invitation = still_open.filter(code=code).first()
+        if invitation is None:
+            return OfferReplyAnswer(handling=InboundMessage.Handling.APPLIED, patient=patients[0] if len(patients) == 1 else None)
+    else:
+        if len(patients) != 1:
+            return None
+        latest = (OutboundMessage.objects.filter(patient=patients[0])
+                  .exclude(status__in=[OutboundMessage.Status.CANCELLED, OutboundMessage.Status.SKIPPED])
+                  .order_by("-created_at", "-id").first())
+        invitation = still_open.filter(message=latest).first() if latest is not None else None
+        if invitation is None:
+            return None
+    with transaction.atomic():
+        slot = OfferedSlot.objects.select_for_update(of=("self",)).get(pk=invitation.slot_id)
+        invitation = OfferInvitation.objects.select_for_update(of=("self",)).select_related("patient").get(pk=invitation.pk)
+        if invitation.status == InvitationStatus.SENT:
+            _set_status(invitation, InvitationStatus.DECLINED, reason="replied NO", at=at, answered_at=at, closed_at=at)
+            if slot.status == SlotStatus.OPEN and not slot.invitations.filter(status=InvitationStatus.SENT).exists():
+                slot.next_wave_at = at
+                slot.save(update_fields=["next_wave_at"])
+    logger.info("offers.declined slot_id=%s invitation_id=%s", slot.pk, invitation.pk)
+    return OfferReplyAnswer(handling=InboundMessage.Handling.APPLIED, patient=invitation.patient)
+
+
 # --- Settings --------------------------------------------------------------------------------------
 
 def update_offer_settings(*, actor, enabled: bool, minimum_notice_hours: int, wave_size: int, minutes_between_waves: int,

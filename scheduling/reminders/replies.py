@@ -10,6 +10,9 @@ The first word of the reply, upper-cased with punctuation stripped, decides what
     YES 4821, YES4821, Y 4821                         takes the earlier time offered with that code
                                                       (answered by scheduling/offers through the
                                                       offer_code_reply signal; never a confirmation)
+    NO 4821, N4821; or NO / N (and "No thanks")       declines that offer; a bare no declines the offer only
+                                                      when an open offer was the patient's latest text
+                                                      (otherwise it asks to rearrange, as above)
     anything else                                     a task for admin staff, with the text
 
 The sender is matched on patients' mobile numbers (then, if none, their other numbers). Nothing is
@@ -70,8 +73,10 @@ def _words(body: str) -> list[str]:
     return [word for word in words if word]
 
 
-# A yes with a four-digit offer code, together or apart: "YES 4821", "yes4821", "Y-4821".
+# A yes with a four-digit offer code, together or apart: "YES 4821", "yes4821", "Y-4821"; a no likewise.
 OFFER_CODE = re.compile(r"^\s*(?:YES|Y)\W*(\d{4})(?!\d)", re.IGNORECASE)
+OFFER_DECLINE = re.compile(r"^\s*(?:NO|N)\W*(\d{4})(?!\d)", re.IGNORECASE)
+BARE_NO = frozenset({"NO", "N"})
 
 
 def offer_code_of(body: str) -> str:
@@ -79,8 +84,13 @@ def offer_code_of(body: str) -> str:
     return match.group(1) if match else ""
 
 
+def offer_decline_code_of(body: str) -> str:
+    match = OFFER_DECLINE.match(body or "")
+    return match.group(1) if match else ""
+
+
 def meaning_of(body: str) -> str:
-    if offer_code_of(body):
+    if offer_code_of(body) or offer_decline_code_of(body):
         return Meaning.OFFER_REPLY
     words = _words(body)
     return KEYWORDS.get(words[0], Meaning.OTHER) if words else Meaning.OTHER
@@ -191,6 +201,19 @@ def _also_says(message: InboundMessage, body: str, *, shared_by: int = 1) -> str
     return f"Reply{sender} applied ({message.get_meaning_display().lower()}); it also says: {_quote(body)}"
 
 
+def _offer_answer(message: InboundMessage, *, patients, code: str, declined: bool, at):
+    """(handling, appointment, no task) from the offers receiver, or None if no receiver took the reply."""
+    for _receiver, answer in offer_code_reply.send(
+        sender=InboundMessage, message=message, patients=patients, code=code, declined=declined, at=at
+    ):
+        if answer is not None:
+            if answer.patient is not None and message.patient_id is None:
+                message.patient = answer.patient
+                message.save(update_fields=["patient"])
+            return answer.handling, answer.appointment, None
+    return None
+
+
 def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
     """(handling, appointment, admin task) for a stored reply, after doing what it asks."""
     meaning = message.meaning
@@ -210,15 +233,18 @@ def _act(*, message: InboundMessage, patients: list[Patient], body: str, at):
 
     if meaning == Meaning.OFFER_REPLY and patients:
         # Not a confirmation of the next appointment: the offers capability answers it (one-way stack).
-        for _receiver, answer in offer_code_reply.send(
-            sender=InboundMessage, message=message, patients=patients, code=offer_code_of(body), at=at
-        ):
-            if answer is not None:
-                if answer.patient is not None and message.patient_id is None:
-                    message.patient = answer.patient
-                    message.save(update_fields=["patient"])
-                return answer.handling, answer.appointment, None
+        accepted = offer_code_of(body)
+        answered = _offer_answer(message, patients=patients, code=accepted or offer_decline_code_of(body),
+                                 declined=not accepted, at=at)
+        if answered is not None:
+            return answered
         return Handling.FOR_STAFF, None, _reply_task(patient=single, detail=f"Reply with an offer code: {_quote(body)}")
+    words = _words(body)
+    if meaning == Meaning.REARRANGE and single is not None and words[0] in BARE_NO:
+        # "No" (or "No thanks") straight after an offer of an earlier time answers the offer, not a reminder.
+        answered = _offer_answer(message, patients=patients, code="", declined=True, at=at)
+        if answered is not None:
+            return answered
 
     if not patients:
         detail = f"Text from a number not on our records ({_number_for_staff(message.from_number)}): {_quote(body)}"

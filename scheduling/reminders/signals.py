@@ -2,10 +2,12 @@
 synchronously inside the transaction that stores a reply, so a receiver's writes commit or roll back
 with it.
 
-offer_code_reply(sender=InboundMessage, message, patients, code, at)
+offer_code_reply(sender=InboundMessage, message, patients, code, declined, at)
     A reply that is a yes with a short code ("YES 4821", "yes4821"): the answer to a text offering an
-    earlier time. `patients` are those with the sender's number (one, or several sharing it). A receiver
-    that handles offers answers with an OfferReplyAnswer; with none, the reply goes to admin staff.
+    earlier time; or, with declined=True, a no with a code ("NO 4821") or a bare "No" (code "") from one
+    patient. `patients` are those with the sender's number (one, or several sharing it). A receiver that
+    handles offers answers with an OfferReplyAnswer; with none, a coded reply goes to admin staff and a
+    bare "No" is read as usual (a request to rearrange the next appointment).
 """
 
 from dataclasses import dataclass
