@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from scheduling import roles
-from scheduling.caseload.models import PractitionerProfile, Team
+from scheduling.caseload.models import Patient, PractitionerProfile, Team
 from scheduling.caseload.nhs_number import check_digit
 from scheduling.caseload.services import create_referral, register_patient
 from scheduling.uktime import LONDON
@@ -20,10 +20,12 @@ def london(year, month, day, hour=0, minute=0) -> datetime:
 
 
 def next_nhs_number() -> str:
+    """The next valid test-range number no patient has: the demo seed draws from the same 999 range at
+    random, and a test that seeds it and then makes patients must not collide with one of them."""
     while True:
         first_nine = f"999{next(_counter):06d}"
         digit = check_digit(first_nine)
-        if digit is not None:
+        if digit is not None and not Patient.objects.filter(nhs_number=f"{first_nine}{digit}").exists():
             return f"{first_nine}{digit}"
 
 
