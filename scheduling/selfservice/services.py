@@ -1,6 +1,6 @@
 """Writes from the self-service page: counting requests (rate limits), checking the date of birth (three wrong
-lock the link and tell the worklist), and the patient's own confirm, cancel and move. Each change is audited
-as done by the patient, self-service (AuditEntry.Via.SELF_SERVICE, no staff actor)."""
+lock the link and tell the worklist), the patient's own confirm, cancel and move, and taking an offered time.
+Each change is audited as done by the patient, self-service (AuditEntry.Via.SELF_SERVICE, no staff actor)."""
 
 import datetime as dt
 import hashlib
