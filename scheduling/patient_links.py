@@ -9,9 +9,9 @@ The signature is checked before any database read, so a guessed or altered token
 refused the same way. The database keeps only a SHA-256 of the random part: someone reading the table cannot
 rebuild a link (they would need SECRET_KEY too). Rotating SECRET_KEY ends every link.
 
-A link names one patient and one purpose: an appointment now; an offer of a sooner slot later (PURPOSE_OFFER,
-with `expires_at` the offer's end). It expires at the end of its appointment, three wrong dates of birth lock
-it (held on the row, so across processes and devices), and it is never deleted."""
+A link names one patient and one purpose: an appointment (expiring at its end), or one patient's offer of a
+sooner slot (Purpose.OFFER, naming the OfferInvitation by a lazy reference, expiring when the offer does).
+Three wrong dates of birth lock it (held on the row, so across processes and devices); it is never deleted."""
 
 import base64
 import binascii
@@ -36,11 +36,15 @@ _SALT = "scheduling.patient_links"
 class PatientLink(models.Model):
     class Purpose(models.TextChoices):
         APPOINTMENT = "appointment", "An appointment"
-        OFFER = "offer", "An offered time"  # for the sooner-slot offers (not used yet)
+        OFFER = "offer", "An offered time"  # a sooner-slot offer (scheduling.offers)
 
     patient = models.ForeignKey("scheduling.Patient", on_delete=models.PROTECT, related_name="self_service_links")
     appointment = models.ForeignKey(
         "scheduling.Appointment", on_delete=models.PROTECT, related_name="self_service_links", null=True, blank=True
+    )
+    # A lazy reference: this base module imports no capability.
+    offer = models.ForeignKey(
+        "scheduling.OfferInvitation", on_delete=models.PROTECT, related_name="self_service_links", null=True, blank=True
     )
     purpose = models.CharField(max_length=20, choices=Purpose.choices, default=Purpose.APPOINTMENT)
     # SHA-256 (hex) of the token's random part; the token itself is never stored.
@@ -58,6 +62,7 @@ class PatientLink(models.Model):
             models.CheckConstraint(
                 condition=~Q(purpose="appointment") | Q(appointment__isnull=False), name="patient_link_appointment_named"
             ),
+            models.CheckConstraint(condition=~Q(purpose="offer") | Q(offer__isnull=False), name="patient_link_offer_named"),
         ]
 
     def __str__(self):
@@ -148,13 +153,27 @@ def issue_appointment_link(*, appointment, now=None) -> IssuedLink:
     return IssuedLink(link=link, token=token)
 
 
+def issue_offer_link(*, invitation, token: str, expires_at, now=None) -> IssuedLink:
+    """A link to one patient's offer (an OfferInvitation), expiring when the offer does. The token is made first
+    (new_token) because the offer's text, which carries it, is written before the invitation row exists."""
+    link = PatientLink.objects.create(
+        patient_id=invitation.patient_id,
+        offer=invitation,
+        purpose=PatientLink.Purpose.OFFER,
+        token_hash=verified_hash(token),
+        expires_at=expires_at,
+        created_at=now or timezone.now(),
+    )
+    return IssuedLink(link=link, token=token)
+
+
 def resolve_token(token: str, *, now=None) -> PatientLink:
     """The live link this token names, or LinkRefused. Checks, in order: shape and signature (no database
-    read), that a link has this hash, that it has not expired or locked, and that its appointment belongs to
-    its patient."""
+    read), that a link has this hash, that it has not expired or locked, and that its appointment (or offer)
+    belongs to its patient."""
     token_hash = verified_hash(token)
     link = (
-        PatientLink.objects.select_related("patient", "appointment__referral")
+        PatientLink.objects.select_related("patient", "appointment__referral", "offer")
         .filter(token_hash=token_hash)
         .first()
     )
@@ -165,6 +184,8 @@ def resolve_token(token: str, *, now=None) -> PatientLink:
     if (now or timezone.now()) >= link.expires_at:
         raise LinkRefused("expired", link)
     if link.appointment is not None and link.appointment.referral.patient_id != link.patient_id:
+        raise LinkRefused("wrong_patient", link)
+    if link.purpose == PatientLink.Purpose.OFFER and (link.offer is None or link.offer.patient_id != link.patient_id):
         raise LinkRefused("wrong_patient", link)
     return link
 

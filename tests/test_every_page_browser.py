@@ -95,6 +95,7 @@ EXCLUDED = {
     "selfservice:confirm": "POST only (the patient's Confirm button; its own browser tests)",
     "selfservice:cancel": "the patient's self-service page (no login; its own browser tests)",
     "selfservice:move": "the patient's self-service page (no login; its own browser tests)",
+    "selfservice:take": "POST only (the patient's Take this time button on an offer; its own browser tests)",
 }
 
 # Records every Content-Security-Policy violation, before the page's own scripts run (the console has them too).

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from scheduling import patient_links
 from scheduling.booking.selectors import next_free_slots_for_referral
 from scheduling.caseload.notes import write_note
-from scheduling.offers.models import OfferedSlot
+from scheduling.offers.models import OfferedSlot, OfferInvitation
 from scheduling.reminders.models import MessageTemplate, ReminderRule
 from scheduling.reports.views import APPOINTMENT_FIGURES
 from tests import sweep_stats
@@ -163,18 +163,27 @@ MULTI_PARAMS = {
         "huge": {"pk": HUGE_ID, "note_pk": HUGE_ID},
     },
 }
+def offer_link_token(world) -> str:
+    """A live link to the first open offer of the world's slot on offer (the page that takes it)."""
+    invitation = OfferInvitation.objects.filter(status=OfferInvitation.Status.SENT).select_related("slot").order_by("pk").first()
+    assert invitation is not None, "the sweep world has no open offer to link to"
+    return patient_links.issue_offer_link(invitation=invitation, token=patient_links.new_token()[0],
+                                          expires_at=invitation.slot.expires_at).token
+
+
 def self_service_tokens(world) -> dict:
-    """A live link to pwp_one's booked appointment (a new one each time: each test's rows are rolled back), and
-    links that must be refused."""
+    """A live link to pwp_one's booked appointment and one to an open offer (new ones each time: each test's rows
+    are rolled back), and links that must be refused."""
     token = patient_links.issue_appointment_link(appointment=world.own.appointment).token
     return {
-        "own": token, "tampered": token[:-1] + ("A" if token[-1] != "A" else "B"), "unknown": patient_links.new_token()[0],
-        "script": "%3Cscript%3E", "long": "x" * 300, "dots": "..",
+        "own": token, "offer": offer_link_token(world), "tampered": token[:-1] + ("A" if token[-1] != "A" else "B"),
+        "unknown": patient_links.new_token()[0], "script": "%3Cscript%3E", "long": "x" * 300, "dots": "..",
     }
 
 
 STR_PARAMS = {
-    **{name: self_service_tokens for name in ("selfservice:start", "selfservice:confirm", "selfservice:cancel", "selfservice:move")},
+    **{name: self_service_tokens
+       for name in ("selfservice:start", "selfservice:confirm", "selfservice:cancel", "selfservice:move", "selfservice:take")},
     "sms:edit_template": lambda w: {"first": MessageTemplate.Key.values[0], "unknown": "nope", "dots": "..", "script": "%3Cscript%3E"},
     "reports:export": lambda w: {"csv": "csv", "json": "json", "unknown": "exe", "script": "%3Cscript%3E"},
 }
@@ -582,19 +591,14 @@ def test_escaping_is_checked_on_what_the_page_shows(world, db):
     assert html.escape(SCRIPT) != SCRIPT
 
 
-def test_the_self_service_pages_after_the_date_of_birth_survive_hostile_input(world, db):
-    """The sweep above opens the self-service routes as staff would (the date-of-birth form); here the patient,
-    signed in by nothing but the link and their date of birth, posts every form of the pages behind it with
-    each hostile value in each field."""
-    token = self_service_tokens(world)["own"]
+def _sweep_self_service_after_date_of_birth(world, token: str, dob, names) -> list[str]:
     patient = Client(raise_request_exception=False)
-    dob = world.own.appointment.referral.patient.date_of_birth
     answer = patient.post(reverse("selfservice:start", args=[token]), {"day": dob.day, "month": dob.month, "year": dob.year})
     assert answer.status_code == 302, answer.status_code
     sweeper = Sweeper(world, "admin")
     sweeper.clients["patient"] = patient
     hostile = hostile_values(world)
-    for name in ("selfservice:start", "selfservice:cancel", "selfservice:move"):
+    for name in names:
         url = reverse(name, args=[token])
         page = parse_page(url, sweeper.request("GET", url, role="patient"))
         for form in page.forms:
@@ -606,4 +610,25 @@ def test_the_self_service_pages_after_the_date_of_birth_survive_hostile_input(wo
                     sweeper.request("POST", form.action, form.data(**{field_name: value}), role="patient", field=field_name,
                                     value_label=value_label, value=value)
         sweeper.request("POST", url, {}, role="patient")
-    assert sweeper.problems == [], "\n".join(sweeper.problems[:80])
+    return sweeper.problems
+
+
+def test_the_self_service_pages_after_the_date_of_birth_survive_hostile_input(world, db):
+    """The sweep above opens the self-service routes as staff would (the date-of-birth form); here the patient,
+    signed in by nothing but the link and their date of birth, posts every form of the pages behind it with
+    each hostile value in each field."""
+    token = self_service_tokens(world)["own"]
+    dob = world.own.appointment.referral.patient.date_of_birth
+    problems = _sweep_self_service_after_date_of_birth(world, token, dob, ("selfservice:start", "selfservice:cancel",
+                                                                            "selfservice:move", "selfservice:take"))
+    assert problems == [], "\n".join(problems[:80])
+
+
+def test_the_offer_page_after_the_date_of_birth_survives_hostile_input(world, db):
+    """The same for an offer's link: its page ("Take this time") and every other action's route with it."""
+    token = offer_link_token(world)
+    dob = patient_links.resolve_token(token).patient.date_of_birth
+    problems = _sweep_self_service_after_date_of_birth(world, token, dob, ("selfservice:start", "selfservice:take",
+                                                                            "selfservice:confirm", "selfservice:cancel",
+                                                                            "selfservice:move"))
+    assert problems == [], "\n".join(problems[:80])

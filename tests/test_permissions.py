@@ -141,7 +141,9 @@ def _every_route_path(patterns=None, prefix="", namespace=""):
             yield f"{namespace}{entry.name}", "/" + path.lstrip("^").rstrip("$")
 
 
-ANONYMOUS_ROUTES = {"login", "healthz", "selfservice:start", "selfservice:confirm", "selfservice:cancel", "selfservice:move"}
+ANONYMOUS_ROUTES = {
+    "login", "healthz", "selfservice:start", "selfservice:confirm", "selfservice:cancel", "selfservice:move", "selfservice:take",
+}
 
 
 def test_only_the_patient_self_service_page_login_and_healthz_open_without_a_login(client, db):

@@ -144,3 +144,37 @@ def test_an_expired_or_altered_link_gets_a_clear_page(phone, live_server, pwp, a
     assert open_link(phone, live_server, altered) == "This link does not work"
     assert "Sam" not in body(phone)
     assert open_link(phone, live_server, live[:-3]) == "This link does not work"
+
+
+def test_the_patient_takes_an_offered_earlier_time_through_the_link_without_javascript(phone, live_server, pwp, settings):
+    from scheduling.offers import services as offers
+    from scheduling.offers.models import OfferedSlot, OfferInvitation
+    from scheduling.reminders.models import OutboundMessage
+    from tests.offer_helpers import offers_on
+
+    settings.SMS_PUBLIC_BASE_URL = live_server.url
+    offers_on(include_link=True, wave_size=1)
+    referral = make_referral(pwp, patient=make_patient(given_name="Sam", family_name="Rivers"))
+    start = timezone.localtime(timezone.now() + dt.timedelta(days=6)).replace(hour=10, minute=0, second=0, microsecond=0)
+    slot = offers.release_slot(practitioner=pwp, start=start, duration_minutes=60, appointment_type="assessment",
+                               released_by=OfferedSlot.ReleasedBy.AVAILABILITY)
+    offers.advance_offers(slot_id=slot.pk)
+    invitation = OfferInvitation.objects.get(referral=referral)
+    text = OutboundMessage.objects.get(pk=invitation.message_id).body
+    link = text.split("open ", 1)[1].split(" ", 1)[0]
+    assert link.startswith(live_server.url + "/s/") and f"or reply YES {invitation.code}" in text
+
+    phone.get(link)
+    wait_for(phone, lambda d: d.find_elements("tag name", "h1"))
+    assert_fits(phone, WIDTH)
+    assert phone.find_element("tag name", "h1").text == "Hello Sam"
+    assert "Rivers" not in body(phone) and "Take this time" not in body(phone)
+    enter_date_of_birth(phone, "17", "5", "1970")
+    assert phone.find_element("tag name", "h1").text == "An earlier phone call"
+    assert "by phone, for about 60 minutes" in body(phone)
+    click(phone, "Take this time")
+    wait_for(phone, lambda d: d.find_element("tag name", "h1").text.startswith("Booked: "))
+    booked = Appointment.objects.get(referral=referral)
+    assert booked.start == slot.start
+    assert AuditEntry.objects.filter(appointment=booked, field="booking", via=AuditEntry.Via.SELF_SERVICE).exists()
+    assert OfferedSlot.objects.get(pk=slot.pk).status == OfferedSlot.Status.FILLED

@@ -367,12 +367,6 @@ def test_wrong_dates_of_birth_sent_at_once_from_several_devices_lock_once_and_ra
     assert RateCounter.objects.get(key__startswith="link:").hits == devices
 
 
-def test_an_offer_link_gets_no_page_until_offers_are_built(client, issued):
-    PatientLink.objects.filter(pk=issued.link.pk).update(purpose=PatientLink.Purpose.OFFER)
-    response = client.get(url(issued.token))
-    assert response.status_code == 404 and "Sam" not in response.content.decode()
-
-
 def test_the_locked_link_is_on_the_worklist_for_admin_staff_to_review(client, issued, admin_user):
     for _ in range(3):
         selfservice.check_date_of_birth(link=issued.link, date_of_birth=dt.date(1999, 1, 1))

@@ -231,8 +231,10 @@ def book_appointment(
     enforce_availability: bool = False,
     override_reason: str = "",
     patient_on_phone: bool = False,
+    via: str = "",
 ) -> Appointment:
-    """Book one appointment. Staff screens pass enforce_lead_time=True (the service's booking lead
+    """Book one appointment. `via` (AuditEntry.Via) says how it came in when no staff member booked it (the
+    patient taking an offered time on the self-service page). Staff screens pass enforce_lead_time=True (the service's booking lead
     time, and no further ahead than BookingSettings.max_months_ahead) and enforce_availability=True
     (working hours, leave, bank holidays; `override_reason` books outside them, audited); imports and
     the demo, which record the past, do not. `patient_on_phone` (the patient agreed this time on the
@@ -292,7 +294,7 @@ def book_appointment(
         )
         record_change(
             referral=referral, appointment=appointment, field="booking", old="", new="booked", actor=actor,
-            at=appointment.booked_at,
+            at=appointment.booked_at, via=via,
         )
         if overridden:
             _audit_override(appointment=appointment, why=overridden, reason=override_reason, actor=actor)

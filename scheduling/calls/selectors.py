@@ -367,16 +367,25 @@ _SELF_SERVICE_WORDS = {
     "confirmed": "Confirmed on the self-service page",
     "booking": "Moved to this time by the patient (self-service page)",
 }
+# The patient took an offered earlier time on the page: the offer's "accepted" entry, linked to the booking.
+_TOOK_OFFER_WORDS = "Took this offered time on the self-service page"
 
 
 def _self_service_words(appointment_ids) -> dict[int, str]:
     """The latest thing the patient did on the self-service page about each appointment (one query)."""
     words = {}
-    for appointment_id, field in (
-        AuditEntry.objects.filter(appointment_id__in=appointment_ids, via=AuditEntry.Via.SELF_SERVICE, field__in=list(_SELF_SERVICE_WORDS))
-        .order_by("at", "id").values_list("appointment_id", "field")
+    took_offer = Q(subject_type=AuditEntry.Subject.OFFER_INVITATION, field="status", new_value="accepted")
+    for appointment_id, subject_type, field in (
+        AuditEntry.objects.filter(Q(field__in=list(_SELF_SERVICE_WORDS)) | took_offer,
+                                  appointment_id__in=appointment_ids, via=AuditEntry.Via.SELF_SERVICE)
+        .order_by("at", "id").values_list("appointment_id", "subject_type", "field")
     ):
-        words[appointment_id] = _SELF_SERVICE_WORDS[field]
+        if subject_type == AuditEntry.Subject.OFFER_INVITATION:
+            words[appointment_id] = _TOOK_OFFER_WORDS
+        elif field == "booking" and words.get(appointment_id) == _TOOK_OFFER_WORDS:
+            continue  # the same booking (its entry may be stamped a moment after the offer's)
+        elif field in _SELF_SERVICE_WORDS:
+            words[appointment_id] = _SELF_SERVICE_WORDS[field]
     return words
 
 

@@ -14,3 +14,8 @@ class OfferSettingsForm(forms.Form):
         min_value=5, max_value=24 * 60, label="Minutes before the next patients are texted"
     )
     scope = forms.ChoiceField(choices=OfferSettings.Scope.choices, label="Offer to")
+    include_link = forms.BooleanField(
+        required=False, label="Add the patient's self-service link to offer texts",
+        help_text="The patient can take the time on the page too (after their date of birth). Only added when the "
+        "site's public address (SMS_PUBLIC_BASE_URL) is set.",
+    )

@@ -30,6 +30,10 @@ class OfferSettings(SingletonSettings):
         default=30, help_text="The next patients are texted after this long (or at once when all declined)."
     )
     scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.CASELOAD)
+    # Off by default, as the reminders' own per-template setting: a link makes the text longer (2 SMS parts).
+    include_link = models.BooleanField(
+        default=False, help_text="End each offer text with the patient's self-service link, where they can take the time."
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
 

@@ -8,6 +8,7 @@ the last guard when two patients take the same slot at once."""
 import datetime as dt
 import logging
 import secrets
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -15,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from scheduling import patient_links
 from scheduling.audit import log_action, save_and_log
 from scheduling.booking.availability import round_up_to_grid
 from scheduling.booking.models import Appointment, BookingSettings, Rearrangement
@@ -37,6 +39,11 @@ ADVANCE_TASK = "scheduling.offers.tasks.advance_offers"
 OFFER_TEXT = (
     "Hi {first_name}, an earlier phone call is free: {day} {date} at {time}. First come, first served: "
     "to take it, reply YES {code} by {deadline}. Reply STOP to end texts."
+)
+# With the self-service link (OfferSettings.include_link): the page or the code, whichever comes first.
+OFFER_TEXT_WITH_LINK = (
+    "Hi {first_name}, an earlier phone call is free: {day} {date} at {time}. First come, first served: "
+    "to take it, open {link} or reply YES {code} by {deadline}. Reply STOP to end texts."
 )
 GONE_TEXT = "Hi {first_name}, sorry, that slot has just gone. Nothing has changed for you. Reply STOP to end texts."
 # Slots offered for one availability change, at most (the earliest free ones): a new working pattern would
@@ -116,14 +123,15 @@ def selectors_free_slots(*, practitioner, starts_at, ends_at, now=None):
 
 # --- Waves -----------------------------------------------------------------------------------------
 
-def _set_status(obj, status: str, *, actor=None, reason: str = "", at=None, **fields):
+def _set_status(obj, status: str, *, actor=None, reason: str = "", at=None, via: str = "", appointment=None, **fields):
     old = obj.status
     obj.status = status
     for name, value in fields.items():
         setattr(obj, name, value)
     obj.save(update_fields=["status", *fields])
     referral = getattr(obj, "referral", None)
-    log_action(subject=obj, actor=actor, field="status", old=old, new=status, reason=reason, at=at, referral=referral)
+    log_action(subject=obj, actor=actor, field="status", old=old, new=status, reason=reason, at=at, referral=referral,
+               via=via, appointment=appointment)
 
 
 def _new_code(patient_id: int) -> str:
@@ -141,11 +149,11 @@ def _deadline_words(moment: dt.datetime) -> str:
     return f"{hour}{minutes}{'am' if local.hour < 12 else 'pm'} on {local:%A}"
 
 
-def offer_text(*, slot: OfferedSlot, patient, code: str) -> str:
+def offer_text(*, slot: OfferedSlot, patient, code: str, link: str = "") -> str:
     values = content.appointment_placeholders(appointment=slot, patient=patient)
-    values.update(code=code, deadline=_deadline_words(slot.expires_at))
+    values.update(code=code, deadline=_deadline_words(slot.expires_at), link=link)
     filled = {name: "" for name in content.PLACEHOLDERS} | values
-    return content.to_gsm7(OFFER_TEXT.format(**filled)).strip()
+    return content.to_gsm7((OFFER_TEXT_WITH_LINK if link else OFFER_TEXT).format(**filled)).strip()
 
 
 def gone_text(patient) -> str:
@@ -167,12 +175,15 @@ def send_wave(*, slot: OfferedSlot, now=None) -> list[OfferInvitation]:
         return []
     candidates = selectors.offer_candidates(slot=slot, limit=offer_settings.wave_size, offer_settings=offer_settings)
     wave = slot.waves_sent + 1
+    with_link = offer_settings.include_link and patient_links.links_available()
     invitations = []
     for candidate in candidates:
         code = _new_code(candidate.patient.pk)
+        # Each text its own link; the token is made before the text, the link row after the invitation it names.
+        token = patient_links.new_token()[0] if with_link else ""
         message = queue_text(
-            patient=candidate.patient, kind=OutboundMessage.SLOT_OFFER,
-            body=offer_text(slot=slot, patient=candidate.patient, code=code), now=now, not_after=slot.expires_at,
+            patient=candidate.patient, kind=OutboundMessage.SLOT_OFFER, now=now, not_after=slot.expires_at,
+            body=offer_text(slot=slot, patient=candidate.patient, code=code, link=patient_links.link_url(token) if token else ""),
         )
         invitation = OfferInvitation.objects.create(
             slot=slot, referral=candidate.referral, patient=candidate.patient, later_appointment=candidate.later_appointment,
@@ -182,6 +193,8 @@ def send_wave(*, slot: OfferedSlot, now=None) -> list[OfferInvitation]:
         )
         log_action(subject=invitation, actor=None, action="added", field="status", new=invitation.status,
                    reason=f"wave {wave}: {invitation.get_group_display()}", referral=candidate.referral, at=now)
+        if token and invitation.status == InvitationStatus.SENT:
+            patient_links.issue_offer_link(invitation=invitation, token=token, expires_at=slot.expires_at, now=now)
         invitations.append(invitation)
     slot.waves_sent = wave if invitations else slot.waves_sent
     slot.next_wave_at = now + dt.timedelta(minutes=offer_settings.minutes_between_waves) if invitations else None
@@ -257,35 +270,96 @@ def stop_offer(*, slot: OfferedSlot, actor) -> OfferedSlot:
     return locked
 
 
-# --- Replies -----------------------------------------------------------------------------------------
+# --- Taking an offer ------------------------------------------------------------------------------
 
-def _gone(*, patient, invitation=None, now, reason: str) -> OfferReplyAnswer:
-    if invitation is not None and invitation.status == InvitationStatus.SENT:
-        _set_status(invitation, InvitationStatus.GONE, reason=reason, at=now, answered_at=now, closed_at=now)
-    elif invitation is not None and invitation.answered_at is None:
-        invitation.answered_at = now
+@dataclass(frozen=True)
+class Acceptance:
+    """What came of one patient taking their offer: the appointment booked (or moved) into the slot, or why not
+    (`gone`: taken by someone else, closed, stopped or expired, or not bookable for this patient)."""
+
+    invitation: OfferInvitation
+    appointment: Appointment | None = None
+    already: bool = False  # this patient had taken it already (the same answer twice)
+    reason: str = ""
+
+    @property
+    def taken(self) -> bool:
+        return self.appointment is not None
+
+
+def _mark_gone(invitation: OfferInvitation, *, at, reason: str, via: str) -> None:
+    if invitation.status == InvitationStatus.SENT:
+        _set_status(invitation, InvitationStatus.GONE, reason=reason, at=at, via=via, answered_at=at, closed_at=at)
+    elif invitation.answered_at is None:
+        invitation.answered_at = at
         invitation.save(update_fields=["answered_at"])
-    queue_text(patient=patient, kind=OutboundMessage.SLOT_OFFER_GONE, body=gone_text(patient), now=now)
-    return OfferReplyAnswer(handling=InboundMessage.Handling.OFFER_GONE, patient=patient)
 
 
-def _book(invitation: OfferInvitation, slot: OfferedSlot, *, at) -> Appointment:
+def _book(invitation: OfferInvitation, slot: OfferedSlot, *, at, via: str) -> Appointment:
     if invitation.group == OfferInvitation.Group.SOONER and invitation.later_appointment_id:
         moved: Rearrangement = rearrange_appointment(
             appointment=invitation.later_appointment, new_start=slot.start, practitioner=slot.practitioner, asked_by="patient",
-            reason="Took an earlier time offered by text", asked_at=at,
+            reason="Took an earlier time offered by text", asked_at=at, via=via,
         )
         return moved.replacement
     return book_appointment(
         referral=invitation.referral, practitioner=slot.practitioner, appointment_type=slot.appointment_type, start=slot.start,
-        session_number=2 if slot.appointment_type == AppointmentType.TREATMENT else None,
+        session_number=2 if slot.appointment_type == AppointmentType.TREATMENT else None, via=via,
     )
 
 
+def accept_offer(*, invitation: OfferInvitation, at=None, via: str = "") -> Acceptance:
+    """One patient takes their offer, by a "YES <code>" reply (via "") or on the self-service page (via
+    AuditEntry.Via.SELF_SERVICE): the one path for both. The first acceptance books the slot: the slot row is
+    locked, so acceptances take turns, and the booking's no-overlap constraint is the last guard. The other
+    open offers of the slot are withdrawn (their unsent texts cancelled). Anything else (taken, closed,
+    stopped, expired, not bookable for this patient) books nothing and marks this offer as answered too late;
+    the caller tells the patient (a text, or the page). Taking it again returns the first booking."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        slot = OfferedSlot.objects.select_for_update(of=("self",)).select_related("practitioner").get(pk=invitation.slot_id)
+        invitation = (OfferInvitation.objects.select_for_update(of=("self",))
+                      .select_related("patient", "referral", "later_appointment").get(pk=invitation.pk))
+        if invitation.status == InvitationStatus.ACCEPTED and slot.filled_by_id:
+            return Acceptance(invitation=invitation, appointment=slot.filled_by, already=True)
+        if invitation.status != InvitationStatus.SENT or slot.status != SlotStatus.OPEN:
+            _mark_gone(invitation, at=at, reason="the offer had closed", via=via)
+            return Acceptance(invitation=invitation, reason="closed")
+        if at >= slot.expires_at:
+            close_slot(slot=slot, status=SlotStatus.EXPIRED, reason="nobody took it in time", now=at)
+            _mark_gone(invitation, at=at, reason="answered after the offer expired", via=via)
+            return Acceptance(invitation=invitation, reason="expired")
+        try:
+            with transaction.atomic():
+                appointment = _book(invitation, slot, at=at, via=via)
+        except SlotTaken:
+            close_slot(slot=slot, status=SlotStatus.FILLED, reason="the time was booked elsewhere", now=at)
+            _mark_gone(invitation, at=at, reason="the time was booked elsewhere", via=via)
+            return Acceptance(invitation=invitation, reason="booked_elsewhere")
+        except ValidationError as exc:
+            logger.info("offers.accept_refused invitation_id=%s code=%s", invitation.pk, getattr(exc, "code", ""))
+            _mark_gone(invitation, at=at, reason="could not be booked for this patient", via=via)
+            return Acceptance(invitation=invitation, reason="not_bookable")
+        how = "on the self-service page" if via else "by text reply"
+        # Linked to the new appointment, so the call list can say how it was taken.
+        _set_status(invitation, InvitationStatus.ACCEPTED, reason=f"took it {how}", at=at, via=via, appointment=appointment,
+                    answered_at=at, closed_at=at)
+        close_slot(slot=slot, status=SlotStatus.FILLED, reason=f"taken {how}", now=at, filled_by=appointment,
+                   keep_invitation=invitation)
+    logger.info("offers.accepted slot_id=%s invitation_id=%s appointment_id=%s", slot.pk, invitation.pk, appointment.pk)
+    return Acceptance(invitation=invitation, appointment=appointment)
+
+
+# --- Replies -----------------------------------------------------------------------------------------
+
+def _gone_text_answer(*, patient, now) -> OfferReplyAnswer:
+    queue_text(patient=patient, kind=OutboundMessage.SLOT_OFFER_GONE, body=gone_text(patient), now=now)
+    return OfferReplyAnswer(handling=InboundMessage.Handling.OFFER_GONE, patient=patient)
+
+
 def answer_offer_reply(*, patients, code: str, at=None) -> OfferReplyAnswer:
-    """A "YES <code>" reply. The first acceptance books the slot (the slot row is locked, so two replies take
-    turns; the booking's no-overlap constraint is the last guard); the others, late replies and codes that
-    match nothing open get the "sorry, that slot has just gone" text and no booking."""
+    """A "YES <code>" reply: accept_offer, as the self-service page does; the others, late replies and codes
+    that match nothing open get the "sorry, that slot has just gone" text and no booking."""
     at = at or timezone.now()
     patient_ids = [p.pk for p in patients]
     invitations = OfferInvitation.objects.filter(patient_id__in=patient_ids, code=code).select_related("patient")
@@ -293,31 +367,14 @@ def answer_offer_reply(*, patients, code: str, at=None) -> OfferReplyAnswer:
     if invitation is None:
         if len(patients) != 1:
             return OfferReplyAnswer(handling=InboundMessage.Handling.SHARED_NUMBER)
-        return _gone(patient=patients[0], now=at, reason="no offer with that code")
-    patient = invitation.patient
-    with transaction.atomic():
-        slot = OfferedSlot.objects.select_for_update(of=("self",)).select_related("practitioner").get(pk=invitation.slot_id)
-        invitation = (OfferInvitation.objects.select_for_update(of=("self",))
-                      .select_related("patient", "referral", "later_appointment").get(pk=invitation.pk))
-        if invitation.status != InvitationStatus.SENT or slot.status != SlotStatus.OPEN:
-            return _gone(patient=patient, invitation=invitation, now=at, reason="the offer had closed")
-        if at >= slot.expires_at:
-            close_slot(slot=slot, status=SlotStatus.EXPIRED, reason="nobody took it in time", now=at)
-            return _gone(patient=patient, invitation=invitation, now=at, reason="replied after the offer expired")
-        try:
-            with transaction.atomic():
-                appointment = _book(invitation, slot, at=at)
-        except SlotTaken:
-            close_slot(slot=slot, status=SlotStatus.FILLED, reason="the time was booked elsewhere", now=at)
-            return _gone(patient=patient, invitation=invitation, now=at, reason="the time was booked elsewhere")
-        except ValidationError as exc:
-            logger.info("offers.accept_refused invitation_id=%s code=%s", invitation.pk, getattr(exc, "code", ""))
-            return _gone(patient=patient, invitation=invitation, now=at, reason="could not be booked for this patient")
-        _set_status(invitation, InvitationStatus.ACCEPTED, reason="replied YES", at=at, answered_at=at, closed_at=at)
-        close_slot(slot=slot, status=SlotStatus.FILLED, reason="taken by text reply", now=at, filled_by=appointment,
-                   keep_invitation=invitation)
-    logger.info("offers.accepted slot_id=%s invitation_id=%s appointment_id=%s", slot.pk, invitation.pk, appointment.pk)
-    return OfferReplyAnswer(handling=InboundMessage.Handling.OFFER_TAKEN, appointment=appointment, patient=patient)
+        return _gone_text_answer(patient=patients[0], now=at)
+    with transaction.atomic():  # the offer's answer and the "gone" text commit together
+        acceptance = accept_offer(invitation=invitation, at=at)
+        if not acceptance.taken or acceptance.already:
+            # Taking it again by text gets the "gone" text, as before (there is no "you have it already" text).
+            return _gone_text_answer(patient=acceptance.invitation.patient, now=at)
+    return OfferReplyAnswer(handling=InboundMessage.Handling.OFFER_TAKEN, appointment=acceptance.appointment,
+                            patient=acceptance.invitation.patient)
 
 
 def decline_offer(*, patients, code: str, at=None) -> OfferReplyAnswer | None:
@@ -355,7 +412,7 @@ def decline_offer(*, patients, code: str, at=None) -> OfferReplyAnswer | None:
 # --- Settings --------------------------------------------------------------------------------------
 
 def update_offer_settings(*, actor, enabled: bool, minimum_notice_hours: int, wave_size: int, minutes_between_waves: int,
-                          scope: str) -> OfferSettings:
+                          scope: str, include_link: bool = False) -> OfferSettings:
     errors = {}
     if not 1 <= wave_size <= 20:
         errors["wave_size"] = "Texts at a time must be between 1 and 20."
@@ -373,6 +430,7 @@ def update_offer_settings(*, actor, enabled: bool, minimum_notice_hours: int, wa
     offer_settings.wave_size = wave_size
     offer_settings.minutes_between_waves = minutes_between_waves
     offer_settings.scope = scope
+    offer_settings.include_link = bool(include_link)
     offer_settings.updated_by = actor
     save_and_log(instance=offer_settings, actor=actor)
     return offer_settings

@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from scheduling import patient_links
 from scheduling.errors import add_service_errors, service_error_message
 from scheduling.offers import forms, services
 from scheduling.offers.models import OfferedSlot, OfferSettings
@@ -52,7 +53,9 @@ def offer_settings(request):
     else:
         form = forms.OfferSettingsForm(initial={
             name: getattr(current, name)
-            for name in ("enabled", "minimum_notice_hours", "wave_size", "minutes_between_waves", "scope")
+            for name in ("enabled", "minimum_notice_hours", "wave_size", "minutes_between_waves", "scope", "include_link")
         })
         status = 200
-    return render(request, "offers/settings.html", {"form": form, "current": current}, status=status)
+    return render(request, "offers/settings.html", {
+        "form": form, "current": current, "links_available": patient_links.links_available(),
+    }, status=status)

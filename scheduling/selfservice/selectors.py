@@ -11,6 +11,7 @@ from scheduling.booking.selectors import Slot, earliest_bookable, find_free_slot
 from scheduling.booking import rules
 from scheduling.caseload.models import ServiceSettings
 from scheduling.codes import AttendanceOutcome
+from scheduling.offers.models import OfferedSlot, OfferInvitation
 from scheduling.patient_links import PatientLink
 
 # How many times the page offers to move to: enough to choose from, few enough for a phone screen.
@@ -101,4 +102,36 @@ def times_to_move_to(appointment: Appointment, *, now=None) -> list[Slot]:
         limit=SLOTS_OFFERED,
         ignore_appointment_ids=[appointment.pk],
         exclude_slots=[(appointment.practitioner_id, appointment.start)],
+    )
+
+
+@dataclass(frozen=True)
+class OfferState:
+    """What an offer link's page shows: the time on offer, and whether it can still be taken, this patient took
+    it (`booked`, the appointment), or it has gone (taken by someone else, stopped, expired)."""
+
+    invitation: OfferInvitation
+    when: str
+    minutes: int
+    service_phone: str
+    can_take: bool
+    booked: Appointment | None
+
+
+def offer_state(link: PatientLink, *, now=None) -> OfferState:
+    now = now or timezone.now()
+    invitation = OfferInvitation.objects.select_related("slot__filled_by").get(pk=link.offer_id)
+    slot = invitation.slot
+    booked = slot.filled_by if invitation.status == OfferInvitation.Status.ACCEPTED else None
+    minutes = BookingSettings.current().minutes_for(slot.appointment_type)
+    if invitation.later_appointment_id:
+        minutes = Appointment.objects.filter(pk=invitation.later_appointment_id).values_list("duration_minutes", flat=True).first() or minutes
+    return OfferState(
+        invitation=invitation,
+        when=when_words((booked or slot).start),
+        minutes=booked.duration_minutes if booked else minutes,
+        service_phone=ServiceSettings.current().service_phone,
+        can_take=(invitation.status == OfferInvitation.Status.SENT and slot.status == OfferedSlot.Status.OPEN
+                  and now < slot.expires_at),
+        booked=booked,
     )

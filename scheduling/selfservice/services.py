@@ -1,6 +1,6 @@
 """Writes from the self-service page: counting requests (rate limits), checking the date of birth (three wrong
-lock the link and tell the worklist), and the patient's own confirm, cancel and move. Each change is audited
-as done by the patient, self-service (AuditEntry.Via.SELF_SERVICE, no staff actor)."""
+lock the link and tell the worklist), the patient's own confirm, cancel and move, and taking an offered time.
+Each change is audited as done by the patient, self-service (AuditEntry.Via.SELF_SERVICE, no staff actor)."""
 
 import datetime as dt
 import hashlib
@@ -19,6 +19,7 @@ from scheduling.booking.services import (
     AlreadyCancelled, AlreadyRearranged, cancel_appointment, confirm_appointment, rearrange_appointment,
 )
 from scheduling.codes import TaskKind, TaskSource
+from scheduling.offers.services import Acceptance, accept_offer
 from scheduling.patient_links import PatientLink
 from scheduling.selfservice import selectors
 from scheduling.selfservice.models import RateCounter
@@ -94,15 +95,16 @@ def check_date_of_birth(*, link: PatientLink, date_of_birth: dt.date | None, now
     with transaction.atomic():
         link = patient_links.record_wrong_date_of_birth(link=link, now=now)
         if link.just_locked:
-            appointment = link.appointment
+            appointment = link.appointment  # None for an offer's link: its referral is the offer's
+            referral = appointment.referral if appointment is not None else link.offer.referral
             raise_admin_task(
                 kind=TaskKind.SELF_SERVICE_LOCKED, source=TaskSource.SELF_SERVICE, appointment=appointment,
-                patient=patient,
+                referral=referral, patient=patient,
                 detail="Three wrong dates of birth were entered on the patient's self-service link, so it is locked. "
                 "Check with the patient; texts after this carry a new link.",
             )
             record_change(
-                referral=appointment.referral, appointment=appointment, field="self_service_link", old="open",
+                referral=referral, appointment=appointment, field="self_service_link", old="open",
                 new="locked", reason="three wrong dates of birth", at=now, via=VIA,
             )
     return False
@@ -164,3 +166,11 @@ def move(*, link: PatientLink, new_start: dt.datetime, now=None) -> Rearrangemen
     )
     patient_links.follow_link_to(link=link, appointment=rearrangement.replacement)
     return rearrangement
+
+
+def take_offer(*, link: PatientLink, now=None) -> Acceptance:
+    """The patient takes the time their offer link names: offers' one accept_offer, as a "YES <code>" reply
+    is, audited as by the patient, self-service. Nothing is texted when it has gone: the page says so."""
+    if link.purpose != PatientLink.Purpose.OFFER:
+        raise ValidationError("This link is not for an offered time.", code="not_an_offer")
+    return accept_offer(invitation=link.offer, at=now or timezone.now(), via=VIA)

@@ -9,4 +9,5 @@ urlpatterns = [
     path("<str:token>/confirm", views.confirm, name="confirm"),
     path("<str:token>/cancel", views.cancel, name="cancel"),
     path("<str:token>/move", views.move, name="move"),
+    path("<str:token>/take", views.take, name="take"),
 ]

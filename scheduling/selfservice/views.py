@@ -65,9 +65,6 @@ def self_service(view):
         except patient_links.LinkRefused as refused:
             template, status = REFUSED_PAGES.get(refused.reason, ("selfservice/refused.html", 404))
             return _page(request, template, status=status)
-        if link.purpose != PatientLink.Purpose.APPOINTMENT:
-            # An offer's link (sooner-slot offers) gets its own page when offers land; until then, none.
-            return _page(request, "selfservice/refused.html", status=404)
         return view(request, link, token, *args, **kwargs)
 
     return wrapper
@@ -113,6 +110,9 @@ def start(request, link, token):
     if not _is_verified(request, link):
         form = forms.DateOfBirthForm()
         return _page(request, "selfservice/date_of_birth.html", {"form": form, "link": link, "token": token})
+    if link.purpose == PatientLink.Purpose.OFFER:
+        offer = selectors.offer_state(link)
+        return _page(request, "selfservice/offer.html", {"offer": offer, "link": link, "token": token})
     state = selectors.page_state(link)
     return _page(request, "selfservice/appointment.html", {"state": state, "link": link, "token": token})
 
@@ -127,8 +127,38 @@ def _verified_only(view):
     return wrapper
 
 
+def _for(purpose: str):
+    """The action belongs to links of this purpose; another link's page is all the patient gets."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, link, token, *args, **kwargs):
+            if link.purpose != purpose:
+                return _private(_home(token))
+            return view(request, link, token, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+_appointment_only = _for(PatientLink.Purpose.APPOINTMENT)
+
+
 @self_service
 @_verified_only
+@_for(PatientLink.Purpose.OFFER)
+@require_http_methods(["POST"])
+def take(request, link, token):
+    """Take the offered time: the same service as a "YES <code>" reply. Then back to the page, which shows
+    "Booked: <time>", or that the time has gone (no text is sent: the patient is reading the page)."""
+    services.take_offer(link=link)
+    return _private(_home(token))
+
+
+@self_service
+@_verified_only
+@_appointment_only
 @require_http_methods(["POST"])
 def confirm(request, link, token):
     try:
@@ -143,6 +173,7 @@ def confirm(request, link, token):
 
 @self_service
 @_verified_only
+@_appointment_only
 @require_http_methods(["GET", "POST"])
 def cancel(request, link, token):
     state = selectors.page_state(link)
@@ -164,6 +195,7 @@ def cancel(request, link, token):
 
 @self_service
 @_verified_only
+@_appointment_only
 @require_http_methods(["GET", "POST"])
 def move(request, link, token):
     state = selectors.page_state(link)
