@@ -769,12 +769,17 @@ def recovered_figures(params: ReportParams) -> dict:
         "pk", "practitioner_id", "start", "end", "cancelled_at", "duration_minutes", "rearranged_to__replacement_id"
     ):
         slots_by_practitioner[practitioner_id].append(_Slot(pk, start, end, released_at, minutes, replacement))
+    # Bounds on both sides of every overlap test, so each is a short range of the (practitioner, start) index
+    # rather than all of a practitioner's earlier appointments (bookings are at most 240 minutes; a day is safe).
+    reach = timedelta(days=1)
     fillers = (
         Appointment.objects.exclude(outcome__in=_CANCELLED)
+        .filter(start__gt=params.start - reach, start__lt=params.end + reach)
         .filter(
             Exists(
                 released.filter(
                     practitioner=OuterRef("practitioner"),
+                    start__gt=OuterRef("start") - reach,
                     start__lt=OuterRef("end"),
                     end__gt=OuterRef("start"),
                     cancelled_at__lte=OuterRef("booked_at"),
