@@ -118,6 +118,18 @@ def test_it_books_the_first_yes_withdraws_the_other_offers_and_tells_a_second_ye
     assert Appointment.objects.filter(start=START).not_cancelled().count() == 1
 
 
+def test_a_second_yes_from_the_patient_who_took_it_books_nothing_more_and_sends_no_gone_text(world, admin_user, freeze):
+    release(world, admin_user)
+    services.advance_offers()
+    taker = OfferInvitation.objects.order_by("id").first()
+    freeze(NOW + dt.timedelta(minutes=5))
+    booked = reply(taker.patient, f"YES {taker.code}").appointment
+    again = reply(taker.patient, f"yes {taker.code} thanks")
+    assert again.handling == Handling.OFFER_TAKEN and again.appointment == booked
+    assert not OutboundMessage.objects.filter(patient=taker.patient, kind=OutboundMessage.SLOT_OFFER_GONE).exists()
+    assert Appointment.objects.filter(referral=taker.referral).count() == 1
+
+
 def test_it_answers_a_code_that_matches_nothing_with_the_gone_text_not_a_confirmation(world, admin_user):
     patient = world["booked"].referral.patient
     answer = reply(patient, "YES 4821")

@@ -370,9 +370,10 @@ def answer_offer_reply(*, patients, code: str, at=None) -> OfferReplyAnswer:
         return _gone_text_answer(patient=patients[0], now=at)
     with transaction.atomic():  # the offer's answer and the "gone" text commit together
         acceptance = accept_offer(invitation=invitation, at=at)
-        if not acceptance.taken or acceptance.already:
-            # Taking it again by text gets the "gone" text, as before (there is no "you have it already" text).
+        if not acceptance.taken:
             return _gone_text_answer(patient=acceptance.invitation.patient, now=at)
+        # A second YES from the patient who took it books nothing more and sends nothing: "sorry, gone" would
+        # tell them they had lost the time they hold (their booking's confirmation has gone, or will).
     return OfferReplyAnswer(handling=InboundMessage.Handling.OFFER_TAKEN, appointment=acceptance.appointment,
                             patient=acceptance.invitation.patient)
 
