@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from scheduling import roles
 from scheduling.audit import AuditEntry
+from scheduling.booking.models import Appointment
 from scheduling.booking.services import book_appointment, cancel_appointment, rearrange_appointment
 from scheduling.offers import services as offers
 from scheduling.offers.models import OfferInvitation
@@ -130,3 +131,26 @@ def test_the_capacity_page_and_exports_show_the_recovered_figures(service, clien
     assert "recovered.refilled_minutes,90" in csv and "recovered.refilled_minutes_by.staff,90" in csv
     data = client.get(reverse("reports:export", args=["json"]), query).json()
     assert data["recovered"]["offers"]["slots_offered"] == 0 and data["recovered"]["self_service"]["links_locked"] == 0
+
+
+def test_it_finds_refills_that_run_across_midnight(db):
+    """Written directly (the diary would refuse these hours): January, so UTC is UK time.
+    Released 23:30-00:30 (20-21 Jan) is re-filled 15 minutes by 23:00-23:45 (same day) and 30 by 00:00-00:30
+    (the next day); released 00:00-00:45 on 22 Jan is re-filled 15 minutes by 23:30-00:15 (from the day before)."""
+    pwp = make_user("pwp.one", roles.PWP)
+    referral = make_referral(pwp, received_on=datetime.date(2026, 1, 2))
+
+    def appointment(start, minutes, *, booked, cancelled=None):
+        values = dict(outcome="4", cancelled_at=cancelled, cancelled_by="patient") if cancelled else {}
+        return Appointment.objects.create(referral=referral, practitioner=pwp, appointment_type="review", start=start,
+                                          duration_minutes=minutes, booked_at=booked, **values)
+
+    early, late = london(2026, 1, 5, 9), london(2026, 1, 16, 9)
+    appointment(london(2026, 1, 20, 23, 30), 60, booked=early, cancelled=late)
+    appointment(london(2026, 1, 22, 0, 0), 45, booked=early, cancelled=late)
+    appointment(london(2026, 1, 20, 23, 0), 45, booked=late)
+    appointment(london(2026, 1, 21, 0, 0), 30, booked=late)
+    appointment(london(2026, 1, 21, 23, 30), 45, booked=late)
+    figures = recovered_figures(ReportParams(date_from=datetime.date(2026, 1, 18), date_to=datetime.date(2026, 1, 24)))
+    assert figures["released_minutes"] == 105
+    assert figures["refilled_minutes"] == 60

@@ -759,6 +759,29 @@ def _booked_by_offer_or_patient(appointment_ids) -> dict[int, str]:
     return kinds
 
 
+def _filler_ids(params: ReportParams, released) -> set[int]:
+    """Ids of the standing bookings that overlap a released slot of their practitioner and were made at or
+    after its release. Bookings are under a day long, so two that overlap share the UTC date of their starts,
+    or one runs into the day the other starts on: three joins on (practitioner, date), each hashed by the
+    database, instead of one overlap test against every released slot of the practitioner."""
+    reach = timedelta(days=1)
+    candidates = Appointment.objects.exclude(outcome__in=_CANCELLED).filter(
+        start__gt=params.start - reach, start__lt=params.end + reach
+    ).annotate(start_day=TruncDate("start", tzinfo=datetime.timezone.utc), end_day=TruncDate("end", tzinfo=datetime.timezone.utc))
+    slots = released.annotate(
+        slot_start_day=TruncDate("start", tzinfo=datetime.timezone.utc), slot_end_day=TruncDate("end", tzinfo=datetime.timezone.utc)
+    )
+    overlapping = dict(
+        practitioner=OuterRef("practitioner"), start__lt=OuterRef("end"), end__gt=OuterRef("start"),
+        cancelled_at__lte=OuterRef("booked_at"),
+    )
+    ids = set()
+    for slot_day, booking_day in (("slot_start_day", "start_day"), ("slot_start_day", "end_day"), ("slot_end_day", "start_day")):
+        matching = slots.filter(**overlapping, **{slot_day: OuterRef(booking_day)})
+        ids.update(candidates.filter(Exists(matching)).values_list("pk", flat=True))
+    return ids
+
+
 def recovered_figures(params: ReportParams) -> dict:
     """Minutes released and re-filled (by offers, by patients' self-service, by staff), the median hours from
     release to re-fill, the days brought forward for patients moved to an earlier time into a released slot,
@@ -769,26 +792,10 @@ def recovered_figures(params: ReportParams) -> dict:
         "pk", "practitioner_id", "start", "end", "cancelled_at", "duration_minutes", "rearranged_to__replacement_id"
     ):
         slots_by_practitioner[practitioner_id].append(_Slot(pk, start, end, released_at, minutes, replacement))
-    # Bounds on both sides of every overlap test, so each is a short range of the (practitioner, start) index
-    # rather than all of a practitioner's earlier appointments (bookings are at most 240 minutes; a day is safe).
-    reach = timedelta(days=1)
-    fillers = (
-        Appointment.objects.exclude(outcome__in=_CANCELLED)
-        .filter(start__gt=params.start - reach, start__lt=params.end + reach)
-        .filter(
-            Exists(
-                released.filter(
-                    practitioner=OuterRef("practitioner"),
-                    start__gt=OuterRef("start") - reach,
-                    start__lt=OuterRef("end"),
-                    end__gt=OuterRef("start"),
-                    cancelled_at__lte=OuterRef("booked_at"),
-                )
-            )
-        )
+    fillers = list(
+        Appointment.objects.filter(pk__in=_filler_ids(params, released))
         .values_list("pk", "practitioner_id", "start", "end", "booked_at", "rearranged_from__original__start")
     )
-    fillers = list(fillers)
     refilled_by = _booked_by_offer_or_patient([row[0] for row in fillers])
     by_kind = dict.fromkeys(REFILLED_BY, 0.0)
     brought_forward = []
