@@ -58,6 +58,7 @@ def test_the_capacity_report_benchmark_builds_its_service_and_agrees_with_the_ha
         "first_contact_wait",
         "first_treatment_waits",
         "longest_held_without_assessment",
+        "recovered_capacity",
     }
     assert Appointment.objects.count() == 300 and ContactAttempt.objects.count() == 1500 and Referral.objects.count() == 60
 
