@@ -31,7 +31,8 @@ NOW = london(2026, 6, 1, 9)  # Monday
 START = london(2026, 6, 10, 14)  # Wednesday 10 June, 14:00
 DOB = dt.date(1970, 5, 17)  # tests.factories.make_patient's
 BASE = "https://pp.example.nhs.uk"
-TOKEN_IN_TEXT = re.compile(r"/s/([A-Za-z0-9_-]{28})\b")
+# Not \b: a token may end in "-" or "_", after which a space is no word boundary (1 link in 32).
+TOKEN_IN_TEXT = re.compile(r"/s/([A-Za-z0-9_-]{28})(?![A-Za-z0-9_-])")
 Inv = OfferInvitation.Status
 Handling = InboundMessage.Handling
 
